@@ -1,0 +1,117 @@
+"""The running gateway: services, terminal server, metrics/health endpoint, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import asyncpg
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway.context import Services
+from gateway.db import create_pool
+from gateway.keys import SoftHsm, load_lmk
+from gateway.migrate import check_migrated
+from gateway.processor import Processor
+from gateway.rrn import RrnAllocator
+from gateway.server import GatewayServer
+from gateway.settings import Settings
+
+log = structlog.get_logger("posgw.app")
+
+HEALTH_DB_TIMEOUT_S = 2.0
+
+
+async def build_services(settings: Settings, database_url: str | None = None) -> Services:
+    pool = await create_pool(settings, database_url)
+    try:
+        async with pool.acquire() as conn:
+            await check_migrated(conn)
+        lmk = load_lmk(settings.lmk.get_secret_value() if settings.lmk else None, settings.data_dir)
+    except BaseException:
+        await pool.close()
+        raise
+
+    async def reserve_rrn_block() -> int:
+        return await pool.fetchval("SELECT nextval('rrn_block_seq')")
+
+    return Services(settings, pool, SoftHsm(lmk), RrnAllocator(reserve_rrn_block))
+
+
+class Gateway:
+    """One gateway process: start it, await ``serve_until_stopped``, or stop it."""
+
+    def __init__(self, settings: Settings, services: Services) -> None:
+        self.settings = settings
+        self.services = services
+        self.processor = Processor(services)
+        self.server = GatewayServer(settings, self.processor.handle)
+        self._http: asyncio.base_events.Server | None = None
+        self._stopped = asyncio.Event()
+
+    async def start(self, host: str, port: int, metrics_port: int | None) -> None:
+        await self.server.start(host, port)
+        if metrics_port is not None:
+            self._http = await asyncio.start_server(self._serve_http, host, metrics_port)
+        log.info("listening", host=host, port=self.server.port, metrics_port=self.metrics_port)
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self._http.sockets[0].getsockname()[1] if self._http else None
+
+    async def healthy(self) -> bool:
+        try:
+            await asyncio.wait_for(self.services.pool.fetchval("SELECT 1"), HEALTH_DB_TIMEOUT_S)
+        except (asyncpg.PostgresError, OSError, asyncio.TimeoutError, asyncpg.InterfaceError):
+            return False
+        return not self.server.stopping
+
+    async def _serve_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request_line = await asyncio.wait_for(reader.readline(), 5)
+            while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
+                pass
+            parts = request_line.decode("latin-1").split()
+            path = parts[1] if len(parts) >= 2 else ""
+            if path == "/metrics":
+                status, ctype, body = "200 OK", CONTENT_TYPE_LATEST, generate_latest()
+            elif path == "/healthz":
+                ok = await self.healthy()
+                status = "200 OK" if ok else "503 Service Unavailable"
+                ctype, body = "text/plain", (b"ok\n" if ok else b"database unavailable\n")
+            else:
+                status, ctype, body = "404 Not Found", "text/plain", b"not found\n"
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                f"Connection: close\r\n\r\n".encode() + body
+            )
+            await writer.drain()
+        except (asyncio.TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        if self._http is not None:
+            self._http.close()
+        await self.server.stop(self.settings.shutdown_grace_s)
+        await self.services.pool.close()
+        self._stopped.set()
+
+    async def serve_until_signalled(self) -> None:
+        loop = asyncio.get_running_loop()
+        stop_requested = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop_requested.set)
+        await stop_requested.wait()
+        log.info("stopping", grace_s=self.settings.shutdown_grace_s)
+        await self.stop()
+        log.info("stopped")
+
+
+async def run(settings: Settings, host: str, port: int, metrics_port: int) -> None:
+    services = await build_services(settings)
+    gateway = Gateway(settings, services)
+    await gateway.start(host, port, metrics_port)
+    await gateway.serve_until_signalled()

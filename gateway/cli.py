@@ -1,0 +1,312 @@
+"""``posgw``: the operator command line (shared/CLI.md is its contract).
+
+``--json`` prints exactly one JSON object on stdout; logs go to stderr.
+Exit codes: 0 done, 1 the command ran and found a problem, 2 bad usage or
+bad input (the last line on stderr says what). A failing command changes
+nothing: each runs in one database transaction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from gateway import registry, validate
+from gateway.db import database_url, stop_embedded
+from gateway.keys import LmkError, SoftHsm, load_lmk
+from gateway.logs import configure as configure_logs
+from gateway.migrate import UnmigratedDatabase, check_migrated, migrate
+from gateway.settings import Settings, get_settings
+from gateway.validate import InvalidInput
+from protocol.crypto import adjust_odd_parity
+
+EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
+
+
+class Problem(Exception):
+    """The command ran and found a problem (exit 1)."""
+
+
+@dataclass
+class Context:
+    settings: Settings
+    conn: asyncpg.Connection
+    _hsm: SoftHsm | None = None
+
+    @property
+    def hsm(self) -> SoftHsm:
+        if self._hsm is None:
+            lmk = self.settings.lmk.get_secret_value() if self.settings.lmk else None
+            self._hsm = SoftHsm(load_lmk(lmk, self.settings.data_dir))
+        return self._hsm
+
+
+Command = Callable[[argparse.Namespace, Context], Awaitable[dict[str, Any] | None]]
+
+
+# -- agents -------------------------------------------------------------------
+
+
+async def agent_add(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+    code = validate.code(args.code, "agent code")
+    parent = validate.code(args.parent, "parent code") if args.parent else None
+    await registry.add_agent(ctx.conn, code, args.name, parent)
+    return await registry.show_agent(ctx.conn, code)
+
+
+async def agent_show(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+    return await registry.show_agent(ctx.conn, args.code)
+
+
+def _status_command(setter: Callable[..., Awaitable[None]], status: str) -> Command:
+    async def command(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+        await setter(ctx.conn, args.id, status)
+        return {"id": args.id, "status": status}
+
+    return command
+
+
+# -- merchants ----------------------------------------------------------------
+
+
+async def merchant_add(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+    mid = validate.mid(args.mid)
+    mdr_bp = validate.basis_points(args.mdr_bp, "--mdr-bp")
+    await registry.add_merchant(ctx.conn, mid, args.name, args.agent, mdr_bp)
+    return await registry.show_merchant(ctx.conn, mid)
+
+
+async def merchant_show(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+    return await registry.show_merchant(ctx.conn, args.mid)
+
+
+# -- terminals ----------------------------------------------------------------
+
+
+def _terminal_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "permit": validate.permits(args.permit) if args.permit is not None else None,
+        "mac_algorithm": validate.mac_algorithm(args.mac) if args.mac is not None else None,
+        "location": validate.location(args.location) if args.location is not None else None,
+        "radius_km": args.radius_km,
+    }
+
+
+async def terminal_add(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+    tid = validate.tid(args.tid)
+    tmk = validate.tmk(args.tmk)
+    await registry.add_terminal(ctx.conn, ctx.hsm, tid, args.merchant, tmk, **_terminal_options(args))
+    return await registry.show_terminal(ctx.conn, tid)
+
+
+async def terminal_set(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+    await registry.set_terminal(ctx.conn, args.tid, **_terminal_options(args))
+    return await registry.show_terminal(ctx.conn, args.tid)
+
+
+async def terminal_show(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+    return await registry.show_terminal(ctx.conn, args.tid)
+
+
+async def terminal_list(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+    return {"terminals": await registry.list_terminals(ctx.conn)}
+
+
+# -- database and demo --------------------------------------------------------
+
+
+async def db_migrate(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+    return {"applied": await migrate(ctx.conn)}
+
+
+DEMO_AGENT = "DEMO"
+DEMO_MERCHANT = "898100000000001"
+
+
+def demo_tmk(tid: str) -> bytes:
+    """The demo terminals' TMKs are derived from their TIDs, so they are known."""
+    return adjust_odd_parity(hashlib.sha256(f"posgw-demo-tmk:{tid}".encode()).digest()[:16])
+
+
+def demo_tid(index: int) -> str:
+    return f"DEMO{index:04d}"
+
+
+async def demo(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+    if args.terminals < 1 or args.terminals > 9999:
+        raise InvalidInput("--terminals must be 1 to 9999")
+    conn = ctx.conn
+    if not await conn.fetchval("SELECT 1 FROM agents WHERE code = $1", DEMO_AGENT):
+        await registry.add_agent(conn, DEMO_AGENT, "Demo Agent", None)
+    if not await conn.fetchval("SELECT 1 FROM merchants WHERE mid = $1", DEMO_MERCHANT):
+        await registry.add_merchant(conn, DEMO_MERCHANT, "Demo Store", DEMO_AGENT, 0)
+    existing = {r["tid"] for r in await conn.fetch("SELECT tid FROM terminals WHERE tid LIKE 'DEMO%'")}
+    terminals = []
+    for index in range(1, args.terminals + 1):
+        tid = demo_tid(index)
+        tmk = demo_tmk(tid)
+        if tid not in existing:
+            await registry.add_terminal(conn, ctx.hsm, tid, DEMO_MERCHANT, tmk, permit=None,
+                                        mac_algorithm=None, location=None, radius_km=None)
+        terminals.append({"tid": tid, "mid": DEMO_MERCHANT, "tmk": tmk.hex().upper()})
+    return {
+        "agents": [await registry.show_agent(conn, DEMO_AGENT)],
+        "merchants": [await registry.show_merchant(conn, DEMO_MERCHANT)],
+        "terminals": terminals,
+        "cards": [],
+        "billers": [],
+    }
+
+
+# -- parser -------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="posgw", description="posgw operator command line")
+    groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
+
+    def command(sub: argparse._SubParsersAction, name: str, handler: Command | None,
+                json_flag: bool = True, **kwargs: Any) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, **kwargs)
+        p.set_defaults(handler=handler)
+        if json_flag:
+            p.add_argument("--json", action="store_true", help="print one JSON object")
+        return p
+
+    serve = command(groups, "serve", None, json_flag=False, help="run the gateway")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--metrics-port", type=int)
+
+    db = groups.add_parser("db", help="database").add_subparsers(dest="action", required=True)
+    command(db, "migrate", db_migrate, help="apply pending migrations")
+    command(db, "stop", None, help="stop the embedded PostgreSQL").set_defaults(stop_db=True)
+
+    d = command(groups, "demo", demo, help="create the demo world and print it")
+    d.add_argument("--terminals", type=int, default=2)
+    d.add_argument("--cards", type=int, default=0)
+
+    agent = groups.add_parser("agent", help="agents").add_subparsers(dest="action", required=True)
+    p = command(agent, "add", agent_add)
+    p.add_argument("code")
+    p.add_argument("--name", required=True)
+    p.add_argument("--parent")
+    command(agent, "show", agent_show).add_argument("code")
+    for action, status in (("freeze", registry.FROZEN), ("unfreeze", registry.ACTIVE)):
+        command(agent, action, _status_command(registry.set_agent_status, status)).add_argument("id")
+
+    merchant = groups.add_parser("merchant", help="merchants").add_subparsers(dest="action", required=True)
+    p = command(merchant, "add", merchant_add)
+    p.add_argument("mid")
+    p.add_argument("--name", required=True)
+    p.add_argument("--agent", required=True)
+    p.add_argument("--mdr-bp", type=int, default=0)
+    command(merchant, "show", merchant_show).add_argument("mid")
+    for action, status in (("freeze", registry.FROZEN), ("unfreeze", registry.ACTIVE)):
+        command(merchant, action, _status_command(registry.set_merchant_status, status)).add_argument("id")
+
+    terminal = groups.add_parser("terminal", help="terminals").add_subparsers(dest="action", required=True)
+    for name, handler in (("add", terminal_add), ("set", terminal_set)):
+        p = command(terminal, name, handler)
+        p.add_argument("tid")
+        if name == "add":
+            p.add_argument("--merchant", required=True)
+            p.add_argument("--tmk", required=True)
+        p.add_argument("--permit")
+        p.add_argument("--mac")
+        p.add_argument("--location")
+        p.add_argument("--radius-km", type=float)
+    command(terminal, "show", terminal_show).add_argument("tid")
+    command(terminal, "list", terminal_list)
+    for action, status in (("freeze", registry.FROZEN), ("unfreeze", registry.ACTIVE)):
+        command(terminal, action, _status_command(registry.set_terminal_status, status)).add_argument("id")
+    return parser
+
+
+def _print_result(result: dict[str, Any] | None, as_json: bool) -> None:
+    if result is None:
+        return
+    if as_json:
+        print(json.dumps(result, ensure_ascii=False, default=str))
+        return
+    for key, value in result.items():
+        if isinstance(value, list):
+            print(f"{key}:")
+            for item in value:
+                print("  " + (", ".join(f"{k}={v}" for k, v in item.items()) if isinstance(item, dict) else str(item)))
+        else:
+            print(f"{key}: {value}")
+
+
+async def _run_command(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None:
+    conn = await asyncpg.connect(database_url(settings), timeout=settings.db_command_timeout_s)
+    try:
+        if args.handler is not db_migrate:
+            await check_migrated(conn)
+        ctx = Context(settings, conn)
+        if args.handler is db_migrate:  # each migration commits on its own
+            return await args.handler(args, ctx)
+        async with conn.transaction():
+            return await args.handler(args, ctx)
+    finally:
+        await conn.close()
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> None:
+    from gateway.app import run
+
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        uvloop = None
+    host = args.host or settings.host
+    port = settings.port if args.port is None else args.port
+    metrics_port = settings.metrics_port if args.metrics_port is None else args.metrics_port
+    runner = uvloop.run if uvloop is not None else asyncio.run
+    runner(run(settings, host, port, metrics_port))
+
+
+def main(argv: list[str] | None = None, settings: Settings | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if settings is None:
+        try:
+            settings = get_settings()
+        except Exception as exc:  # pydantic ValidationError: a bad setting
+            print(f"posgw: error: invalid settings: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        configure_logs(settings.log_level, settings.log_format)
+    try:
+        if args.group == "serve":
+            _serve(args, settings)
+            return EXIT_OK
+        if getattr(args, "stop_db", False):
+            stopped = stop_embedded(settings)
+            _print_result({"stopped": stopped}, args.json)
+            return EXIT_OK
+        result = asyncio.run(_run_command(args, settings))
+    except (InvalidInput, LmkError, UnmigratedDatabase) as exc:
+        print(f"posgw: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Problem as exc:
+        print(f"posgw: problem: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    except (OSError, asyncpg.PostgresError) as exc:
+        print(f"posgw: error: database: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    except KeyboardInterrupt:
+        return EXIT_OK
+    _print_result(result, getattr(args, "json", False))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Where the database is, and the asyncpg pool.
+
+With ``POSGW_DATABASE_URL`` the gateway uses that server. Without it, every
+``posgw`` command shares one embedded PostgreSQL (pgserver) whose files live
+under ``<data dir>/pg``: the first command starts it, the others find it
+running (pgserver coordinates through the data directory), and it keeps
+running after they exit so that ``serve`` and the CLI can run side by side.
+``posgw db stop`` stops it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import asyncpg
+
+from gateway.settings import Settings
+
+EMBEDDED_DIR = "pg"
+
+
+def embedded_server(data_dir: Path):  # -> pgserver.PostgresServer
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")  # platformdirs, harmless
+    import pgserver  # imported lazily: it is only needed without a URL
+
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return pgserver.get_server(data_dir.resolve() / EMBEDDED_DIR, cleanup_mode=None)
+
+
+def database_url(settings: Settings) -> str:
+    """The URL to connect to, starting the embedded server when needed."""
+    if settings.database_url:
+        return settings.database_url
+    return embedded_server(settings.data_dir).get_uri()
+
+
+def stop_embedded(settings: Settings) -> bool:
+    """Stop the embedded server if it runs; return whether it was running."""
+    import subprocess
+
+    from pgserver._commands import pg_ctl
+
+    pgdata = settings.data_dir.resolve() / EMBEDDED_DIR
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    server = embedded_server(settings.data_dir)
+    try:
+        pg_ctl(["-w", "stop"], pgdata=pgdata, user=server.system_user)
+    except subprocess.CalledProcessError:
+        return False
+    return True
+
+
+async def create_pool(settings: Settings, url: str | None = None) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        url or database_url(settings),
+        min_size=settings.db_pool_min,
+        max_size=max(settings.db_pool_min, settings.db_pool_max),
+        command_timeout=settings.db_command_timeout_s,
+    )

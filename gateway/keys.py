@@ -1,0 +1,113 @@
+"""The local master key (LMK) and a software HSM over it.
+
+Every key at rest (TMKs, working keys) is stored only encrypted under the
+LMK. All key operations go through ``SoftHsm``, so that a hardware HSM can
+take its place behind the same methods. Nothing here logs.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from protocol import crypto
+
+LMK_FILE = "lmk.key"
+KEY_BYTES = 16
+
+
+class LmkError(Exception):
+    """The LMK is missing, malformed or not protected."""
+
+
+def parse_key_hex(text: str, what: str = "key") -> bytes:
+    """A double-length key from 32 hex digits."""
+    text = text.strip()
+    if len(text) != 2 * KEY_BYTES:
+        raise ValueError(f"{what} must be 32 hex digits")
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise ValueError(f"{what} must be 32 hex digits") from None
+
+
+def load_lmk(env_value: str | None, data_dir: Path) -> bytes:
+    """The LMK from ``POSGW_LMK`` or ``<data dir>/lmk.key``, created (0600) on first use.
+
+    A key file that group or others may read is refused.
+    """
+    if env_value:
+        try:
+            return parse_key_hex(env_value, "POSGW_LMK")
+        except ValueError as exc:
+            raise LmkError(str(exc)) from None
+    path = data_dir / LMK_FILE
+    if path.exists():
+        mode = path.stat().st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise LmkError(f"{path} is readable by group or others (mode {oct(mode & 0o777)}): chmod 600 it")
+        try:
+            return parse_key_hex(path.read_text(), str(path))
+        except ValueError as exc:
+            raise LmkError(str(exc)) from None
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = crypto.generate_key(KEY_BYTES)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process created it first
+        return load_lmk(None, data_dir)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key.hex().upper() + "\n")
+    return key
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKeys:
+    """Working keys fresh from a sign-on."""
+
+    under_lmk: tuple[bytes, ...]  # to store
+    under_tmk: tuple[bytes, ...]  # to send to the terminal
+    check_values: tuple[bytes, ...]  # 4 bytes each
+
+
+class SoftHsm:
+    """Key operations under the LMK, in software."""
+
+    def __init__(self, lmk: bytes) -> None:
+        if len(lmk) != KEY_BYTES:
+            raise LmkError("the LMK must be a double-length key")
+        self._lmk = lmk
+
+    def encrypt_key(self, clear_key: bytes) -> bytes:
+        """Encrypt a clear key (e.g. a TMK being registered) under the LMK."""
+        return crypto.wrap_key(self._lmk, clear_key)
+
+    @lru_cache(maxsize=8192)
+    def _clear(self, key_lmk: bytes) -> bytes:
+        return crypto.unwrap_key(self._lmk, key_lmk)
+
+    def check_value(self, key_lmk: bytes) -> bytes:
+        return crypto.key_check_value(self._clear(key_lmk))
+
+    def issue_working_keys(self, tmk_lmk: bytes, count: int) -> IssuedKeys:
+        """Generate ``count`` working keys, returned under the LMK and under the TMK."""
+        tmk = self._clear(tmk_lmk)
+        clear = [crypto.generate_key(KEY_BYTES) for _ in range(count)]
+        return IssuedKeys(
+            under_lmk=tuple(crypto.wrap_key(self._lmk, key) for key in clear),
+            under_tmk=tuple(crypto.wrap_key(tmk, key) for key in clear),
+            check_values=tuple(crypto.key_check_value(key) for key in clear),
+        )
+
+    def mac(self, mak_lmk: bytes, algorithm: str, data: bytes) -> bytes:
+        mak = self._clear(mak_lmk)
+        if algorithm == "x9.19":
+            return crypto.x919_mac(mak, data)
+        return crypto.cup_ecb_mac(mak, data)
+
+    def decrypt_pin(self, pik_lmk: bytes, pin_block: bytes, pan: str) -> str:
+        """The clear PIN of a format 0 block (raises ``crypto.PinBlockError``)."""
+        return crypto.decrypt_pin(self._clear(pik_lmk), pin_block, pan)

@@ -1,0 +1,89 @@
+"""Migrations: numbered plain SQL files, applied in order, recorded in a table.
+
+Files live in ``ledger/migrations`` (the ledger's tables) and
+``gateway/migrations`` (the gateway's); their numbers form one sequence,
+``NNNN_name.sql``. Applying is idempotent and safe to run concurrently.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+import gateway
+import ledger
+
+MIGRATION_DIRS = (Path(ledger.__file__).parent / "migrations", Path(gateway.__file__).parent / "migrations")
+_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+_LOCK_KEY = 0x706F7367  # advisory lock held while migrating
+
+
+class UnmigratedDatabase(Exception):
+    """The database lacks migrations this code needs."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    path: Path
+
+
+def available() -> list[Migration]:
+    found: dict[int, Migration] = {}
+    for directory in MIGRATION_DIRS:
+        for path in directory.glob("*.sql"):
+            match = _NAME.match(path.name)
+            if not match:
+                raise RuntimeError(f"migration file {path} is not named NNNN_name.sql")
+            version = int(match.group(1))
+            if version in found:
+                raise RuntimeError(f"migration {version} appears twice: {found[version].path}, {path}")
+            found[version] = Migration(version, path.stem, path)
+    return [found[v] for v in sorted(found)]
+
+
+async def applied(conn: asyncpg.Connection) -> set[int]:
+    exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    if not exists:
+        return set()
+    return {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")}
+
+
+async def migrate(conn: asyncpg.Connection) -> list[str]:
+    """Apply every pending migration, each in its own transaction; return their names."""
+    done: list[str] = []
+    await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+    try:
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   version integer PRIMARY KEY,
+                   name text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        have = await applied(conn)
+        for migration in available():
+            if migration.version in have:
+                continue
+            async with conn.transaction():
+                await conn.execute(migration.path.read_text())
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                    migration.version,
+                    migration.name,
+                )
+            done.append(migration.name)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+    return done
+
+
+async def check_migrated(conn: asyncpg.Connection) -> None:
+    missing = [m.name for m in available() if m.version not in await applied(conn)]
+    if missing:
+        raise UnmigratedDatabase(
+            f"the database lacks {len(missing)} migration(s) ({', '.join(missing)}): run `posgw db migrate`"
+        )

@@ -1,0 +1,127 @@
+"""From a frame to the bytes of its response: decode, route, run the steps,
+build the response, MAC it, frame it; then log and count it, once."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+import structlog
+
+from gateway import metrics
+from gateway.context import Services, Transaction
+from gateway.outcomes import Decline, Outcome
+from gateway.router import FINANCIAL_MTIS, KNOWN_MTIS, route
+from protocol.codes import ResponseCode
+from protocol.framing import Frame, encode_frame
+from protocol.messages import ECHOED_ALWAYS, ECHOED_WHEN_PRESENT, FormatError, Message, decode_message
+
+log = structlog.get_logger("posgw.txn")
+
+_MANDATORY_ALWAYS = ("stan", "terminal_id", "merchant_id", "txn_data")
+_MANDATORY_FINANCIAL = ("currency",)
+_TXN_DATA_MIN_DIGITS = 11  # 60.1, 60.2, 60.3
+
+
+def response_mti(mti: str) -> str:
+    return f"{mti[:2]}{int(mti[2]) | 1}{mti[3]}"
+
+
+def mask_pan(pan: str | None) -> str | None:
+    if not pan:
+        return None
+    return pan[:6] + "*" * (len(pan) - 10) + pan[-4:] if len(pan) > 10 else "*" * len(pan)
+
+
+def check_mandatory(request: Message) -> None:
+    """A decoded request lacking a field every request of its class carries is a format error."""
+    names = _MANDATORY_ALWAYS + (_MANDATORY_FINANCIAL if request.mti in FINANCIAL_MTIS else ())
+    for name in names:
+        if not request.has(name):
+            raise Decline(Outcome.FORMAT_ERROR, f"{name} missing")
+    if len(request.txn_data) < _TXN_DATA_MIN_DIGITS:
+        raise Decline(Outcome.FORMAT_ERROR, "txn_data shorter than 11 digits")
+
+
+class Processor:
+    def __init__(self, services: Services) -> None:
+        self.svc = services
+        self.settings = services.settings
+
+    async def handle(self, frame: Frame) -> bytes:
+        started = time.perf_counter()
+        now = datetime.now(self.settings.tz)
+        try:
+            request = decode_message(frame.message)
+        except FormatError as exc:
+            partial = Message(frame.message[:2].hex())
+            for name in ECHOED_ALWAYS:
+                setattr(partial, name, exc.readable(name))
+            txn = Transaction(frame, partial, now, kind="undecodable")
+            return await self._finish(txn, response_mti(partial.mti), Outcome.FORMAT_ERROR, str(exc), started)
+
+        txn = Transaction(frame, request, now)
+        outcome, reason = Outcome.APPROVED, ""
+        try:
+            check_mandatory(request)
+            selected = route(request)
+            txn.kind = selected.kind
+            for step in selected.steps:
+                await step(txn, self.svc)
+        except Decline as decline:
+            outcome, reason = decline.outcome, decline.reason
+        except Exception as exc:  # anything unexpected: 96, and the connection lives on
+            outcome, reason = Outcome.SYSTEM_ERROR, f"{type(exc).__name__}: {exc}"
+            log.error("txn_error", tid=request.terminal_id, stan=request.stan, error=reason)
+        return await self._finish(txn, response_mti(request.mti), outcome, reason, started)
+
+    async def _finish(self, txn: Transaction, mti: str, outcome: Outcome, reason: str, started: float) -> bytes:
+        request, code = txn.request, outcome.response_code
+        response = Message(mti)
+        for name in ECHOED_ALWAYS + ECHOED_WHEN_PRESENT:
+            value = getattr(request, name)
+            if value is not None:
+                setattr(response, name, value)
+        response.local_time = txn.now.strftime("%H%M%S")
+        response.local_date = txn.now.strftime("%m%d")
+        response.acquirer_id = self.settings.acquirer_id
+        try:
+            response.rrn = await self.svc.rrns.next()
+        except Exception as exc:  # the database is down: answer 96 with a process-local number
+            response.rrn = f"{int(time.time() * 1000) % 10**12:012d}"
+            code = ResponseCode.SYSTEM_MALFUNCTION
+            reason = reason or f"no RRN: {type(exc).__name__}"
+        response.response_code = code.value
+        if code is ResponseCode.APPROVED:
+            for name, value in txn.reply.items():
+                setattr(response, name, value)
+        terminal = txn.terminal
+        if txn.mac_verified and terminal is not None:
+            body = response.encode_with_mac(
+                lambda data: self.svc.hsm.mac(terminal.mak_lmk, terminal.mac_algorithm, data)
+            )
+        else:
+            body = response.encode()
+        header = txn.frame.header.with_processing_requirement("3" if code.asks_sign_on else "0")
+        latency_s = time.perf_counter() - started
+        self._record(txn, code, reason, latency_s)
+        return encode_frame(txn.frame.tpdu.swapped(), header, body)
+
+    def _record(self, txn: Transaction, code: ResponseCode, reason: str, latency_s: float) -> None:
+        request = txn.request
+        mti = request.mti if request.mti in KNOWN_MTIS else "other"
+        metrics.REQUESTS.labels(mti=mti, kind=txn.kind, response_code=code.value).inc()
+        metrics.LATENCY.labels(kind=txn.kind).observe(latency_s)
+        log.info(
+            "txn",
+            tid=request.terminal_id,
+            stan=request.stan,
+            mti=request.mti,
+            kind=txn.kind,
+            processing_code=request.processing_code,
+            pan=mask_pan(request.pan),
+            amount_fen=request.amount_fen,
+            rc=code.value,
+            reason=reason or None,
+            latency_ms=round(latency_s * 1000, 3),
+        )

@@ -1,0 +1,85 @@
+"""Settings: ``config/*.toml`` then ``POSGW_*`` environment variables (which win).
+
+Every timeout, size and limit is a setting with its unit in its name.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+
+
+def config_dir() -> Path:
+    return Path(os.environ.get("POSGW_CONFIG_DIR", DEFAULT_CONFIG_DIR))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="POSGW_", extra="ignore")
+
+    database_url: str | None = None
+    data_dir: Path = Path("var")
+    lmk: SecretStr | None = None
+    config_dir: Path = DEFAULT_CONFIG_DIR
+
+    host: str = "0.0.0.0"
+    port: int = Field(8583, ge=0, le=65535)
+    metrics_port: int = Field(9583, ge=0, le=65535)
+    timezone: str = "Asia/Shanghai"
+    acquirer_id: str = Field("00000001", pattern=r"^\d{1,11}$")
+
+    frame_bytes_max: int = Field(2048, ge=21, le=65535)
+    connections_max: int = Field(20000, ge=1)
+    in_flight_max: int = Field(8, ge=1)
+    idle_timeout_s: float = Field(300.0, gt=0)
+    read_timeout_s: float = Field(30.0, gt=0)
+    write_buffer_bytes_max: int = Field(65536, ge=1024)
+    shutdown_grace_s: float = Field(10.0, ge=0)
+
+    db_pool_min: int = Field(2, ge=1)
+    db_pool_max: int = Field(16, ge=1)
+    db_command_timeout_s: float = Field(10.0, gt=0)
+
+    log_level: str = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    risk_enabled: bool = True
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        ZoneInfo(value)  # raises for an unknown zone
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_dir() / "gateway.toml")
+        return (init_settings, env_settings, toml)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,52 @@
+"""Pipeline steps shared by every transaction: each does one check and either
+returns or raises ``Decline`` (WIRE.md section 8, order of checks)."""
+
+from __future__ import annotations
+
+import hmac
+
+from gateway.context import Services, Transaction
+from gateway.outcomes import Decline, Outcome
+from gateway.registry import load_terminal
+
+
+async def identify_terminal(txn: Transaction, svc: Services) -> None:
+    """The terminal is registered (97)."""
+    txn.terminal = await load_terminal(svc.pool, txn.request.terminal_id)
+    if txn.terminal is None:
+        raise Decline(Outcome.TERMINAL_UNKNOWN, "terminal not registered")
+
+
+async def check_merchant(txn: Transaction, svc: Services) -> None:
+    """Field 42 is the terminal's merchant (03)."""
+    if txn.request.merchant_id != txn.terminal_record.mid:
+        raise Decline(Outcome.MERCHANT_MISMATCH, "merchant id does not match the terminal")
+
+
+async def check_keys_current(txn: Transaction, svc: Services) -> None:
+    """The terminal signed on today (77)."""
+    if not txn.terminal_record.keys_current(txn.now):
+        raise Decline(Outcome.KEYS_NOT_CURRENT, "no current working keys")
+
+
+async def verify_mac(txn: Transaction, svc: Services) -> None:
+    """Field 64 is present and right under the terminal's MAK (A0)."""
+    terminal = txn.terminal_record
+    received = txn.request.mac
+    if received is None:
+        raise Decline(Outcome.MAC_INVALID, "MAC missing")
+    expected = svc.hsm.mac(terminal.mak_lmk, terminal.mac_algorithm, txn.request.mac_input)
+    if not hmac.compare_digest(expected, received):
+        raise Decline(Outcome.MAC_INVALID, "MAC does not verify")
+    txn.mac_verified = True
+
+
+async def check_not_frozen(txn: Transaction, svc: Services) -> None:
+    """Terminal, merchant and agent are active (58)."""
+    if txn.terminal_record.frozen:
+        raise Decline(Outcome.FROZEN, "terminal, merchant or agent frozen")
+
+
+async def not_yet_supported(txn: Transaction, svc: Services) -> None:
+    """Financial transactions this build does not process yet (12)."""
+    raise Decline(Outcome.UNKNOWN_TRANSACTION, "transaction type not supported")

@@ -1,0 +1,47 @@
+"""Ledger accounts: creation and balances. No ISO 8583 in here.
+
+An account's balance is credits minus debits: the money the ledger owes
+its holder (a card, an agent's float, a merchant). The cash account is the
+other side of money coming in from outside, so its balance is negative.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+import asyncpg
+
+
+class AccountKind(StrEnum):
+    CARD = "card"
+    AGENT_FLOAT = "agent_float"
+    COMMISSION = "commission"
+    MERCHANT = "merchant"
+    BILLER = "biller"
+    FEE_INCOME = "fee_income"
+    CASH = "cash"
+
+
+CASH_ACCOUNT_CODE = "system:cash"
+FEE_INCOME_ACCOUNT_CODE = "system:fee_income"
+
+
+async def create_account(conn: asyncpg.Connection, kind: AccountKind, code: str, *,
+                         debits_must_not_exceed_credits: bool) -> int:
+    """Create an account and return its id."""
+    return await conn.fetchval(
+        """INSERT INTO ledger_accounts (kind, code, debits_must_not_exceed_credits)
+           VALUES ($1, $2, $3) RETURNING id""",
+        kind.value, code, debits_must_not_exceed_credits,
+    )
+
+
+async def account_id(conn: asyncpg.Connection, code: str) -> int | None:
+    return await conn.fetchval("SELECT id FROM ledger_accounts WHERE code = $1", code)
+
+
+async def balance_fen(conn: asyncpg.Connection, account: int) -> int:
+    """Credits minus debits posted to the account."""
+    return await conn.fetchval(
+        "SELECT credits_posted - debits_posted FROM ledger_accounts WHERE id = $1", account
+    )
