@@ -17,6 +17,7 @@ from gateway.processor import Processor
 from gateway.rrn import RrnAllocator
 from gateway.server import GatewayServer
 from gateway.settings import Settings
+from ledger.accounts import FEE_INCOME_ACCOUNT_CODE
 
 log = structlog.get_logger("posgw.app")
 
@@ -36,7 +37,8 @@ async def build_services(settings: Settings, database_url: str | None = None) ->
     async def reserve_rrn_block() -> int:
         return await pool.fetchval("SELECT nextval('rrn_block_seq')")
 
-    return Services(settings, pool, SoftHsm(lmk), RrnAllocator(reserve_rrn_block))
+    fee_account_id = await pool.fetchval("SELECT id FROM ledger_accounts WHERE code = $1", FEE_INCOME_ACCOUNT_CODE)
+    return Services(settings, pool, SoftHsm(lmk), RrnAllocator(reserve_rrn_block), fee_account_id)
 
 
 class Gateway:

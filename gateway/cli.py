@@ -19,13 +19,16 @@ from typing import Any
 
 import asyncpg
 
-from gateway import registry, validate
+from gateway import cards, registry, validate
 from gateway.db import database_url, stop_embedded
 from gateway.keys import LmkError, SoftHsm, load_lmk
 from gateway.logs import configure as configure_logs
 from gateway.migrate import UnmigratedDatabase, check_migrated, migrate
 from gateway.settings import Settings, get_settings
 from gateway.validate import InvalidInput
+from ledger import postings
+from ledger.accounts import CASH_ACCOUNT_CODE, account_id
+from ledger.check import check as check_ledger
 from protocol.crypto import adjust_odd_parity
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
@@ -74,6 +77,20 @@ def _status_command(setter: Callable[..., Awaitable[None]], status: str) -> Comm
     return command
 
 
+async def agent_topup(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+    amount = validate.amount_fen(args.amount)
+    agent = await ctx.conn.fetchrow("SELECT float_account_id FROM agents WHERE code = $1", args.code)
+    if agent is None:
+        raise InvalidInput(f"unknown agent {args.code}")
+    top_up_number = await ctx.conn.fetchval("SELECT nextval('topup_seq')")
+    cash = await account_id(ctx.conn, CASH_ACCOUNT_CODE)
+    result = await postings.post(ctx.conn, f"topup:{top_up_number}", [
+        postings.Transfer(cash, agent["float_account_id"], amount, "float_topup")])
+    if result is not postings.PostResult.OK:
+        raise Problem(f"top-up not posted: {result}")
+    return await registry.show_agent(ctx.conn, args.code)
+
+
 # -- merchants ----------------------------------------------------------------
 
 
@@ -120,6 +137,40 @@ async def terminal_list(args: argparse.Namespace, ctx: Context) -> dict[str, Any
     return {"terminals": await registry.list_terminals(ctx.conn)}
 
 
+# -- cards --------------------------------------------------------------------
+
+
+async def card_issue(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+    pan = validate.pan(args.pan)
+    pin = validate.pin(args.pin)
+    balance = validate.amount_fen(args.balance, allow_zero=True)
+    return await cards.issue_card(ctx.conn, ctx.hsm, pan, pin, args.expiry, balance)
+
+
+async def card_show(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+    return await cards.show_card(ctx.conn, ctx.hsm, validate.pan(args.pan))
+
+
+def _card_command(action: Callable[..., Awaitable[None]], *extra: Any) -> Command:
+    async def command(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+        pan = validate.pan(args.pan)
+        await action(ctx.conn, ctx.hsm, pan, *extra)
+        return await cards.show_card(ctx.conn, ctx.hsm, pan)
+
+    return command
+
+
+# -- ledger -------------------------------------------------------------------
+
+
+async def ledger_check(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+    report = await check_ledger(ctx.conn)
+    if not report.ok:
+        _print_result(report.as_dict(), args.json)
+        raise Problem("; ".join(report.problems))
+    return report.as_dict()
+
+
 # -- database and demo --------------------------------------------------------
 
 
@@ -129,6 +180,9 @@ async def db_migrate(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
 
 DEMO_AGENT = "DEMO"
 DEMO_MERCHANT = "898100000000001"
+DEMO_CARD_PIN = "123456"
+DEMO_CARD_BALANCE_FEN = 1_000_000
+DEMO_CARD_EXPIRY = "3012"
 
 
 def demo_tmk(tid: str) -> bytes:
@@ -138,6 +192,12 @@ def demo_tmk(tid: str) -> bytes:
 
 def demo_tid(index: int) -> str:
     return f"DEMO{index:04d}"
+
+
+def demo_pan(index: int) -> str:
+    """16-digit Luhn-valid PANs: 622202 + 9-digit index + check digit."""
+    body = f"622202{index:09d}"
+    return next(body + d for d in "0123456789" if validate.luhn_valid(body + d))
 
 
 async def demo(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
@@ -157,11 +217,19 @@ async def demo(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
             await registry.add_terminal(conn, ctx.hsm, tid, DEMO_MERCHANT, tmk, permit=None,
                                         mac_algorithm=None, location=None, radius_km=None)
         terminals.append({"tid": tid, "mid": DEMO_MERCHANT, "tmk": tmk.hex().upper()})
+    if args.cards < 0 or args.cards > 1_000_000:
+        raise InvalidInput("--cards must be 0 to 1000000")
+    card_list = []
+    for index in range(1, args.cards + 1):
+        pan = demo_pan(index)
+        if not await conn.fetchval("SELECT 1 FROM cards WHERE pan_hash = $1", ctx.hsm.pan_hash(pan)):
+            await cards.issue_card(conn, ctx.hsm, pan, DEMO_CARD_PIN, DEMO_CARD_EXPIRY, DEMO_CARD_BALANCE_FEN)
+        card_list.append({"pan": pan, "pin": DEMO_CARD_PIN, "expiry": DEMO_CARD_EXPIRY})
     return {
         "agents": [await registry.show_agent(conn, DEMO_AGENT)],
         "merchants": [await registry.show_merchant(conn, DEMO_MERCHANT)],
         "terminals": terminals,
-        "cards": [],
+        "cards": card_list,
         "billers": [],
     }
 
@@ -192,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = command(groups, "demo", demo, help="create the demo world and print it")
     d.add_argument("--terminals", type=int, default=2)
-    d.add_argument("--cards", type=int, default=0)
+    d.add_argument("--cards", type=int, default=2)
 
     agent = groups.add_parser("agent", help="agents").add_subparsers(dest="action", required=True)
     p = command(agent, "add", agent_add)
@@ -200,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True)
     p.add_argument("--parent")
     command(agent, "show", agent_show).add_argument("code")
+    p = command(agent, "topup", agent_topup)
+    p.add_argument("code")
+    p.add_argument("amount")
     for action, status in (("freeze", registry.FROZEN), ("unfreeze", registry.ACTIVE)):
         command(agent, action, _status_command(registry.set_agent_status, status)).add_argument("id")
 
@@ -228,6 +299,21 @@ def build_parser() -> argparse.ArgumentParser:
     command(terminal, "list", terminal_list)
     for action, status in (("freeze", registry.FROZEN), ("unfreeze", registry.ACTIVE)):
         command(terminal, action, _status_command(registry.set_terminal_status, status)).add_argument("id")
+
+    card = groups.add_parser("card", help="prepaid cards").add_subparsers(dest="action", required=True)
+    p = command(card, "issue", card_issue)
+    p.add_argument("pan")
+    p.add_argument("--pin", required=True)
+    p.add_argument("--expiry", required=True)
+    p.add_argument("--balance", default="0")
+    command(card, "show", card_show).add_argument("pan")
+    for action, handler in (("freeze", _card_command(cards.set_card_status, cards.FROZEN)),
+                            ("unfreeze", _card_command(cards.set_card_status, cards.ACTIVE)),
+                            ("unblock", _card_command(cards.unblock_card))):
+        command(card, action, handler).add_argument("pan")
+
+    ledger = groups.add_parser("ledger", help="the ledger").add_subparsers(dest="action", required=True)
+    command(ledger, "check", ledger_check, help="verify the ledger's invariants")
     return parser
 
 

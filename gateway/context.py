@@ -12,6 +12,7 @@ from gateway.keys import SoftHsm
 from gateway.registry import TerminalRecord
 from gateway.rrn import RrnAllocator
 from gateway.settings import Settings
+from gateway.store import RequestContext, TxnKey
 from protocol.framing import Frame
 from protocol.messages import Message
 
@@ -22,6 +23,7 @@ class Services:
     pool: asyncpg.Pool
     hsm: SoftHsm
     rrns: RrnAllocator
+    fee_account_id: int
 
 
 @dataclass(slots=True)
@@ -32,9 +34,25 @@ class Transaction:
     kind: str = "unknown"  # a name for logs and metrics: signon, echo, purchase, ...
     terminal: TerminalRecord | None = None
     mac_verified: bool = False
-    reply: dict[str, Any] = field(default_factory=dict)  # extra response fields, by name
+    reply: dict[str, Any] = field(default_factory=dict)  # extra response fields on approval, by name
+    # Financial requests:
+    key: TxnKey | None = None
+    pan: str | None = None
+    context: RequestContext | None = None
+    recordable: bool = False  # past the repeat look-up: a storable answer is recorded under the key
+    pin_result: str | None = None  # "ok" or "wrong" once a PIN was checked
+    answer: dict[str, Any] | None = None  # the response fields decided and recorded (stored answer)
 
     @property
     def terminal_record(self) -> TerminalRecord:
-        assert self.terminal is not None, "identify_terminal must run first"
+        assert self.terminal is not None, "the terminal must be identified first"
         return self.terminal
+
+    @property
+    def ctx(self) -> RequestContext:
+        assert self.context is not None, "load_context must run first"
+        return self.context
+
+
+class Answered(Exception):
+    """The transaction's answer is decided and recorded (``txn.answer``): stop the pipeline."""

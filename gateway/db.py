@@ -55,10 +55,16 @@ def stop_embedded(settings: Settings) -> bool:
     return True
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """No reset on release: the gateway keeps no session state (its locks are
+    transaction-scoped), and asyncpg's default reset costs a round trip."""
+
+
 async def create_pool(settings: Settings, url: str | None = None) -> asyncpg.Pool:
     return await asyncpg.create_pool(
         url or database_url(settings),
         min_size=settings.db_pool_min,
         max_size=max(settings.db_pool_min, settings.db_pool_max),
         command_timeout=settings.db_command_timeout_s,
+        reset=_keep_session,
     )

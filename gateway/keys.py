@@ -7,6 +7,8 @@ take its place behind the same methods. Nothing here logs.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import stat
 from dataclasses import dataclass
@@ -80,6 +82,11 @@ class SoftHsm:
         if len(lmk) != KEY_BYTES:
             raise LmkError("the LMK must be a double-length key")
         self._lmk = lmk
+        self._pan_hash_key = self._derive(b"posgw pan hash")
+        self._pvv_key = self._derive(b"posgw pin verification")
+
+    def _derive(self, label: bytes) -> bytes:
+        return hmac.new(self._lmk, label, hashlib.sha256).digest()
 
     def encrypt_key(self, clear_key: bytes) -> bytes:
         """Encrypt a clear key (e.g. a TMK being registered) under the LMK."""
@@ -111,3 +118,25 @@ class SoftHsm:
     def decrypt_pin(self, pik_lmk: bytes, pin_block: bytes, pan: str) -> str:
         """The clear PIN of a format 0 block (raises ``crypto.PinBlockError``)."""
         return crypto.decrypt_pin(self._clear(pik_lmk), pin_block, pan)
+
+    # -- cards ---------------------------------------------------------------
+    def pan_hash(self, pan: str) -> bytes:
+        """A keyed hash of the PAN: how a card is found without storing its PAN."""
+        return hmac.new(self._pan_hash_key, pan.encode(), hashlib.sha256).digest()
+
+    def encrypt_pan(self, pan: str) -> bytes:
+        """The PAN under the LMK: two length digits, the PAN, F padding to 32 digits."""
+        return crypto.tdes_encrypt(self._lmk, bytes.fromhex(f"{len(pan):02d}{pan}".ljust(32, "F")))
+
+    def decrypt_pan(self, pan_lmk: bytes) -> str:
+        digits = crypto.tdes_decrypt(self._lmk, pan_lmk).hex()
+        return digits[2 : 2 + int(digits[:2])]
+
+    def pin_verification_value(self, pan: str, pin: str) -> bytes:
+        return hmac.new(self._pvv_key, f"{pan}:{pin}".encode(), hashlib.sha256).digest()[:8]
+
+    def verify_pin(self, pik_lmk: bytes, pin_block: bytes, pan: str, pvv: bytes) -> bool:
+        """Whether the PIN in a format 0 block under the PIK matches the card's
+        verification value (raises ``crypto.PinBlockError`` for a malformed block)."""
+        pin = crypto.decrypt_pin(self._clear(pik_lmk), pin_block, pan)
+        return hmac.compare_digest(self.pin_verification_value(pan, pin), pvv)

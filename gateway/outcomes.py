@@ -42,6 +42,11 @@ class Outcome(Enum):
     def response_code(self) -> RC:
         return OUTCOME_CODES[self]
 
+    @property
+    def storable(self) -> bool:
+        """Whether the answer is stored under the request's key (WIRE.md 8, repeats)."""
+        return self.response_code not in _NOT_STORED
+
 
 OUTCOME_CODES: dict[Outcome, RC] = {
     Outcome.APPROVED: RC.APPROVED,
@@ -74,6 +79,11 @@ OUTCOME_CODES: dict[Outcome, RC] = {
     Outcome.INSUFFICIENT_FUNDS: RC.INSUFFICIENT_FUNDS,
     Outcome.SYSTEM_ERROR: RC.SYSTEM_MALFUNCTION,
 }
+
+
+_NOT_STORED = frozenset({RC.FORMAT_ERROR, RC.TERMINAL_NOT_REGISTERED, RC.INVALID_MERCHANT, RC.SIGN_ON_FIRST,
+                         RC.MAC_FAILED, RC.AMOUNT_MISMATCH, RC.DUPLICATE_DIFFERENT_CONTENT,
+                         RC.SYSTEM_MALFUNCTION})
 
 
 class Decline(Exception):

@@ -9,7 +9,8 @@ from datetime import datetime
 import structlog
 
 from gateway import metrics
-from gateway.context import Services, Transaction
+from gateway.context import Answered, Services, Transaction
+from gateway.financial import record_decline
 from gateway.outcomes import Decline, Outcome
 from gateway.router import FINANCIAL_MTIS, KNOWN_MTIS, route
 from protocol.codes import ResponseCode
@@ -63,15 +64,23 @@ class Processor:
         txn = Transaction(frame, request, now)
         outcome, reason = Outcome.APPROVED, ""
         try:
-            check_mandatory(request)
-            selected = route(request)
-            txn.kind = selected.kind
-            for step in selected.steps:
-                await step(txn, self.svc)
-        except Decline as decline:
+            try:
+                check_mandatory(request)
+                selected = route(request)
+                txn.kind = selected.kind
+                for step in selected.steps:
+                    await step(txn, self.svc)
+            except Decline as decline:
+                outcome, reason = decline.outcome, decline.reason
+                if txn.recordable and outcome.storable:
+                    await record_decline(txn, self.svc, decline)
+        except Answered:
+            pass
+        except Decline as decline:  # recording found the key taken by other content
             outcome, reason = decline.outcome, decline.reason
         except Exception as exc:  # anything unexpected: 96, and the connection lives on
             outcome, reason = Outcome.SYSTEM_ERROR, f"{type(exc).__name__}: {exc}"
+            txn.answer = None
             log.error("txn_error", tid=request.terminal_id, stan=request.stan, error=reason)
         return await self._finish(txn, response_mti(request.mti), outcome, reason, started)
 
@@ -82,19 +91,24 @@ class Processor:
             value = getattr(request, name)
             if value is not None:
                 setattr(response, name, value)
-        response.local_time = txn.now.strftime("%H%M%S")
-        response.local_date = txn.now.strftime("%m%d")
         response.acquirer_id = self.settings.acquirer_id
-        try:
-            response.rrn = await self.svc.rrns.next()
-        except Exception as exc:  # the database is down: answer 96 with a process-local number
-            response.rrn = f"{int(time.time() * 1000) % 10**12:012d}"
-            code = ResponseCode.SYSTEM_MALFUNCTION
-            reason = reason or f"no RRN: {type(exc).__name__}"
-        response.response_code = code.value
-        if code is ResponseCode.APPROVED:
-            for name, value in txn.reply.items():
+        if txn.answer is not None:  # decided and recorded: rrn, times, code and extras as stored
+            for name, value in txn.answer.items():
                 setattr(response, name, value)
+            code = ResponseCode(txn.answer["response_code"])
+        else:
+            response.local_time = txn.now.strftime("%H%M%S")
+            response.local_date = txn.now.strftime("%m%d")
+            try:
+                response.rrn = await self.svc.rrns.next()
+            except Exception as exc:  # the database is down: answer 96 with a process-local number
+                response.rrn = f"{int(time.time() * 1000) % 10**12:012d}"
+                code = ResponseCode.SYSTEM_MALFUNCTION
+                reason = reason or f"no RRN: {type(exc).__name__}"
+            response.response_code = code.value
+            if code is ResponseCode.APPROVED:
+                for name, value in txn.reply.items():
+                    setattr(response, name, value)
         terminal = txn.terminal
         if txn.mac_verified and terminal is not None:
             body = response.encode_with_mac(

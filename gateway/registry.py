@@ -34,6 +34,10 @@ class TerminalRecord:
     tdk_lmk: bytes | None
     keys_expire_at: datetime | None
     batch: int
+    merchant_account_id: int
+    mdr_bp: int
+    agent_float_account_id: int
+    agent_commission_account_id: int
 
     @property
     def frozen(self) -> bool:
@@ -43,10 +47,18 @@ class TerminalRecord:
         return self.mak_lmk is not None and self.keys_expire_at is not None and now < self.keys_expire_at
 
 
-_TERMINAL_QUERY = """
-SELECT t.tid, t.mid, t.status, m.status AS merchant_status, a.status AS agent_status,
+TERMINAL_COLUMNS = """
+       t.tid, t.mid, t.status, m.status AS merchant_status, a.status AS agent_status,
        a.code AS agent_code, t.permit, t.mac_algorithm, t.tmk_lmk, t.pik_lmk, t.mak_lmk,
-       t.tdk_lmk, t.keys_expire_at, t.batch
+       t.tdk_lmk, t.keys_expire_at, t.batch, m.account_id AS merchant_account_id, m.mdr_bp,
+       a.float_account_id AS agent_float_account_id,
+       a.commission_account_id AS agent_commission_account_id"""
+_TERMINAL_FIELDS = ("tid", "mid", "status", "merchant_status", "agent_status", "agent_code", "permit",
+                    "mac_algorithm", "tmk_lmk", "pik_lmk", "mak_lmk", "tdk_lmk", "keys_expire_at", "batch",
+                    "merchant_account_id", "mdr_bp", "agent_float_account_id", "agent_commission_account_id")
+
+_TERMINAL_QUERY = f"""
+SELECT {TERMINAL_COLUMNS}
   FROM terminals t
   JOIN merchants m ON m.mid = t.mid
   JOIN agents a ON a.code = m.agent_code
@@ -54,13 +66,15 @@ SELECT t.tid, t.mid, t.status, m.status AS merchant_status, a.status AS agent_st
 """
 
 
-async def load_terminal(conn: asyncpg.Connection | asyncpg.Pool, tid: str) -> TerminalRecord | None:
-    row = await conn.fetchrow(_TERMINAL_QUERY, tid)
-    if row is None:
-        return None
-    values = dict(row)
+def terminal_from_row(row: asyncpg.Record) -> TerminalRecord:
+    values = {name: row[name] for name in _TERMINAL_FIELDS}
     values["permit"] = tuple(values["permit"])
     return TerminalRecord(**values)
+
+
+async def load_terminal(conn: asyncpg.Connection | asyncpg.Pool, tid: str) -> TerminalRecord | None:
+    row = await conn.fetchrow(_TERMINAL_QUERY, tid)
+    return terminal_from_row(row) if row is not None else None
 
 
 async def store_working_keys(conn: asyncpg.Connection | asyncpg.Pool, tid: str,

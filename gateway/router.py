@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from gateway import network, steps
+from gateway import financial, network, steps
 from gateway.context import Services, Transaction
 from gateway.outcomes import Decline, Outcome
 from protocol.messages import Message
@@ -27,13 +27,34 @@ class Route:
 
 
 _WHO = (steps.identify_terminal, steps.check_merchant)
-_KEYED = _WHO + (steps.check_keys_current, steps.verify_mac)
 
 SIGN_ON = Route("signon", _WHO + (steps.check_not_frozen, network.sign_on))
 SIGN_OFF = Route("signoff", _WHO + (steps.check_not_frozen, network.sign_off))
 ECHO = Route("echo", _WHO + (steps.check_not_frozen, network.echo))
 UNKNOWN = Route("unknown", _WHO + (unknown_transaction,))
-FINANCIAL = Route("financial", _KEYED + (steps.not_yet_supported,))
+
+# Financial requests: load everything at once, then the checks in WIRE.md order.
+_FINANCIAL = (financial.load_context, steps.check_merchant, steps.check_keys_current, steps.verify_mac,
+              financial.check_repeat, financial.check_currency)
+_CARD_FORMAT = (financial.check_card_request_format,)
+BALANCE = Route("balance", _CARD_FORMAT + _FINANCIAL + (
+    financial.check_permitted("balance"), financial.check_card(status=True), financial.verify_pin,
+    financial.finish_balance))
+PURCHASE = Route("purchase", _CARD_FORMAT + _FINANCIAL + (
+    financial.check_permitted("purchase"), financial.check_card(status=True), financial.verify_pin,
+    financial.check_amount, financial.finish_purchase))
+VOID = Route("void", _CARD_FORMAT + _FINANCIAL + (
+    financial.check_permitted("void"), financial.check_void_original, financial.check_card(status=False),
+    financial.verify_pin, financial.check_amount, financial.finish_void))
+# Reversals always go through once their MAC verifies (WIRE.md 8).
+REVERSAL = Route("reversal", (financial.check_reversal_format,) + _FINANCIAL + (financial.finish_reversal,))
+UNKNOWN_FINANCIAL = Route("unknown", _FINANCIAL + (unknown_transaction,))
+
+FINANCIAL_ROUTES = {
+    ("0200", "310000", "01"): BALANCE,
+    ("0200", "000000", "22"): PURCHASE,
+    ("0200", "200000", "23"): VOID,
+}
 
 
 def route(request: Message) -> Route:
@@ -48,6 +69,8 @@ def route(request: Message) -> Route:
         if network_code == "301":
             return ECHO
         return UNKNOWN
+    if mti == "0400":
+        return REVERSAL
     if mti in FINANCIAL_MTIS:
-        return FINANCIAL
+        return FINANCIAL_ROUTES.get((mti, request.processing_code, request.txn_type), UNKNOWN_FINANCIAL)
     return UNKNOWN

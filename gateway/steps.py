@@ -45,8 +45,3 @@ async def check_not_frozen(txn: Transaction, svc: Services) -> None:
     """Terminal, merchant and agent are active (58)."""
     if txn.terminal_record.frozen:
         raise Decline(Outcome.FROZEN, "terminal, merchant or agent frozen")
-
-
-async def not_yet_supported(txn: Transaction, svc: Services) -> None:
-    """Financial transactions this build does not process yet (12)."""
-    raise Decline(Outcome.UNKNOWN_TRANSACTION, "transaction type not supported")

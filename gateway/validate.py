@@ -14,6 +14,7 @@ _CODE = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
 _ACCOUNT = re.compile(r"^[A-Za-z0-9]{1,32}$")
 _AMOUNT = re.compile(r"^\d+(\.\d{1,2})?$")
 PERMITS = ("purchase", "balance", "void", "bill")
+AMOUNT_FEN_MAX = 999_999_999_999  # what field 4 (n12) can carry
 MAC_ALGORITHMS = ("cup-ecb", "x9.19")
 
 
@@ -84,6 +85,8 @@ def amount_fen(value: str, *, allow_zero: bool = False) -> int:
         raise InvalidInput(f"amount must be yuan like 123, 123.4 or 123.45: {value!r}") from None
     if fen == 0 and not allow_zero:
         raise InvalidInput("amount must be more than zero")
+    if fen > AMOUNT_FEN_MAX:
+        raise InvalidInput(f"amount must be at most {AMOUNT_FEN_MAX // 100} yuan")
     return fen
 
 

@@ -9,18 +9,35 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
+import time
 from collections.abc import Awaitable, Callable, Coroutine
+from decimal import Decimal
 from typing import Any
 
 from protocol.codes import ResponseCode
 from protocol.crypto import key_check_value
 from protocol.framing import FramingError
 from protocol.messages import FormatError
-from sim.terminal import MAC_ALGORITHMS, KeyCheckError, Response, ResponseMacError, Terminal
+from sim.terminal import (
+    CURRENCY,
+    MAC_ALGORITHMS,
+    BalanceFormatError,
+    KeyCheckError,
+    Response,
+    ResponseMacError,
+    Terminal,
+    balance_fen,
+    build_request,
+)
 
 EXIT_APPROVED, EXIT_DECLINED, EXIT_FAILED = 0, 1, 2
-TID_LENGTH, MID_LENGTH, TMK_HEX_DIGITS = 8, 15, 32
+TID_LENGTH, MID_LENGTH, TMK_HEX_DIGITS, RRN_LENGTH = 8, 15, 32, 12
+PAN_DIGITS, PIN_DIGITS = (13, 19), (4, 12)
+BATCH_MAX = STAN_MAX = 999_999
+AMOUNT_FEN_MAX = 10**12 - 1  # field 4 is n12
+_YUAN = re.compile(r"[0-9]+(\.[0-9]{1,2})?")
 
 # A handler runs one command on a terminal: the response, plus extra output keys.
 Handler = Callable[[Terminal, argparse.Namespace], Awaitable[tuple[Response, dict[str, Any]]]]
@@ -36,10 +53,59 @@ async def _signon(terminal: Terminal, args: argparse.Namespace) -> tuple[Respons
 
 
 async def _echo(terminal: Terminal, args: argparse.Namespace) -> tuple[Response, dict[str, Any]]:
-    return await terminal.echo(), {}
+    return await terminal.echo(stan=args.stan), {}
 
 
-COMMANDS: dict[str, Handler] = {"signon": _signon, "echo": _echo}
+def _signed_on(transaction: Handler) -> Handler:
+    """``transaction`` after a sign-on with the TMK under the STAN before ``--stan``.
+
+    A declined sign-on is the command's response.
+    """
+    async def handler(terminal: Terminal, args: argparse.Namespace) -> tuple[Response, dict[str, Any]]:
+        response = await terminal.sign_on(stan=_stan_before(args.stan))
+        if response.response_code != ResponseCode.APPROVED:
+            return response, {}
+        return await transaction(terminal, args)
+    return handler
+
+
+async def _balance(terminal: Terminal, args: argparse.Namespace) -> tuple[Response, dict[str, Any]]:
+    response = await terminal.balance(args.pan, args.pin, stan=args.stan)
+    return response, {"balance_fen": balance_fen(response)}
+
+
+async def _purchase(terminal: Terminal, args: argparse.Namespace) -> tuple[Response, dict[str, Any]]:
+    response = await terminal.purchase(args.pan, args.pin, args.amount, stan=args.stan)
+    return response, {"stan": args.stan, "batch": terminal.batch}
+
+
+async def _void(terminal: Terminal, args: argparse.Namespace) -> tuple[Response, dict[str, Any]]:
+    original_batch = terminal.batch if args.orig_batch is None else args.orig_batch
+    response = await terminal.void(
+        args.pan, args.pin, args.amount, original_rrn=args.rrn, original_batch=original_batch,
+        original_stan=args.orig_stan, original_date=args.orig_date, stan=args.stan,
+    )
+    return response, {}
+
+
+async def _reverse(terminal: Terminal, args: argparse.Namespace) -> tuple[Response, dict[str, Any]]:
+    # The original 0200's fields that its 0400 repeats; its PIN is not among them.
+    original = build_request(
+        "0200", pan=args.pan, processing_code=args.processing_code, amount=f"{args.amount:012d}",
+        stan=args.orig_stan, terminal_id=terminal.tid, merchant_id=terminal.mid, currency=CURRENCY,
+        txn_data=f"{args.txn_type}{terminal.batch:06d}000",
+    )
+    return await terminal.reverse(original, reason=args.reason), {}
+
+
+COMMANDS: dict[str, Handler] = {
+    "signon": _signon,
+    "echo": _echo,
+    "balance": _signed_on(_balance),
+    "purchase": _signed_on(_purchase),
+    "void": _signed_on(_void),
+    "reverse": _signed_on(_reverse),
+}
 
 
 def _fixed_text(length: int, what: str) -> Callable[[str], str]:
@@ -48,6 +114,57 @@ def _fixed_text(length: int, what: str) -> Callable[[str], str]:
             raise argparse.ArgumentTypeError(f"{what} must be {length} printable ASCII characters")
         return value
     return parse
+
+
+def _digits(what: str, shortest: int, longest: int | None = None) -> Callable[[str], str]:
+    """A parser of ``what``, ASCII digits; its error never repeats the value (a PIN, a PAN)."""
+    longest = shortest if longest is None else longest
+    count = f"{shortest}" if longest == shortest else f"{shortest} to {longest}"
+
+    def parse(value: str) -> str:
+        if not (shortest <= len(value) <= longest and value.isascii() and value.isdigit()):
+            raise argparse.ArgumentTypeError(f"{what} must be {count} digits")
+        return value
+    return parse
+
+
+def _batch(value: str) -> int:
+    if not (value.isascii() and value.isdigit() and int(value) <= BATCH_MAX):
+        raise argparse.ArgumentTypeError(f"batch must be a whole number from 0 to {BATCH_MAX}")
+    return int(value)
+
+
+def _stan(value: str) -> str:
+    if not (len(value) == 6 and value.isascii() and value.isdigit() and value != "000000"):
+        raise argparse.ArgumentTypeError("STAN must be 6 digits, 000001 to 999999")
+    return value
+
+
+def _clock_stan() -> str:
+    """A STAN from the clock, so that separate invocations do not collide."""
+    return f"{int(time.time() * 10) % STAN_MAX + 1:06d}"
+
+
+def _stan_before(stan: str) -> str:
+    """The STAN a terminal counting up sent just before ``stan``."""
+    return f"{(int(stan) - 2) % STAN_MAX + 1:06d}"
+
+
+def _yuan(value: str) -> int:
+    """An amount in yuan (``12``, ``12.3``, ``12.34``), more than zero, as fen."""
+    if not (value.isascii() and _YUAN.fullmatch(value)):
+        raise argparse.ArgumentTypeError("amount must be yuan with at most 2 decimals, like 12 or 12.34")
+    fen = int(Decimal(value) * 100)
+    if not 0 < fen <= AMOUNT_FEN_MAX:
+        raise argparse.ArgumentTypeError(f"amount must be more than 0 and at most {AMOUNT_FEN_MAX} fen")
+    return fen
+
+
+def _mmdd(value: str) -> str:
+    if not (len(value) == 4 and value.isascii() and value.isdigit()
+            and 1 <= int(value[:2]) <= 12 and 1 <= int(value[2:]) <= 31):
+        raise argparse.ArgumentTypeError("date must be MMDD")
+    return value
 
 
 def _tmk(value: str) -> bytes:
@@ -69,12 +186,37 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--mid", required=True, type=_fixed_text(MID_LENGTH, "MID"))
     common.add_argument("--tmk", required=True, type=_tmk, help="terminal master key, 32 hex digits")
     common.add_argument("--mac", choices=tuple(MAC_ALGORITHMS), default="cup-ecb")
+    common.add_argument("--batch", type=_batch, default=1, help="open batch (60.2)")
+    common.add_argument("--stan", type=_stan, default=_clock_stan(),
+                        help="STAN of the request (default: from the clock); a sign-on first uses the one before")
     common.add_argument("--json", action="store_true", help="print the response as one JSON object")
+    card = argparse.ArgumentParser(add_help=False)
+    card.add_argument("--pan", required=True, type=_digits("PAN", *PAN_DIGITS))
+    pin = argparse.ArgumentParser(add_help=False)
+    pin.add_argument("--pin", required=True, type=_digits("PIN", *PIN_DIGITS))
+    amount = argparse.ArgumentParser(add_help=False)
+    amount.add_argument("--amount", required=True, type=_yuan, help="yuan, e.g. 12.34")
     parser = argparse.ArgumentParser(prog="posgw-sim", description="POS terminal simulator")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     signon = commands.add_parser("signon", parents=[common], help="sign on and check the working keys")
     signon.add_argument("--network-code", choices=("003", "004"), default="003")
     commands.add_parser("echo", parents=[common], help="echo test")
+    commands.add_parser("balance", parents=[common, card, pin], help="sign on, then a balance inquiry")
+    commands.add_parser("purchase", parents=[common, card, pin, amount], help="sign on, then a purchase")
+    void = commands.add_parser("void", parents=[common, card, pin, amount],
+                               help="sign on, then void a purchase")
+    void.add_argument("--rrn", required=True, type=_fixed_text(RRN_LENGTH, "RRN"), help="the purchase's RRN")
+    void.add_argument("--orig-stan", required=True, type=_stan, help="the purchase's STAN")
+    void.add_argument("--orig-date", required=True, type=_mmdd,
+                      help="field 13 (MMDD) of the purchase's 0210")
+    void.add_argument("--orig-batch", type=_batch, help="the purchase's batch (default: --batch)")
+    reverse = commands.add_parser("reverse", parents=[common, card, amount],
+                                  help="sign on, then reverse a request (no PIN)")
+    reverse.add_argument("--orig-stan", required=True, type=_stan, help="the original's STAN")
+    reverse.add_argument("--processing-code", type=_digits("processing code", 6), default="000000")
+    reverse.add_argument("--txn-type", type=_digits("transaction type", 2), default="22",
+                         help="the original's 60.1")
+    reverse.add_argument("--reason", choices=("98", "06"), default="98", help="98 no response, 06 other")
     return parser
 
 
@@ -85,6 +227,12 @@ def _summary(command: str, output: dict[str, Any], latency_s: float) -> str:
     except ValueError:
         meaning = "unknown code"
     line = f"{command}: {output['mti']} response {code} ({meaning}) in {latency_s * 1000:.0f} ms"
+    if output.get("balance_fen") is not None:
+        yuan, fen = divmod(abs(output["balance_fen"]), 100)
+        line += f"\nbalance: {'-' if output['balance_fen'] < 0 else ''}{yuan}.{fen:02d} yuan"
+    if "batch" in output and code == ResponseCode.APPROVED:
+        line += (f"\nstan {output['stan']} batch {output['batch']} rrn {output.get('rrn')}"
+                 f" date {output.get('local_date')}")
     if "key_check_values" in output:
         checks = ", ".join(f"{name.upper()} {kcv}" for name, kcv in output["key_check_values"].items())
         line += f"\nkeys checked: {checks}"
@@ -92,7 +240,8 @@ def _summary(command: str, output: dict[str, Any], latency_s: float) -> str:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    terminal = Terminal(args.host, args.port, args.tid, args.mid, args.tmk, mac_algorithm=args.mac)
+    terminal = Terminal(args.host, args.port, args.tid, args.mid, args.tmk, mac_algorithm=args.mac,
+                        batch=args.batch)
     try:
         response, extra = await COMMANDS[args.command](terminal, args)
     finally:
@@ -120,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         reason = f"no response from {where} in time"
     except OSError as exc:
         reason = f"{where}: {exc.strerror or exc}"
-    except (KeyCheckError, ResponseMacError, FramingError, FormatError) as exc:
+    except (KeyCheckError, ResponseMacError, BalanceFormatError, FramingError, FormatError) as exc:
         reason = f"bad response from {where}: {exc}"
     print(f"posgw-sim {args.command}: error: {reason}", file=sys.stderr)
     return EXIT_FAILED

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from protocol.crypto import cup_ecb_mac, key_check_value, unwrap_key, x919_mac
+from protocol.crypto import cup_ecb_mac, encrypt_pin_block, key_check_value, unwrap_key, x919_mac
 from protocol.framing import LENGTH_BYTES, Header, Tpdu, encode_frame, parse_frame_body
 from protocol.messages import FIELD_NUMBERS, Message, decode_message
 
@@ -25,6 +25,12 @@ _CHECK_VALUE_BYTES = 4
 _KEY_ENTRY_BYTES = _WRAPPED_KEY_BYTES + _CHECK_VALUE_BYTES
 _STAN_MAX = 999_999
 _SECRET_FIELDS = ("key_data", "pin_block", "mac")  # shown as their length only
+CURRENCY = "156"
+ENTRY_MODE_READ = "021"
+SECURITY_CONTROL = "2600000000000000"  # field 53: PIN block format 0, 3DES
+_FINANCIAL_NETWORK_CODE = "000"
+_BALANCE_LENGTH = 20  # AA TT CCC S NNNNNNNNNNNN
+_BALANCE_SIGNS = {"C": 1, "D": -1}
 
 
 @dataclass
@@ -42,6 +48,10 @@ class KeyCheckError(Exception):
 
 class ResponseMacError(Exception):
     """The response's MAC did not verify under the current MAK."""
+
+
+class BalanceFormatError(Exception):
+    """Field 54 of a response is not ``AA TT CCC S`` and 12 digits."""
 
 
 def mask_pan(pan: str) -> str:
@@ -112,6 +122,7 @@ class Terminal:
         self.batch = batch
         self.timeout_s = timeout_s
         self.keys: WorkingKeys | None = None
+        self.last_request: Message | None = None  # the last request sent, e.g. to reverse it
         self._stan = 0
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -164,6 +175,7 @@ class Terminal:
             raw = request.encode()
         frame = encode_frame(Tpdu(self.tpdu), Header(self.header), raw)
         async with self._lock:
+            self.last_request = request
             await self.connect()
             assert self._reader is not None and self._writer is not None
             started = time.perf_counter()
@@ -196,14 +208,32 @@ class Terminal:
         if not hmac.compare_digest(expected, message.mac):
             raise ResponseMacError(f"MAC of the {message.mti} response did not verify")
 
-    def _network_request(self, mti: str, network_code: str) -> Message:
+    async def send(self, request: Message) -> Response:
+        """Send a financial request, MAC'd under the MAK, and read its response."""
+        return await self.exchange(request, mac=True)
+
+    def _network_request(self, mti: str, network_code: str, stan: str | None) -> Message:
         return build_request(
-            mti, stan=self.next_stan(), terminal_id=self.tid, merchant_id=self.mid,
+            mti, stan=stan or self.next_stan(), terminal_id=self.tid, merchant_id=self.mid,
             txn_data=f"00{self.batch:06d}{network_code}",
         )
 
+    def _card_request(self, processing_code: str, txn_type: str, pan: str, pin: str, *,
+                      stan: str | None, expiry: str | None, entry_mode: str,
+                      **fields: str | None) -> Message:
+        """A 0200 with the card fields of WIRE.md section 3 and the PIN block under the PIK."""
+        if self.keys is None:
+            raise RuntimeError("no working keys: sign on first")
+        return build_request(
+            "0200", pan=pan, processing_code=processing_code, stan=stan or self.next_stan(),
+            expiry=expiry, entry_mode=entry_mode, condition_code="00", terminal_id=self.tid,
+            merchant_id=self.mid, currency=CURRENCY, pin_block=encrypt_pin_block(self.keys.pik, pin, pan),
+            security_control=SECURITY_CONTROL,
+            txn_data=f"{txn_type}{self.batch:06d}{_FINANCIAL_NETWORK_CODE}", **fields,
+        )
+
     # -- network management --------------------------------------------------
-    async def sign_on(self, *, network_code: str = "003") -> Response:
+    async def sign_on(self, *, network_code: str = "003", stan: str | None = None) -> Response:
         """0800 sign-on; on 00 installs the working keys from field 62.
 
         Raises ``KeyCheckError`` if field 62 does not hold the keys the
@@ -211,7 +241,7 @@ class Terminal:
         """
         if network_code not in KEY_NAMES_BY_NETWORK_CODE:
             raise ValueError(f"network code must be one of {', '.join(KEY_NAMES_BY_NETWORK_CODE)}")
-        request = self._network_request("0800", network_code)
+        request = self._network_request("0800", network_code, stan)
         request.operator = "01"
         response = await self.exchange(request, mac=False)
         if response.response_code == "00":
@@ -220,14 +250,69 @@ class Terminal:
 
     async def sign_off(self) -> Response:
         """0820 sign-off; on 00 forgets the working keys."""
-        response = await self.exchange(self._network_request("0820", "002"), mac=False)
+        response = await self.exchange(self._network_request("0820", "002", None), mac=False)
         if response.response_code == "00":
             self.keys = None
         return response
 
-    async def echo(self) -> Response:
+    async def echo(self, *, stan: str | None = None) -> Response:
         """0820 echo test."""
-        return await self.exchange(self._network_request("0820", "301"), mac=False)
+        return await self.exchange(self._network_request("0820", "301", stan), mac=False)
+
+    # -- card transactions (MAC'd; ``stan`` defaults to ``next_stan()``) -------
+    async def balance(self, pan: str, pin: str, *, stan: str | None = None, expiry: str | None = None,
+                      entry_mode: str = ENTRY_MODE_READ) -> Response:
+        """0200 balance inquiry; an approval carries field 54 (see ``balance_fen``)."""
+        return await self.send(self._card_request(
+            "310000", "01", pan, pin, stan=stan, expiry=expiry, entry_mode=entry_mode))
+
+    async def purchase(self, pan: str, pin: str, amount_fen: int, *, stan: str | None = None,
+                       expiry: str | None = None, entry_mode: str = ENTRY_MODE_READ) -> Response:
+        """0200 purchase of ``amount_fen``."""
+        return await self.send(self._card_request(
+            "000000", "22", pan, pin, stan=stan, expiry=expiry, entry_mode=entry_mode,
+            amount=f"{amount_fen:012d}"))
+
+    async def void(self, pan: str, pin: str, amount_fen: int, *, original_rrn: str, original_batch: int,
+                   original_stan: str, original_date: str, stan: str | None = None,
+                   expiry: str | None = None, entry_mode: str = ENTRY_MODE_READ) -> Response:
+        """0200 void of a purchase: its amount, its RRN (37), and in 61 its batch, STAN and 0210 date."""
+        return await self.send(self._card_request(
+            "200000", "23", pan, pin, stan=stan, expiry=expiry, entry_mode=entry_mode,
+            amount=f"{amount_fen:012d}", rrn=original_rrn,
+            original_txn=f"{original_batch:06d}{original_stan}{original_date}"))
+
+    async def reverse(self, original: Message, *, reason: str = "98") -> Response:
+        """0400 reversal of the request ``original`` (e.g. ``last_request``), for ``reason`` in 39.
+
+        Carries the original's card (2 or 35), 3, 4, 11, 41, 42, 49, 59 and 60
+        with 60.3 = ``000``; no PIN.
+        """
+        txn_data = original.txn_data
+        if txn_data is None:
+            raise ValueError("the original request has no field 60")
+        return await self.send(build_request(
+            "0400", pan=original.pan, track2=original.track2, processing_code=original.processing_code,
+            amount=original.amount, stan=original.stan, response_code=reason,
+            terminal_id=original.terminal_id, merchant_id=original.merchant_id,
+            currency=original.currency, bill_data=original.bill_data,
+            txn_data=f"{txn_data[:8]}{_FINANCIAL_NETWORK_CODE}{txn_data[11:]}",
+        ))
+
+
+def balance_fen(response: Response) -> int | None:
+    """The balance in field 54 in fen, negative for sign ``D``; None without 54.
+
+    Raises ``BalanceFormatError`` if 54 is not ``AA TT CCC S`` and 12 digits.
+    """
+    balance = response.message.balance
+    if balance is None:
+        return None
+    sign, amount = balance[7:8], balance[8:]
+    digits = amount.isascii() and amount.isdigit()
+    if len(balance) != _BALANCE_LENGTH or sign not in _BALANCE_SIGNS or not digits:
+        raise BalanceFormatError(f"field 54 {balance!r} is not AA TT CCC S and 12 digits")
+    return _BALANCE_SIGNS[sign] * int(amount)
 
 
 def unwrap_working_keys(tmk: bytes, key_data: bytes | None, network_code: str) -> WorkingKeys:

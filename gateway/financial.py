@@ -1,0 +1,230 @@
+"""Card transactions (balance inquiry, purchase, void, reversal): the steps of
+their pipelines, in the order of checks of WIRE.md section 8."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from gateway import store
+from gateway.context import Answered, Services, Transaction
+from gateway.outcomes import Decline, Outcome
+from gateway.registry import ACTIVE
+from ledger.postings import Transfer
+from protocol.crypto import PinBlockError
+from protocol.messages import Message
+
+Step = Callable[[Transaction, Services], Awaitable[None]]
+
+CURRENCY_CNY = "156"
+SECURITY_CONTROL = "2600000000000000"
+_ORIGINAL_TXN_MIN_DIGITS = 16  # 61: batch n6, STAN n6, date n4
+
+
+def content_hash(request: Message) -> str:
+    """What makes two requests under one key the same (WIRE.md 8, repeats)."""
+    return hashlib.sha256(request.mac_input).hexdigest()
+
+
+def fee_fen(amount_fen: int, basis_points: int) -> int:
+    """amount × bp / 10,000, rounded half up to the fen (integers only)."""
+    return (amount_fen * basis_points + 5_000) // 10_000
+
+
+# -- format (30): fields a request of its type must carry ----------------------
+
+
+def card_pan(request: Message) -> str:
+    """The PAN from field 2 or track 2; both present and different: 30."""
+    track_pan = request.track2.split("D", 1)[0] if request.track2 else None
+    if request.pan and track_pan and request.pan != track_pan:
+        raise Decline(Outcome.FORMAT_ERROR, "PAN in field 2 and track 2 differ")
+    pan = request.pan or track_pan
+    if not pan or not 13 <= len(pan) <= 19:
+        raise Decline(Outcome.FORMAT_ERROR, "no PAN of 13 to 19 digits")
+    return pan
+
+
+def _require(request: Message, *names: str) -> None:
+    for name in names:
+        if not request.has(name):
+            raise Decline(Outcome.FORMAT_ERROR, f"{name} missing")
+
+
+async def check_card_request_format(txn: Transaction, svc: Services) -> None:
+    request = txn.request
+    _require(request, "processing_code", "entry_mode", "condition_code")
+    txn.pan = card_pan(request)
+    if request.has("pin_block") != request.has("security_control"):
+        raise Decline(Outcome.FORMAT_ERROR, "PIN block and security control go together")
+    if txn.kind == "void":
+        _require(request, "rrn", "original_txn")
+        if len(request.original_txn) < _ORIGINAL_TXN_MIN_DIGITS:
+            raise Decline(Outcome.FORMAT_ERROR, "original_txn shorter than 16 digits")
+
+
+async def check_reversal_format(txn: Transaction, svc: Services) -> None:
+    _require(txn.request, "processing_code", "response_code")
+
+
+# -- who, keys, MAC, repeats -----------------------------------------------------
+
+
+async def load_context(txn: Transaction, svc: Services) -> None:
+    """Everything the checks need, in one query; the terminal is registered (97)."""
+    request = txn.request
+    txn.key = store.TxnKey(request.terminal_id, request.batch, request.stan, request.mti)
+    void_ref = None
+    if txn.kind == "void":
+        void_ref = store.VoidReference(request.rrn, request.original_batch, request.original_stan,
+                                       request.original_date)
+    pan_hash = svc.hsm.pan_hash(txn.pan) if txn.pan else None
+    txn.context = await store.load_context(svc.pool, txn.key, pan_hash, void_ref)
+    if txn.context is None:
+        raise Decline(Outcome.TERMINAL_UNKNOWN, "terminal not registered")
+    txn.terminal = txn.context.terminal
+
+
+async def check_repeat(txn: Transaction, svc: Services) -> None:
+    """A repeat gets the stored answer; the same key with other content gets 94."""
+    stored = txn.ctx.stored
+    if stored is not None:
+        if stored.content_hash != content_hash(txn.request):
+            raise Decline(Outcome.DUPLICATE_DIFFERENT_CONTENT, "same key, different content")
+        txn.answer = stored.response
+        raise Answered
+    txn.recordable = True
+
+
+async def check_currency(txn: Transaction, svc: Services) -> None:
+    if txn.request.currency != CURRENCY_CNY:
+        raise Decline(Outcome.CURRENCY_NOT_SUPPORTED, f"currency {txn.request.currency}")
+
+
+def check_permitted(permit: str) -> Step:
+    async def check_permitted(txn: Transaction, svc: Services) -> None:
+        """The terminal may do this, and terminal, merchant and agent are active (58)."""
+        terminal = txn.terminal_record
+        if permit not in terminal.permit:
+            raise Decline(Outcome.NOT_PERMITTED, f"{permit} not permitted on this terminal")
+        if terminal.frozen:
+            raise Decline(Outcome.FROZEN, "terminal, merchant or agent frozen")
+
+    return check_permitted
+
+
+# -- originals ---------------------------------------------------------------------
+
+
+async def check_void_original(txn: Transaction, svc: Services) -> None:
+    """The purchase exists on this terminal, in this batch, approved, with this
+    card (25), for this amount (64)."""
+    original, request, card = txn.ctx.original, txn.request, txn.ctx.card
+    if original is None or original.batch != request.batch:
+        raise Decline(Outcome.ORIGINAL_NOT_FOUND, "no such purchase in this batch")
+    if original.status != "approved":
+        raise Decline(Outcome.ORIGINAL_NOT_FOUND, f"purchase already {original.status}")
+    if card is None or card.id != original.card_id:
+        raise Decline(Outcome.ORIGINAL_NOT_FOUND, "not the purchase's card")
+    if request.amount_fen != original.amount_fen:
+        raise Decline(Outcome.AMOUNT_MISMATCH, "amount is not the purchase's")
+
+
+# -- card --------------------------------------------------------------------------
+
+
+def check_card(*, status: bool) -> Step:
+    async def check_card(txn: Transaction, svc: Services) -> None:
+        """Known (14); active (62) and not expired (54) unless a void; PIN not blocked (75)."""
+        card = txn.ctx.card
+        if card is None:
+            raise Decline(Outcome.CARD_UNKNOWN, "unknown card")
+        if status:
+            if card.status != ACTIVE:
+                raise Decline(Outcome.CARD_RESTRICTED, "card frozen")
+            if card.expiry < txn.now.strftime("%y%m"):
+                raise Decline(Outcome.CARD_EXPIRED, f"card expired {card.expiry}")
+        if card.pin_blocked:
+            raise Decline(Outcome.PIN_TRIES_EXCEEDED, "PIN blocked")
+
+    return check_card
+
+
+async def verify_pin(txn: Transaction, svc: Services) -> None:
+    """PIN present (55), well formed (99), right (55; the third wrong in a row is 75)."""
+    request, card = txn.request, txn.ctx.card
+    if request.pin_block is None or request.entry_mode.endswith("2"):
+        raise Decline(Outcome.PIN_INCORRECT, "no PIN")
+    try:
+        right = svc.hsm.verify_pin(txn.terminal_record.pik_lmk, request.pin_block, txn.pan, card.pvv)
+    except PinBlockError as exc:
+        raise Decline(Outcome.PIN_FORMAT_ERROR, str(exc)) from None
+    txn.pin_result = "ok" if right else "wrong"
+    if not right:
+        raise Decline(Outcome.PIN_INCORRECT, "wrong PIN")
+
+
+async def check_amount(txn: Transaction, svc: Services) -> None:
+    if not txn.request.amount_fen:
+        raise Decline(Outcome.AMOUNT_INVALID, "amount zero or absent")
+
+
+# -- recording ---------------------------------------------------------------------
+
+
+async def _finish(txn: Transaction, svc: Services, op: str, response: dict[str, Any] | None = None,
+                  **params: Any) -> None:
+    """Record the outcome (money moves here) and make its response the answer."""
+    request, key = txn.request, txn.key
+    card = txn.ctx.card
+    result = await store.finish(svc.pool, {
+        "op": op,
+        "kind": txn.kind,
+        "tid": key.tid,
+        "batch": key.batch,
+        "stan": key.stan,
+        "mti_class": key.mti_class,
+        "processing_code": request.processing_code,
+        "content": content_hash(request),
+        "amount": request.amount_fen,
+        "card_id": card.id if card is not None else None,
+        "pin": txn.pin_result,
+        "response": (response or {}) | {
+            "rrn": await svc.rrns.next(),
+            "local_time": txn.now.strftime("%H%M%S"),
+            "local_date": txn.now.strftime("%m%d"),
+        },
+        **params,
+    })
+    if result.status == "conflict":
+        raise Decline(Outcome.DUPLICATE_DIFFERENT_CONTENT, "same key, different content")
+    txn.answer = result.response
+    raise Answered
+
+
+async def record_decline(txn: Transaction, svc: Services, decline: Decline) -> None:
+    """Store a decline under the request's key, so its repeats get the same answer."""
+    await _finish(txn, svc, "decline", {"response_code": decline.outcome.response_code.value})
+
+
+async def finish_balance(txn: Transaction, svc: Services) -> None:
+    await _finish(txn, svc, "balance", card_account_id=txn.ctx.card.account_id)
+
+
+async def finish_purchase(txn: Transaction, svc: Services) -> None:
+    terminal, card, amount = txn.terminal_record, txn.ctx.card, txn.request.amount_fen
+    fee = fee_fen(amount, terminal.mdr_bp)
+    transfers = [Transfer(card.account_id, terminal.merchant_account_id, amount - fee, "purchase")]
+    if fee:
+        transfers.append(Transfer(card.account_id, svc.fee_account_id, fee, "purchase_fee"))
+    await _finish(txn, svc, "purchase",
+                  transfers=[t.as_json() for t in transfers if t.amount_fen > 0])
+
+
+async def finish_void(txn: Transaction, svc: Services) -> None:
+    await _finish(txn, svc, "void", original_id=txn.ctx.original.id)
+
+
+async def finish_reversal(txn: Transaction, svc: Services) -> None:
+    await _finish(txn, svc, "reversal")

@@ -1,0 +1,110 @@
+"""The transaction store: what a financial request needs to know, read in one
+query, and its outcome recorded (money moved, response stored) in one call."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from gateway.cards import CARD_FIELDS, CardRecord
+from gateway.registry import TERMINAL_COLUMNS, TerminalRecord, terminal_from_row
+
+
+@dataclass(frozen=True, slots=True)
+class TxnKey:
+    """A request's idempotency key (WIRE.md section 8, repeats)."""
+
+    tid: str
+    batch: int
+    stan: str
+    mti_class: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAnswer:
+    content_hash: str
+    response: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class OriginalPurchase:
+    id: int
+    status: str
+    amount_fen: int | None
+    card_id: int | None
+    batch: int
+
+
+@dataclass(frozen=True, slots=True)
+class VoidReference:
+    rrn: str
+    batch: int
+    stan: str
+    local_date: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    terminal: TerminalRecord
+    stored: StoredAnswer | None
+    card: CardRecord | None
+    original: OriginalPurchase | None
+
+
+def _prefixed(alias: str, columns: str, prefix: str) -> str:
+    return ", ".join(f"{alias}.{c.strip()} AS {prefix}{c.strip()}" for c in columns.split(","))
+
+
+_CONTEXT_QUERY = f"""
+SELECT {TERMINAL_COLUMNS},
+       tx.content_hash AS stored_content_hash, tx.response AS stored_response,
+       {_prefixed("c", CARD_FIELDS, "card_")},
+       o.id AS original_id, o.status AS original_status, o.amount_fen AS original_amount_fen,
+       o.card_id AS original_card_id, o.batch AS original_batch
+  FROM terminals t
+  JOIN merchants m ON m.mid = t.mid
+  JOIN agents a ON a.code = m.agent_code
+  LEFT JOIN gw_transactions tx
+         ON tx.tid = t.tid AND tx.batch = $2 AND tx.stan = $3 AND tx.mti_class = $4
+  LEFT JOIN cards c ON c.pan_hash = $5
+  LEFT JOIN gw_transactions o
+         ON o.tid = t.tid AND o.rrn = $6 AND o.batch = $7 AND o.stan = $8 AND o.local_date = $9
+        AND o.mti_class = '0200' AND o.kind = 'purchase'
+ WHERE t.tid = $1
+"""
+
+
+async def load_context(pool: asyncpg.Pool, key: TxnKey, pan_hash: bytes | None,
+                       void_ref: VoidReference | None) -> RequestContext | None:
+    ref = void_ref or VoidReference("", -1, "", "")
+    row = await pool.fetchrow(_CONTEXT_QUERY, key.tid, key.batch, key.stan, key.mti_class, pan_hash,
+                              ref.rrn, ref.batch, ref.stan, ref.local_date)
+    if row is None:
+        return None
+    stored = None
+    if row["stored_content_hash"] is not None:
+        stored = StoredAnswer(row["stored_content_hash"], json.loads(row["stored_response"]))
+    card = None
+    if row["card_id"] is not None:
+        card = CardRecord(**{name.strip(): row["card_" + name.strip()] for name in CARD_FIELDS.split(",")})
+    original = None
+    if row["original_id"] is not None:
+        original = OriginalPurchase(row["original_id"], row["original_status"], row["original_amount_fen"],
+                                    row["original_card_id"], row["original_batch"])
+    return RequestContext(terminal_from_row(row), stored, card, original)
+
+
+@dataclass(frozen=True, slots=True)
+class FinishResult:
+    status: str  # new, repeat (the stored answer of an earlier identical request), conflict (94)
+    stored: bool
+    response: dict[str, Any]
+
+
+async def finish(pool: asyncpg.Pool, params: dict[str, Any]) -> FinishResult:
+    """Record the outcome (``gw_finish``): one round trip, one database transaction."""
+    result = json.loads(await pool.fetchval("SELECT gw_finish($1::jsonb)", json.dumps(params)))
+    return FinishResult(result["status"], result["stored"], result.get("response") or {})

@@ -1,0 +1,57 @@
+"""Posting transfers: atomic, idempotent, never below zero where forbidden.
+
+Each call is one database round trip (a PL/pgSQL function), so that a
+caller's whole ledger work can be batched with others later (group commit)
+without the callers changing. Business outcomes are flat results, not
+exceptions (TigerBeetle's style).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import asyncpg
+
+
+class PostResult(StrEnum):
+    OK = "ok"
+    EXISTS = "exists"  # the same key and content posted before: nothing posted now
+    EXISTS_WITH_DIFFERENT_CONTENT = "exists_with_different_content"
+    EXCEEDS_CREDITS = "exceeds_credits"
+    ACCOUNT_NOT_FOUND = "account_not_found"
+    AMOUNT_MUST_BE_POSITIVE = "amount_must_be_positive"
+    ACCOUNTS_MUST_BE_DIFFERENT = "accounts_must_be_different"
+    TRANSFERS_MUST_NOT_BE_EMPTY = "transfers_must_not_be_empty"
+    LINKED_TRANSFER_NOT_FOUND = "linked_transfer_not_found"
+    ALREADY_REVERSED = "already_reversed"
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    debit_account_id: int
+    credit_account_id: int
+    amount_fen: int
+    code: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"debit": self.debit_account_id, "credit": self.credit_account_id,
+                "amount": self.amount_fen, "code": self.code}
+
+
+def transfers_json(transfers: list[Transfer]) -> str:
+    return json.dumps([t.as_json() for t in transfers])
+
+
+async def post(conn: asyncpg.Connection | asyncpg.Pool, key: str, transfers: list[Transfer]) -> PostResult:
+    """Post ``transfers`` atomically under ``key``. A key already used returns
+    the first result (``exists`` for an identical success); it never posts twice."""
+    return PostResult(await conn.fetchval("SELECT ledger_post($1, $2::jsonb)", key, transfers_json(transfers)))
+
+
+async def reverse(conn: asyncpg.Connection | asyncpg.Pool, key: str, original_key: str) -> PostResult:
+    """Post the compensating transfers of the posting under ``original_key``.
+    A posting is reversed at most once (``already_reversed``)."""
+    return PostResult(await conn.fetchval("SELECT ledger_reverse($1, $2)", key, original_key))
