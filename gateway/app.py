@@ -9,6 +9,8 @@ import asyncpg
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway import metrics, reports
+from gateway.billers import Connectors
 from gateway.context import Services
 from gateway.db import create_pool
 from gateway.keys import SoftHsm, load_lmk
@@ -38,7 +40,8 @@ async def build_services(settings: Settings, database_url: str | None = None) ->
         return await pool.fetchval("SELECT nextval('rrn_block_seq')")
 
     fee_account_id = await pool.fetchval("SELECT id FROM ledger_accounts WHERE code = $1", FEE_INCOME_ACCOUNT_CODE)
-    return Services(settings, pool, SoftHsm(lmk), RrnAllocator(reserve_rrn_block), fee_account_id)
+    return Services(settings, pool, SoftHsm(lmk), RrnAllocator(reserve_rrn_block), fee_account_id,
+                    Connectors(pool, settings.biller_timeout_s))
 
 
 class Gateway:
@@ -77,6 +80,12 @@ class Gateway:
             parts = request_line.decode("latin-1").split()
             path = parts[1] if len(parts) >= 2 else ""
             if path == "/metrics":
+                try:  # a gauge read from the database keeps its last value when the read fails
+                    metrics.AGENTS_FLOAT_BELOW_THRESHOLD.set(await asyncio.wait_for(
+                        reports.agents_float_below(self.services.pool, self.settings.float_low_threshold_fen),
+                        HEALTH_DB_TIMEOUT_S))
+                except Exception as exc:  # never fail the scrape
+                    log.warning("metrics_refresh_failed", error=str(exc) or type(exc).__name__)
                 status, ctype, body = "200 OK", CONTENT_TYPE_LATEST, generate_latest()
             elif path == "/healthz":
                 ok = await self.healthy()

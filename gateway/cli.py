@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 
-from gateway import cards, registry, validate
+from gateway import bills, cards, registry, reports, validate
 from gateway.db import database_url, stop_embedded
 from gateway.keys import LmkError, SoftHsm, load_lmk
 from gateway.logs import configure as configure_logs
@@ -77,17 +77,20 @@ def _status_command(setter: Callable[..., Awaitable[None]], status: str) -> Comm
     return command
 
 
-async def agent_topup(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
-    amount = validate.amount_fen(args.amount)
-    agent = await ctx.conn.fetchrow("SELECT float_account_id FROM agents WHERE code = $1", args.code)
+async def agent_topup_fen(conn: asyncpg.Connection, code: str, amount: int) -> None:
+    agent = await conn.fetchrow("SELECT float_account_id FROM agents WHERE code = $1", code)
     if agent is None:
-        raise InvalidInput(f"unknown agent {args.code}")
-    top_up_number = await ctx.conn.fetchval("SELECT nextval('topup_seq')")
-    cash = await account_id(ctx.conn, CASH_ACCOUNT_CODE)
-    result = await postings.post(ctx.conn, f"topup:{top_up_number}", [
+        raise InvalidInput(f"unknown agent {code}")
+    top_up_number = await conn.fetchval("SELECT nextval('topup_seq')")
+    cash = await account_id(conn, CASH_ACCOUNT_CODE)
+    result = await postings.post(conn, f"topup:{top_up_number}", [
         postings.Transfer(cash, agent["float_account_id"], amount, "float_topup")])
     if result is not postings.PostResult.OK:
         raise Problem(f"top-up not posted: {result}")
+
+
+async def agent_topup(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+    await agent_topup_fen(ctx.conn, args.code, validate.amount_fen(args.amount))
     return await registry.show_agent(ctx.conn, args.code)
 
 
@@ -160,6 +163,71 @@ def _card_command(action: Callable[..., Awaitable[None]], *extra: Any) -> Comman
     return command
 
 
+# -- billers --------------------------------------------------------------------
+
+
+async def biller_add(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+    code = validate.code(args.code, "biller code")
+    if args.commission_bp is not None and args.commission_fixed is not None:
+        raise InvalidInput("--commission-bp and --commission-fixed exclude each other")
+    return await bills.add_biller(
+        ctx.conn, code, args.name, prepaid=args.prepaid, exact=args.exact,
+        commission_bp=validate.basis_points(args.commission_bp or 0, "--commission-bp"),
+        commission_fixed_fen=validate.amount_fen(args.commission_fixed) if args.commission_fixed else 0,
+        connector=args.connector, connector_url=args.url)
+
+
+async def bill_add(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+    return await bills.add_bill(ctx.conn, args.biller, validate.account(args.account), args.name,
+                                validate.amount_fen(args.amount), args.period, args.due)
+
+
+async def bill_list(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+    return {"bills": await bills.list_bills(ctx.conn, args.biller, args.account)}
+
+
+async def meter_add(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+    return await bills.add_meter(ctx.conn, args.biller, validate.account(args.meter, "meter"), args.name)
+
+
+async def token_show(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+    return await bills.show_tokens(ctx.conn, args.meter)
+
+
+# -- reports ------------------------------------------------------------------
+
+
+def _report_format(args: argparse.Namespace) -> None:
+    if args.json and args.csv:
+        raise InvalidInput("--json and --csv exclude each other")
+
+
+def _report_output(args: argparse.Namespace, result: dict[str, Any], rows: str,
+                   columns: tuple[str, ...]) -> dict[str, Any] | None:
+    if args.csv:
+        sys.stdout.write(reports.to_csv(result[rows], columns))
+        return None
+    return result
+
+
+async def agent_statement(args: argparse.Namespace, ctx: Context) -> dict[str, Any] | None:
+    _report_format(args)
+    tz = ctx.settings.tz
+    day = reports.parse_date(args.date, tz)
+    await reports.consistent_snapshot(ctx.conn)
+    result = await reports.agent_statement(ctx.conn, args.code, day, tz)
+    return _report_output(args, result, "movements", reports.STATEMENT_COLUMNS)
+
+
+async def biller_remittance(args: argparse.Namespace, ctx: Context) -> dict[str, Any] | None:
+    _report_format(args)
+    tz = ctx.settings.tz
+    day = reports.parse_date(args.date, tz)
+    await reports.consistent_snapshot(ctx.conn)
+    result = await reports.biller_remittance(ctx.conn, args.code, day, tz)
+    return _report_output(args, result, "payments", reports.REMITTANCE_COLUMNS)
+
+
 # -- ledger -------------------------------------------------------------------
 
 
@@ -183,6 +251,8 @@ DEMO_MERCHANT = "898100000000001"
 DEMO_CARD_PIN = "123456"
 DEMO_CARD_BALANCE_FEN = 1_000_000
 DEMO_CARD_EXPIRY = "3012"
+DEMO_FLOAT_FEN = 1_000_000
+DEMO_POSTPAID, DEMO_PREPAID = "ELEC01", "PREPAID01"
 
 
 def demo_tmk(tid: str) -> bytes:
@@ -225,12 +295,28 @@ async def demo(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
         if not await conn.fetchval("SELECT 1 FROM cards WHERE pan_hash = $1", ctx.hsm.pan_hash(pan)):
             await cards.issue_card(conn, ctx.hsm, pan, DEMO_CARD_PIN, DEMO_CARD_EXPIRY, DEMO_CARD_BALANCE_FEN)
         card_list.append({"pan": pan, "pin": DEMO_CARD_PIN, "expiry": DEMO_CARD_EXPIRY})
+    if await bills.load_biller(conn, DEMO_POSTPAID) is None:
+        await bills.add_biller(conn, DEMO_POSTPAID, "City Electricity", prepaid=False, exact=True,
+                               commission_bp=50, commission_fixed_fen=0, connector="builtin", connector_url=None)
+        await bills.add_biller(conn, DEMO_PREPAID, "Prepaid Power", prepaid=True, exact=False,
+                               commission_bp=0, commission_fixed_fen=100, connector="builtin", connector_url=None)
+        for index in range(1, 4):
+            await bills.add_bill(conn, DEMO_POSTPAID, f"E{index:05d}", f"Customer {index}", 12_345 * index,
+                                 "202611", None)
+            await bills.add_meter(conn, DEMO_PREPAID, f"M{index:05d}", f"Meter owner {index}")
+        await agent_topup_fen(conn, DEMO_AGENT, DEMO_FLOAT_FEN)
     return {
         "agents": [await registry.show_agent(conn, DEMO_AGENT)],
         "merchants": [await registry.show_merchant(conn, DEMO_MERCHANT)],
         "terminals": terminals,
         "cards": card_list,
-        "billers": [],
+        "billers": [
+            {"code": DEMO_POSTPAID, "prepaid": False,
+             "bills": await bills.list_bills(conn, DEMO_POSTPAID, None)},
+            {"code": DEMO_PREPAID, "prepaid": True,
+             "meters": [r["meter"] for r in await conn.fetch(
+                 "SELECT meter FROM meters WHERE biller_code = $1 ORDER BY meter", DEMO_PREPAID)]},
+        ],
     }
 
 
@@ -273,6 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("amount")
     for action, status in (("freeze", registry.FROZEN), ("unfreeze", registry.ACTIVE)):
         command(agent, action, _status_command(registry.set_agent_status, status)).add_argument("id")
+    p = command(agent, "statement", agent_statement, help="the day's float movements")
+    p.add_argument("code")
+    p.add_argument("--date", help="YYYY-MM-DD, a local day (default today)")
+    p.add_argument("--csv", action="store_true", help="print the movements as CSV")
 
     merchant = groups.add_parser("merchant", help="merchants").add_subparsers(dest="action", required=True)
     p = command(merchant, "add", merchant_add)
@@ -311,6 +401,42 @@ def build_parser() -> argparse.ArgumentParser:
                             ("unfreeze", _card_command(cards.set_card_status, cards.ACTIVE)),
                             ("unblock", _card_command(cards.unblock_card))):
         command(card, action, handler).add_argument("pan")
+
+    biller = groups.add_parser("biller", help="utility billers").add_subparsers(dest="action", required=True)
+    p = command(biller, "add", biller_add)
+    p.add_argument("code")
+    p.add_argument("--name", required=True)
+    p.add_argument("--prepaid", action="store_true")
+    p.add_argument("--exact", action="store_true", help="a postpaid bill must be paid in full")
+    p.add_argument("--commission-bp", type=int)
+    p.add_argument("--commission-fixed")
+    p.add_argument("--connector", choices=("builtin", "http"), default="builtin")
+    p.add_argument("--url", help="the biller's HTTP endpoint (--connector http)")
+    p = command(biller, "remittance", biller_remittance, help="the day's standing payments")
+    p.add_argument("code")
+    p.add_argument("--date", required=True, help="YYYY-MM-DD, a local day")
+    p.add_argument("--csv", action="store_true", help="print the payments as CSV")
+
+    bill = groups.add_parser("bill", help="postpaid bills").add_subparsers(dest="action", required=True)
+    p = command(bill, "add", bill_add)
+    p.add_argument("biller")
+    p.add_argument("account")
+    p.add_argument("--name", required=True)
+    p.add_argument("--amount", required=True)
+    p.add_argument("--period", required=True)
+    p.add_argument("--due")
+    p = command(bill, "list", bill_list)
+    p.add_argument("biller")
+    p.add_argument("--account")
+
+    meter = groups.add_parser("meter", help="prepaid meters").add_subparsers(dest="action", required=True)
+    p = command(meter, "add", meter_add)
+    p.add_argument("biller")
+    p.add_argument("meter")
+    p.add_argument("--name", required=True)
+
+    token = groups.add_parser("token", help="prepaid-meter tokens").add_subparsers(dest="action", required=True)
+    command(token, "show", token_show).add_argument("meter")
 
     ledger = groups.add_parser("ledger", help="the ledger").add_subparsers(dest="action", required=True)
     command(ledger, "check", ledger_check, help="verify the ledger's invariants")

@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from gateway.billers import Connectors
 from gateway.keys import SoftHsm
 from gateway.registry import TerminalRecord
 from gateway.rrn import RrnAllocator
@@ -24,6 +25,7 @@ class Services:
     hsm: SoftHsm
     rrns: RrnAllocator
     fee_account_id: int
+    connectors: Connectors
 
 
 @dataclass(slots=True)
@@ -38,6 +40,7 @@ class Transaction:
     # Financial requests:
     key: TxnKey | None = None
     pan: str | None = None
+    bill_fields: dict[str, str] | None = None  # field 59, decoded
     context: RequestContext | None = None
     recordable: bool = False  # past the repeat look-up: a storable answer is recorded under the key
     pin_result: str | None = None  # "ok" or "wrong" once a PIN was checked

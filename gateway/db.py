@@ -20,13 +20,19 @@ from gateway.settings import Settings
 EMBEDDED_DIR = "pg"
 
 
-def embedded_server(data_dir: Path):  # -> pgserver.PostgresServer
+def _pgserver():  # -> the pgserver module
+    """pgserver, imported only when needed (never with a URL), quietly."""
     import warnings
 
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")  # platformdirs, harmless
-    import pgserver  # imported lazily: it is only needed without a URL
+    import pgserver
 
     logging.getLogger("pgserver").setLevel(logging.WARNING)
+    return pgserver
+
+
+def embedded_server(data_dir: Path):  # -> pgserver.PostgresServer
+    pgserver = _pgserver()
     data_dir.mkdir(parents=True, exist_ok=True)
     return pgserver.get_server(data_dir.resolve() / EMBEDDED_DIR, cleanup_mode=None)
 
@@ -42,6 +48,7 @@ def stop_embedded(settings: Settings) -> bool:
     """Stop the embedded server if it runs; return whether it was running."""
     import subprocess
 
+    _pgserver()
     from pgserver._commands import pg_ctl
 
     pgdata = settings.data_dir.resolve() / EMBEDDED_DIR

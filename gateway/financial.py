@@ -12,6 +12,7 @@ from gateway.context import Answered, Services, Transaction
 from gateway.outcomes import Decline, Outcome
 from gateway.registry import ACTIVE
 from ledger.postings import Transfer
+from protocol import tlv
 from protocol.crypto import PinBlockError
 from protocol.messages import Message
 
@@ -80,7 +81,8 @@ async def load_context(txn: Transaction, svc: Services) -> None:
         void_ref = store.VoidReference(request.rrn, request.original_batch, request.original_stan,
                                        request.original_date)
     pan_hash = svc.hsm.pan_hash(txn.pan) if txn.pan else None
-    txn.context = await store.load_context(svc.pool, txn.key, pan_hash, void_ref)
+    biller_code = txn.bill_fields.get(tlv.BILLER) if txn.bill_fields else None
+    txn.context = await store.load_context(svc.pool, txn.key, pan_hash, void_ref, biller_code)
     if txn.context is None:
         raise Decline(Outcome.TERMINAL_UNKNOWN, "terminal not registered")
     txn.terminal = txn.context.terminal
@@ -174,10 +176,13 @@ async def check_amount(txn: Transaction, svc: Services) -> None:
 
 
 async def _finish(txn: Transaction, svc: Services, op: str, response: dict[str, Any] | None = None,
-                  **params: Any) -> None:
+                  **params: Any) -> store.FinishResult:
     """Record the outcome (money moves here) and make its response the answer."""
     request, key = txn.request, txn.key
     card = txn.ctx.card
+    response = {"local_time": txn.now.strftime("%H%M%S"), "local_date": txn.now.strftime("%m%d")} | (response or {})
+    if "rrn" not in response:
+        response["rrn"] = await svc.rrns.next()
     result = await store.finish(svc.pool, {
         "op": op,
         "kind": txn.kind,
@@ -190,17 +195,13 @@ async def _finish(txn: Transaction, svc: Services, op: str, response: dict[str, 
         "amount": request.amount_fen,
         "card_id": card.id if card is not None else None,
         "pin": txn.pin_result,
-        "response": (response or {}) | {
-            "rrn": await svc.rrns.next(),
-            "local_time": txn.now.strftime("%H%M%S"),
-            "local_date": txn.now.strftime("%m%d"),
-        },
+        "response": response,
         **params,
     })
     if result.status == "conflict":
         raise Decline(Outcome.DUPLICATE_DIFFERENT_CONTENT, "same key, different content")
     txn.answer = result.response
-    raise Answered
+    return result
 
 
 async def record_decline(txn: Transaction, svc: Services, decline: Decline) -> None:
@@ -227,4 +228,7 @@ async def finish_void(txn: Transaction, svc: Services) -> None:
 
 
 async def finish_reversal(txn: Transaction, svc: Services) -> None:
-    await _finish(txn, svc, "reversal")
+    from gateway.bill_flows import cancel_reversed_payment  # bills build on these steps
+
+    result = await _finish(txn, svc, "reversal")
+    await cancel_reversed_payment(svc, result.reversed)

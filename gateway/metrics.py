@@ -20,3 +20,7 @@ LATENCY = Histogram(
     ["kind"],
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+AGENTS_FLOAT_BELOW_THRESHOLD = Gauge(
+    "posgw_agents_float_below_threshold", "Agents whose float balance is below float_low_threshold_fen",
+    multiprocess_mode="livemostrecent",
+)

@@ -2,11 +2,16 @@
 
 Files live in ``ledger/migrations`` (the ledger's tables) and
 ``gateway/migrations`` (the gateway's); their numbers form one sequence,
-``NNNN_name.sql``. Applying is idempotent and safe to run concurrently.
+``NNNN_name.sql``. SQL functions live apart, in ``ledger/functions`` and
+``gateway/functions``: each file is ``CREATE OR REPLACE`` and is applied
+again whenever its content changes (its checksum is recorded), so a
+function's one true text is its file. Applying is idempotent and safe to run
+concurrently.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +21,9 @@ import asyncpg
 import gateway
 import ledger
 
-MIGRATION_DIRS = (Path(ledger.__file__).parent / "migrations", Path(gateway.__file__).parent / "migrations")
+_PACKAGES = (Path(ledger.__file__).parent, Path(gateway.__file__).parent)  # ledger first
+MIGRATION_DIRS = tuple(package / "migrations" for package in _PACKAGES)
+FUNCTION_DIRS = tuple(package / "functions" for package in _PACKAGES)
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 _LOCK_KEY = 0x706F7367  # advisory lock held while migrating
 
@@ -44,6 +51,28 @@ def available() -> list[Migration]:
                 raise RuntimeError(f"migration {version} appears twice: {found[version].path}, {path}")
             found[version] = Migration(version, path.stem, path)
     return [found[v] for v in sorted(found)]
+
+
+@dataclass(frozen=True)
+class FunctionScript:
+    name: str  # package/file
+    checksum: str
+    path: Path
+
+
+def function_scripts() -> list[FunctionScript]:
+    scripts = []
+    for directory in FUNCTION_DIRS:
+        for path in sorted(directory.glob("*.sql")):
+            checksum = hashlib.sha256(path.read_bytes()).hexdigest()
+            scripts.append(FunctionScript(f"{directory.parent.name}/{path.name}", checksum, path))
+    return scripts
+
+
+async def _function_checksums(conn: asyncpg.Connection) -> dict[str, str]:
+    if not await conn.fetchval("SELECT to_regclass('schema_functions') IS NOT NULL"):
+        return {}
+    return {row["name"]: row["checksum"] for row in await conn.fetch("SELECT name, checksum FROM schema_functions")}
 
 
 async def applied(conn: asyncpg.Connection) -> set[int]:
@@ -76,13 +105,34 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
                     migration.name,
                 )
             done.append(migration.name)
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_functions (
+                   name text PRIMARY KEY,
+                   checksum text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        current = await _function_checksums(conn)
+        for script in function_scripts():
+            if current.get(script.name) == script.checksum:
+                continue
+            async with conn.transaction():
+                await conn.execute(script.path.read_text())
+                await conn.execute(
+                    """INSERT INTO schema_functions (name, checksum) VALUES ($1, $2)
+                       ON CONFLICT (name) DO UPDATE SET checksum = $2, applied_at = now()""",
+                    script.name, script.checksum,
+                )
+            done.append(script.name)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
     return done
 
 
 async def check_migrated(conn: asyncpg.Connection) -> None:
-    missing = [m.name for m in available() if m.version not in await applied(conn)]
+    have = await applied(conn)
+    missing = [m.name for m in available() if m.version not in have]
+    current = await _function_checksums(conn)
+    missing += [f.name for f in function_scripts() if current.get(f.name) != f.checksum]
     if missing:
         raise UnmigratedDatabase(
             f"the database lacks {len(missing)} migration(s) ({', '.join(missing)}): run `posgw db migrate`"

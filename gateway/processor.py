@@ -13,6 +13,7 @@ from gateway.context import Answered, Services, Transaction
 from gateway.financial import record_decline
 from gateway.outcomes import Decline, Outcome
 from gateway.router import FINANCIAL_MTIS, KNOWN_MTIS, route
+from protocol import tlv
 from protocol.codes import ResponseCode
 from protocol.framing import Frame, encode_frame
 from protocol.messages import ECHOED_ALWAYS, ECHOED_WHEN_PRESENT, FormatError, Message, decode_message
@@ -94,7 +95,10 @@ class Processor:
         response.acquirer_id = self.settings.acquirer_id
         if txn.answer is not None:  # decided and recorded: rrn, times, code and extras as stored
             for name, value in txn.answer.items():
-                setattr(response, name, value)
+                if name == "bill_tlv":
+                    response.bill_data = tlv.encode_canonical(value)
+                else:
+                    setattr(response, name, value)
             code = ResponseCode(txn.answer["response_code"])
         else:
             response.local_time = txn.now.strftime("%H%M%S")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from gateway import financial, network, steps
+from gateway import bill_flows, financial, network, steps
 from gateway.context import Services, Transaction
 from gateway.outcomes import Decline, Outcome
 from protocol.messages import Message
@@ -49,11 +49,18 @@ VOID = Route("void", _CARD_FORMAT + _FINANCIAL + (
 # Reversals always go through once their MAC verifies (WIRE.md 8).
 REVERSAL = Route("reversal", (financial.check_reversal_format,) + _FINANCIAL + (financial.finish_reversal,))
 UNKNOWN_FINANCIAL = Route("unknown", _FINANCIAL + (unknown_transaction,))
+_BILL = (bill_flows.check_bill_request_format,) + _FINANCIAL + (
+    bill_flows.check_biller_known, financial.check_permitted("bill"))
+BILL_INQUIRY = Route("bill_inquiry", _BILL + (bill_flows.inquire_bill,))
+BILL_PAYMENT = Route("bill_payment", _BILL + (
+    bill_flows.check_payer_card, financial.check_amount, bill_flows.pay_bill))
 
 FINANCIAL_ROUTES = {
     ("0200", "310000", "01"): BALANCE,
     ("0200", "000000", "22"): PURCHASE,
     ("0200", "200000", "23"): VOID,
+    ("0200", "380000", "40"): BILL_INQUIRY,
+    ("0200", "500000", "41"): BILL_PAYMENT,
 }
 
 

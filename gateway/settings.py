@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     log_level: str = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
 
+    biller_timeout_s: float = Field(5.0, gt=0)
+    float_low_threshold_fen: int = Field(10_000, ge=0)
+
     risk_enabled: bool = True
 
     @field_validator("timezone")

@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 
+from gateway.billers import BILLER_FIELDS, Biller
 from gateway.cards import CARD_FIELDS, CardRecord
 from gateway.registry import TERMINAL_COLUMNS, TerminalRecord, terminal_from_row
 
@@ -52,6 +53,7 @@ class RequestContext:
     stored: StoredAnswer | None
     card: CardRecord | None
     original: OriginalPurchase | None
+    biller: Biller | None
 
 
 def _prefixed(alias: str, columns: str, prefix: str) -> str:
@@ -63,7 +65,8 @@ SELECT {TERMINAL_COLUMNS},
        tx.content_hash AS stored_content_hash, tx.response AS stored_response,
        {_prefixed("c", CARD_FIELDS, "card_")},
        o.id AS original_id, o.status AS original_status, o.amount_fen AS original_amount_fen,
-       o.card_id AS original_card_id, o.batch AS original_batch
+       o.card_id AS original_card_id, o.batch AS original_batch,
+       {_prefixed("b", ", ".join(BILLER_FIELDS), "biller_")}
   FROM terminals t
   JOIN merchants m ON m.mid = t.mid
   JOIN agents a ON a.code = m.agent_code
@@ -73,15 +76,16 @@ SELECT {TERMINAL_COLUMNS},
   LEFT JOIN gw_transactions o
          ON o.tid = t.tid AND o.rrn = $6 AND o.batch = $7 AND o.stan = $8 AND o.local_date = $9
         AND o.mti_class = '0200' AND o.kind = 'purchase'
+  LEFT JOIN billers b ON b.code = $10
  WHERE t.tid = $1
 """
 
 
 async def load_context(pool: asyncpg.Pool, key: TxnKey, pan_hash: bytes | None,
-                       void_ref: VoidReference | None) -> RequestContext | None:
+                       void_ref: VoidReference | None, biller_code: str | None) -> RequestContext | None:
     ref = void_ref or VoidReference("", -1, "", "")
     row = await pool.fetchrow(_CONTEXT_QUERY, key.tid, key.batch, key.stan, key.mti_class, pan_hash,
-                              ref.rrn, ref.batch, ref.stan, ref.local_date)
+                              ref.rrn, ref.batch, ref.stan, ref.local_date, biller_code)
     if row is None:
         return None
     stored = None
@@ -94,7 +98,10 @@ async def load_context(pool: asyncpg.Pool, key: TxnKey, pan_hash: bytes | None,
     if row["original_id"] is not None:
         original = OriginalPurchase(row["original_id"], row["original_status"], row["original_amount_fen"],
                                     row["original_card_id"], row["original_batch"])
-    return RequestContext(terminal_from_row(row), stored, card, original)
+    biller = None
+    if row["biller_code"] is not None:
+        biller = Biller(**{name: row["biller_" + name] for name in BILLER_FIELDS})
+    return RequestContext(terminal_from_row(row), stored, card, original, biller)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +109,10 @@ class FinishResult:
     status: str  # new, repeat (the stored answer of an earlier identical request), conflict (94)
     stored: bool
     response: dict[str, Any]
+    reversed: dict[str, Any] | None = None  # what a reversal undid, for the biller's connector
 
 
 async def finish(pool: asyncpg.Pool, params: dict[str, Any]) -> FinishResult:
     """Record the outcome (``gw_finish``): one round trip, one database transaction."""
     result = json.loads(await pool.fetchval("SELECT gw_finish($1::jsonb)", json.dumps(params)))
-    return FinishResult(result["status"], result["stored"], result.get("response") or {})
+    return FinishResult(result["status"], result["stored"], result.get("response") or {}, result.get("reversed"))

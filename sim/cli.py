@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from decimal import Decimal
 from typing import Any
 
+from protocol import tlv
 from protocol.codes import ResponseCode
 from protocol.crypto import key_check_value
 from protocol.framing import FramingError
@@ -29,6 +30,7 @@ from sim.terminal import (
     ResponseMacError,
     Terminal,
     balance_fen,
+    bill_fields,
     build_request,
 )
 
@@ -38,6 +40,12 @@ PAN_DIGITS, PIN_DIGITS = (13, 19), (4, 12)
 BATCH_MAX = STAN_MAX = 999_999
 AMOUNT_FEN_MAX = 10**12 - 1  # field 4 is n12
 _YUAN = re.compile(r"[0-9]+(\.[0-9]{1,2})?")
+_CODE = re.compile(r"[A-Za-z0-9_-]{1,16}")  # agents and billers
+_BILL_ACCOUNT = re.compile(r"[A-Za-z0-9]{1,32}")
+_DEGREES = r"-?[0-9]{1,3}(\.[0-9]+)?"
+_LOCATION = re.compile(f"({_DEGREES}),({_DEGREES})")
+BILL_REFERENCE_LENGTH = 32
+TOKEN_GROUP = 4
 
 # A handler runs one command on a terminal: the response, plus extra output keys.
 Handler = Callable[[Terminal, argparse.Namespace], Awaitable[tuple[Response, dict[str, Any]]]]
@@ -90,12 +98,31 @@ async def _void(terminal: Terminal, args: argparse.Namespace) -> tuple[Response,
 
 async def _reverse(terminal: Terminal, args: argparse.Namespace) -> tuple[Response, dict[str, Any]]:
     # The original 0200's fields that its 0400 repeats; its PIN is not among them.
+    bill_data = None
+    if args.biller:
+        tags = {tlv.BILLER: args.biller, tlv.ACCOUNT: args.account}
+        if args.reference:
+            tags[tlv.REFERENCE] = args.reference
+        bill_data = tlv.encode(tags)
     original = build_request(
         "0200", pan=args.pan, processing_code=args.processing_code, amount=f"{args.amount:012d}",
         stan=args.orig_stan, terminal_id=terminal.tid, merchant_id=terminal.mid, currency=CURRENCY,
-        txn_data=f"{args.txn_type}{terminal.batch:06d}000",
+        bill_data=bill_data, txn_data=f"{args.txn_type}{terminal.batch:06d}000",
     )
     return await terminal.reverse(original, reason=args.reason), {}
+
+
+async def _bill_inquiry(terminal: Terminal, args: argparse.Namespace) -> tuple[Response, dict[str, Any]]:
+    response = await terminal.bill_inquiry(args.biller, args.account, stan=args.stan, location=args.location)
+    return response, {"bill": bill_fields(response), "amount_due_fen": response.message.amount_fen}
+
+
+async def _bill_pay(terminal: Terminal, args: argparse.Namespace) -> tuple[Response, dict[str, Any]]:
+    response = await terminal.bill_payment(
+        args.biller, args.account, args.amount, reference=args.reference, pan=args.pan, pin=args.pin,
+        stan=args.stan, location=args.location,
+    )
+    return response, {"bill": bill_fields(response)}
 
 
 COMMANDS: dict[str, Handler] = {
@@ -105,6 +132,8 @@ COMMANDS: dict[str, Handler] = {
     "purchase": _signed_on(_purchase),
     "void": _signed_on(_void),
     "reverse": _signed_on(_reverse),
+    "bill-inquiry": _signed_on(_bill_inquiry),
+    "bill-pay": _signed_on(_bill_pay),
 }
 
 
@@ -126,6 +155,29 @@ def _digits(what: str, shortest: int, longest: int | None = None) -> Callable[[s
             raise argparse.ArgumentTypeError(f"{what} must be {count} digits")
         return value
     return parse
+
+
+def _matching(pattern: re.Pattern[str], requirement: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if not (value.isascii() and pattern.fullmatch(value)):
+            raise argparse.ArgumentTypeError(requirement)
+        return value
+    return parse
+
+
+def _reference(value: str) -> str:
+    if not (1 <= len(value) <= BILL_REFERENCE_LENGTH and value.isascii() and value.isprintable()):
+        raise argparse.ArgumentTypeError(
+            f"bill reference must be 1 to {BILL_REFERENCE_LENGTH} printable ASCII characters")
+    return value
+
+
+def _location(value: str) -> str:
+    """``LAT,LON`` in decimal degrees, latitude -90 to 90, longitude -180 to 180."""
+    match = _LOCATION.fullmatch(value) if value.isascii() else None
+    if match is None or abs(Decimal(match[1])) > 90 or abs(Decimal(match[3])) > 180:
+        raise argparse.ArgumentTypeError("location must be LAT,LON in decimal degrees, like 31.2304,121.4737")
+    return value
 
 
 def _batch(value: str) -> int:
@@ -210,14 +262,74 @@ def build_parser() -> argparse.ArgumentParser:
     void.add_argument("--orig-date", required=True, type=_mmdd,
                       help="field 13 (MMDD) of the purchase's 0210")
     void.add_argument("--orig-batch", type=_batch, help="the purchase's batch (default: --batch)")
-    reverse = commands.add_parser("reverse", parents=[common, card, amount],
+    reverse = commands.add_parser("reverse", parents=[common, amount],
                                   help="sign on, then reverse a request (no PIN)")
+    reverse.add_argument("--pan", type=_digits("PAN", *PAN_DIGITS), help="the original's card (none: cash)")
+    reverse.add_argument("--biller", metavar="CODE", help="a bill payment's biller (field 59 BL)",
+                         type=_matching(_CODE, "biller code must be 1 to 16 letters, digits, _ or -"))
+    reverse.add_argument("--account", metavar="ACC", help="a bill payment's account (59 AC)",
+                         type=_matching(_BILL_ACCOUNT, "bill account must be 1 to 32 letters or digits"))
+    reverse.add_argument("--reference", metavar="BR", type=_reference, help="a bill payment's BR (59)")
     reverse.add_argument("--orig-stan", required=True, type=_stan, help="the original's STAN")
     reverse.add_argument("--processing-code", type=_digits("processing code", 6), default="000000")
     reverse.add_argument("--txn-type", type=_digits("transaction type", 2), default="22",
                          help="the original's 60.1")
     reverse.add_argument("--reason", choices=("98", "06"), default="98", help="98 no response, 06 other")
+    bill = argparse.ArgumentParser(add_help=False)
+    bill.add_argument("--biller", required=True, metavar="CODE",
+                      type=_matching(_CODE, "biller code must be 1 to 16 letters, digits, _ or -"))
+    bill.add_argument("--account", required=True, metavar="ACC", help="customer account or meter number",
+                      type=_matching(_BILL_ACCOUNT, "bill account must be 1 to 32 letters or digits"))
+    bill.add_argument("--location", metavar="LAT,LON", type=_location, help="terminal position (tag LC)")
+    commands.add_parser("bill-inquiry", parents=[common, bill], help="sign on, then a bill inquiry")
+    bill_pay = commands.add_parser("bill-pay", parents=[common, bill, amount],
+                                   help="sign on, then pay a bill, in cash or by card (--pan and --pin)")
+    bill_pay.add_argument("--reference", metavar="BR", type=_reference, help="the inquiry's bill reference")
+    bill_pay.add_argument("--pan", type=_digits("PAN", *PAN_DIGITS), help="pay by this card (with --pin)")
+    bill_pay.add_argument("--pin", type=_digits("PIN", *PIN_DIGITS))
     return parser
+
+
+def _yuan_text(fen: int) -> str:
+    """Fen as yuan with 2 decimals, e.g. ``-123.45``."""
+    yuan, cents = divmod(abs(fen), 100)
+    return f"{'-' if fen < 0 else ''}{yuan}.{cents:02d}"
+
+
+def _fen_digits_text(value: str | None) -> str | None:
+    """Fen digits (field 4, tag FB) as yuan; anything else as received."""
+    if value is None or not (value.isascii() and value.isdigit()):
+        return value
+    return _yuan_text(int(value))
+
+
+def _grouped(token: str | None) -> str | None:
+    """A prepaid token in groups of 4 digits, as printed for keying into the meter."""
+    if token is None:
+        return None
+    return " ".join(token[start : start + TOKEN_GROUP] for start in range(0, len(token), TOKEN_GROUP))
+
+
+def _receipt(output: dict[str, Any]) -> str:
+    """The bill slip a terminal prints: only the lines whose data the response has."""
+    bill: dict[str, str] = output["bill"]
+    lines = [
+        ("Biller", bill.get(tlv.BILLER)),
+        ("Account", bill.get(tlv.ACCOUNT)),
+        ("Name", bill.get(tlv.NAME)),
+        ("Period", bill.get(tlv.PERIOD)),
+        ("Bill ref", bill.get(tlv.REFERENCE)),
+        ("Amount", _fen_digits_text(output.get("amount"))),
+        ("Receipt", bill.get(tlv.RECEIPT)),
+        ("Token", _grouped(bill.get(tlv.TOKEN))),
+        ("Float", _fen_digits_text(bill.get(tlv.FLOAT_BALANCE))),
+    ]
+    date, hhmmss = output.get("local_date"), output.get("local_time")
+    if date is not None and hhmmss is not None:
+        clock = f"{hhmmss[:2]}:{hhmmss[2:4]}:{hhmmss[4:]}"
+        lines.append(("Date", f"{date} {clock}   Terminal {output['terminal_id']}"))
+    printed = [f"{label:<8} {value}" for label, value in lines if value is not None]
+    return "\n".join(["------ RECEIPT ------", *printed, "---------------------"])
 
 
 def _summary(command: str, output: dict[str, Any], latency_s: float) -> str:
@@ -228,11 +340,12 @@ def _summary(command: str, output: dict[str, Any], latency_s: float) -> str:
         meaning = "unknown code"
     line = f"{command}: {output['mti']} response {code} ({meaning}) in {latency_s * 1000:.0f} ms"
     if output.get("balance_fen") is not None:
-        yuan, fen = divmod(abs(output["balance_fen"]), 100)
-        line += f"\nbalance: {'-' if output['balance_fen'] < 0 else ''}{yuan}.{fen:02d} yuan"
+        line += f"\nbalance: {_yuan_text(output['balance_fen'])} yuan"
     if "batch" in output and code == ResponseCode.APPROVED:
         line += (f"\nstan {output['stan']} batch {output['batch']} rrn {output.get('rrn')}"
                  f" date {output.get('local_date')}")
+    if "bill" in output and code == ResponseCode.APPROVED:
+        line += f"\n{_receipt(output)}"
     if "key_check_values" in output:
         checks = ", ".join(f"{name.upper()} {kcv}" for name, kcv in output["key_check_values"].items())
         line += f"\nkeys checked: {checks}"
@@ -261,7 +374,12 @@ def _run_async(main: Coroutine[Any, Any, int]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``posgw-sim``; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "bill-pay" and (args.pan is None) != (args.pin is None):
+        parser.error("bill-pay: --pan and --pin go together")
+    if args.command == "reverse" and (args.biller is None) != (args.account is None):
+        parser.error("reverse: --biller and --account go together")
     where = f"{args.host}:{args.port}"
     try:
         return _run_async(_run(args))
@@ -269,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
         reason = f"no response from {where} in time"
     except OSError as exc:
         reason = f"{where}: {exc.strerror or exc}"
-    except (KeyCheckError, ResponseMacError, BalanceFormatError, FramingError, FormatError) as exc:
+    except (KeyCheckError, ResponseMacError, BalanceFormatError, tlv.TlvError, FramingError,
+            FormatError) as exc:
         reason = f"bad response from {where}: {exc}"
     print(f"posgw-sim {args.command}: error: {reason}", file=sys.stderr)
     return EXIT_FAILED

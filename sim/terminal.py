@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from protocol import tlv
 from protocol.crypto import cup_ecb_mac, encrypt_pin_block, key_check_value, unwrap_key, x919_mac
 from protocol.framing import LENGTH_BYTES, Header, Tpdu, encode_frame, parse_frame_body
 from protocol.messages import FIELD_NUMBERS, Message, decode_message
@@ -218,18 +219,25 @@ class Terminal:
             txn_data=f"00{self.batch:06d}{network_code}",
         )
 
+    def _financial_request(self, processing_code: str, txn_type: str, *, stan: str | None,
+                           **fields: str | None) -> Message:
+        """A 0200 with 3, 11, 41, 42, 49 and 60 (60.3 = ``000``), plus ``fields``."""
+        return build_request(
+            "0200", processing_code=processing_code, stan=stan or self.next_stan(), terminal_id=self.tid,
+            merchant_id=self.mid, currency=CURRENCY,
+            txn_data=f"{txn_type}{self.batch:06d}{_FINANCIAL_NETWORK_CODE}", **fields,
+        )
+
     def _card_request(self, processing_code: str, txn_type: str, pan: str, pin: str, *,
                       stan: str | None, expiry: str | None, entry_mode: str,
                       **fields: str | None) -> Message:
         """A 0200 with the card fields of WIRE.md section 3 and the PIN block under the PIK."""
         if self.keys is None:
             raise RuntimeError("no working keys: sign on first")
-        return build_request(
-            "0200", pan=pan, processing_code=processing_code, stan=stan or self.next_stan(),
-            expiry=expiry, entry_mode=entry_mode, condition_code="00", terminal_id=self.tid,
-            merchant_id=self.mid, currency=CURRENCY, pin_block=encrypt_pin_block(self.keys.pik, pin, pan),
-            security_control=SECURITY_CONTROL,
-            txn_data=f"{txn_type}{self.batch:06d}{_FINANCIAL_NETWORK_CODE}", **fields,
+        return self._financial_request(
+            processing_code, txn_type, stan=stan, pan=pan, expiry=expiry, entry_mode=entry_mode,
+            condition_code="00", pin_block=encrypt_pin_block(self.keys.pik, pin, pan),
+            security_control=SECURITY_CONTROL, **fields,
         )
 
     # -- network management --------------------------------------------------
@@ -282,6 +290,31 @@ class Terminal:
             amount=f"{amount_fen:012d}", rrn=original_rrn,
             original_txn=f"{original_batch:06d}{original_stan}{original_date}"))
 
+    # -- bills (MAC'd; ``location`` is ``LAT,LON`` for tag LC) ---------------------
+    async def bill_inquiry(self, biller: str, account: str, *, stan: str | None = None,
+                           location: str | None = None) -> Response:
+        """0200 bill inquiry; an approval carries the amount due in 4 and the bill in 59."""
+        return await self.send(self._financial_request(
+            "380000", "40", stan=stan, bill_data=_bill_data(biller, account, location=location)))
+
+    async def bill_payment(self, biller: str, account: str, amount_fen: int, *, reference: str | None = None,
+                           pan: str | None = None, pin: str | None = None, stan: str | None = None,
+                           location: str | None = None) -> Response:
+        """0200 bill payment of ``amount_fen``: in cash without ``pan``, else by card with its ``pin``.
+
+        ``reference`` is the BR of the inquiry (needed for postpaid billers).
+        """
+        fields = {"amount": f"{amount_fen:012d}",
+                  "bill_data": _bill_data(biller, account, reference=reference, location=location)}
+        if pan is None and pin is None:
+            request = self._financial_request("500000", "41", stan=stan, **fields)
+        elif pan is not None and pin is not None:
+            request = self._card_request("500000", "41", pan, pin, stan=stan, expiry=None,
+                                         entry_mode=ENTRY_MODE_READ, **fields)
+        else:
+            raise ValueError("a card bill payment needs both the PAN and the PIN")
+        return await self.send(request)
+
     async def reverse(self, original: Message, *, reason: str = "98") -> Response:
         """0400 reversal of the request ``original`` (e.g. ``last_request``), for ``reason`` in 39.
 
@@ -313,6 +346,22 @@ def balance_fen(response: Response) -> int | None:
     if len(balance) != _BALANCE_LENGTH or sign not in _BALANCE_SIGNS or not digits:
         raise BalanceFormatError(f"field 54 {balance!r} is not AA TT CCC S and 12 digits")
     return _BALANCE_SIGNS[sign] * int(amount)
+
+
+def _bill_data(biller: str, account: str, *, reference: str | None = None,
+               location: str | None = None) -> str:
+    """Field 59 of a bill request: BL, AC, then BR and LC when given."""
+    tags = {tlv.BILLER: biller, tlv.ACCOUNT: account, tlv.REFERENCE: reference, tlv.LOCATION: location}
+    return tlv.encode({tag: value for tag, value in tags.items() if value is not None})
+
+
+def bill_fields(response: Response) -> dict[str, str]:
+    """The tags of field 59 (tag → value); {} without 59.
+
+    Raises ``tlv.TlvError`` if 59 is not a well-formed TLV sequence.
+    """
+    bill_data = response.message.bill_data
+    return {} if bill_data is None else tlv.decode(bill_data)
 
 
 def unwrap_working_keys(tmk: bytes, key_data: bytes | None, network_code: str) -> WorkingKeys:

@@ -2,7 +2,7 @@ import asyncpg
 import pytest
 
 from gateway.app import build_services
-from gateway.migrate import UnmigratedDatabase, available, migrate
+from gateway.migrate import UnmigratedDatabase, available, check_migrated, function_scripts, migrate
 from tests.conftest import make_settings, with_database
 
 
@@ -21,7 +21,7 @@ async def test_serve_refuses_an_unmigrated_database_and_migrate_fixes_it(pg_admi
         with pytest.raises(UnmigratedDatabase, match="posgw db migrate"):
             await build_services(settings)
         conn = await asyncpg.connect(url)
-        assert len(await migrate(conn)) == len(available())
+        assert len(await migrate(conn)) == len(available()) + len(function_scripts())
         assert await migrate(conn) == []
         await conn.close()
         services = await build_services(settings)
@@ -29,3 +29,13 @@ async def test_serve_refuses_an_unmigrated_database_and_migrate_fixes_it(pg_admi
     finally:
         await admin.execute("DROP DATABASE IF EXISTS posgw_unmigrated WITH (FORCE)")
         await admin.close()
+
+
+async def test_a_changed_function_script_is_applied_again_and_only_it(db):
+    await check_migrated(db)
+    script = function_scripts()[0]
+    await db.execute("UPDATE schema_functions SET checksum = 'stale' WHERE name = $1", script.name)
+    with pytest.raises(UnmigratedDatabase, match=script.name):
+        await check_migrated(db)
+    assert await migrate(db) == [script.name]
+    await check_migrated(db)

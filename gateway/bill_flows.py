@@ -1,0 +1,131 @@
+"""Utility bills: inquiry and payment, in cash on the agent's float or by card
+(WIRE.md sections 3, 5 and 8)."""
+
+from __future__ import annotations
+
+import structlog
+
+from gateway.billers import AmountNotAccepted, Biller, BillerUnavailable, BillNotFound, PaymentOrder
+from gateway.bills import load_biller
+from gateway.context import Services, Transaction
+from gateway.financial import _finish, _require, check_card, check_card_request_format, verify_pin
+from gateway.outcomes import Decline, Outcome
+from ledger.postings import Transfer
+from protocol import tlv
+
+log = structlog.get_logger("posgw.bills")
+
+_CONNECTOR_OUTCOMES = {
+    BillNotFound: Outcome.BILL_NOT_FOUND,
+    AmountNotAccepted: Outcome.AMOUNT_INVALID,
+    BillerUnavailable: Outcome.BILLER_UNAVAILABLE,
+}
+
+
+async def check_bill_request_format(txn: Transaction, svc: Services) -> None:
+    """Field 59 is well-formed TLV with BL and AC (30); a card payment carries the card fields."""
+    request = txn.request
+    _require(request, "processing_code", "bill_data")
+    try:
+        fields = tlv.decode(request.bill_data)
+    except tlv.TlvError as exc:
+        raise Decline(Outcome.FORMAT_ERROR, f"field 59: {exc}") from None
+    for tag in (tlv.BILLER, tlv.ACCOUNT):
+        if not fields.get(tag):
+            raise Decline(Outcome.FORMAT_ERROR, f"field 59 lacks {tag}")
+    txn.bill_fields = fields
+    if txn.kind == "bill_payment" and (request.has("pan") or request.has("track2")):
+        await check_card_request_format(txn, svc)
+
+
+async def check_biller_known(txn: Transaction, svc: Services) -> None:
+    if txn.ctx.biller is None:
+        raise Decline(Outcome.BILLER_UNKNOWN, f"unknown biller {txn.bill_fields[tlv.BILLER]}")
+
+
+_check_card_status = check_card(status=True)
+
+
+async def check_payer_card(txn: Transaction, svc: Services) -> None:
+    """A bill paid by card gets every card check (14, 62, 54, 75, 99, 55)."""
+    if txn.pan is not None:
+        await _check_card_status(txn, svc)
+        await verify_pin(txn, svc)
+
+
+async def _ask_biller(svc: Services, operation):
+    try:
+        return await svc.connectors.call(operation)
+    except tuple(_CONNECTOR_OUTCOMES) as exc:
+        raise Decline(_CONNECTOR_OUTCOMES[type(exc)], str(exc)) from None
+
+
+async def inquire_bill(txn: Transaction, svc: Services) -> None:
+    biller, account = txn.ctx.biller, txn.bill_fields[tlv.ACCOUNT]
+    info = await _ask_biller(svc, svc.connectors[biller].inquire(biller, account))
+    tags = {tlv.BILLER: biller.code, tlv.ACCOUNT: account, tlv.NAME: info.name}
+    approval: dict[str, object] = {}
+    if info.amount_fen is not None:
+        tags[tlv.AMOUNT_DUE] = f"{info.amount_fen:012d}"
+        approval["amount"] = f"{info.amount_fen:012d}"
+    if info.period:
+        tags[tlv.PERIOD] = info.period
+    tags[tlv.REFERENCE] = info.reference
+    approval["bill_tlv"] = tags
+    await _finish(txn, svc, "bill_inquiry", approval=approval)
+
+
+async def pay_bill(txn: Transaction, svc: Services) -> None:
+    """Ask the biller to accept the payment (30 BR missing, 25, 13, 91), then
+    move the money (51): cash from the agent's float, or from the card."""
+    biller, terminal, fields = txn.ctx.biller, txn.terminal_record, txn.bill_fields
+    account, reference, amount = fields[tlv.ACCOUNT], fields.get(tlv.REFERENCE), txn.request.amount_fen
+    if not biller.prepaid and not reference:
+        raise Decline(Outcome.FORMAT_ERROR, "BR missing")
+    receipt = await svc.rrns.next()
+    accepted = await _ask_biller(
+        svc, svc.connectors[biller].pay(biller, PaymentOrder(account, reference, amount, receipt)))
+
+    card = txn.ctx.card if txn.pan is not None else None
+    source = card.account_id if card is not None else terminal.agent_float_account_id
+    commission = biller.commission_fen(amount)
+    transfers = [Transfer(source, biller.account_id, amount, "bill_payment")]
+    if commission:
+        transfers.append(Transfer(biller.account_id, terminal.agent_commission_account_id, commission,
+                                  "bill_commission"))
+    bill: dict[str, object] = {"biller_code": biller.code, "account": account, "receipt": receipt,
+                               "commission_fen": commission, "agent_code": terminal.agent_code}
+    if card is None:
+        bill["float_account_id"] = terminal.agent_float_account_id
+    if accepted.bill_id is not None:
+        bill["bill_id"] = accepted.bill_id
+    tags = {tlv.BILLER: biller.code, tlv.ACCOUNT: account}
+    if accepted.name:
+        tags[tlv.NAME] = accepted.name
+    tags[tlv.RECEIPT] = receipt
+    if accepted.token:
+        bill |= {"token": accepted.token, "meter": accepted.meter or account}
+        tags[tlv.TOKEN] = accepted.token
+    try:
+        await _finish(txn, svc, "bill_payment", {"rrn": receipt},
+                      transfers=[t.as_json() for t in transfers], bill=bill, approval={"bill_tlv": tags})
+    finally:
+        answer = txn.answer or {}
+        if answer.get("response_code") != "00" or answer.get("rrn") != receipt:
+            await cancel_payment(svc, biller, receipt)  # no money moved under this receipt
+
+
+async def cancel_payment(svc: Services, biller: Biller, receipt: str) -> None:
+    """Tell the biller a payment it accepted did not happen (best effort: a
+    failure is logged, and the biller's remittance shows the difference)."""
+    try:
+        await svc.connectors.call(svc.connectors[biller].cancel(biller, receipt))
+    except Exception as exc:
+        log.warning("biller_cancel_failed", biller=biller.code, receipt=receipt, error=str(exc))
+
+
+async def cancel_reversed_payment(svc: Services, reversed_txn: dict[str, str] | None) -> None:
+    if reversed_txn and reversed_txn.get("kind") == "bill_payment":
+        biller = await load_biller(svc.pool, reversed_txn["biller_code"])
+        if biller is not None:
+            await cancel_payment(svc, biller, reversed_txn["receipt"])

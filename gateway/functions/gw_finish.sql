@@ -1,0 +1,218 @@
+-- The gateway's transaction function: re-applied by `posgw db migrate` whenever this file changes.
+
+-- Record a financial request's outcome, moving its money, in one round trip.
+--
+-- p: {op: decline|balance|purchase|void|reversal|bill_inquiry|bill_payment,
+--     kind, tid, batch, stan, mti_class, processing_code, content, amount,
+--     card_id, card_account_id, pin: ok|wrong|null,
+--     transfers (purchase, bill_payment), original_id (void),
+--     bill (bill_payment: {biller_code, account, receipt, commission_fen,
+--           agent_code, float_account_id (cash), bill_id (postpaid),
+--           meter and token (prepaid)}),
+--     response: {rrn, local_time, local_date[, response_code]},
+--     approval: fields added to the response only when it is 00}
+-- Returns {status: new|repeat|conflict, stored: bool, response: {...}[,
+-- reversed: {kind, biller_code, receipt}]}.
+--
+-- An advisory lock on (terminal, batch, STAN) serialises a request with its
+-- repeats and with its reversal, so a repeat waits for its original and a
+-- reversal racing its original sees it either wholly done or not at all.
+CREATE OR REPLACE FUNCTION gw_finish(p jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_tid text := p->>'tid';
+    v_batch integer := (p->>'batch')::integer;
+    v_stan text := p->>'stan';
+    v_class text := p->>'mti_class';
+    v_op text := p->>'op';
+    v_amount bigint := (p->>'amount')::bigint;
+    v_card_id bigint := (p->>'card_id')::bigint;
+    v_response jsonb := p->'response';
+    v_key text := v_tid || ':' || v_batch || ':' || v_stan || ':' || v_class;
+    v_rc text;
+    v_status text := 'declined';
+    v_posting text;
+    v_result text;
+    v_tries integer;
+    v_balance bigint;
+    v_original record;
+    v_original_id bigint;
+    v_exception text;
+    v_existing record;
+    v_bill jsonb := p->'bill';
+    v_approval jsonb := coalesce(p->'approval', '{}');
+    v_reversed jsonb;
+    v_txn_id bigint;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended(v_tid || ':' || v_batch || ':' || v_stan, 0));
+    SELECT content_hash, response INTO v_existing FROM gw_transactions
+     WHERE tid = v_tid AND batch = v_batch AND stan = v_stan AND mti_class = v_class;
+    IF FOUND THEN
+        IF v_existing.content_hash = p->>'content' THEN
+            RETURN jsonb_build_object('status', 'repeat', 'stored', true, 'response', v_existing.response);
+        END IF;
+        RETURN jsonb_build_object('status', 'conflict', 'stored', false);
+    END IF;
+
+    -- A right PIN restarts the count; the third wrong one in a row blocks the PIN.
+    IF p->>'pin' = 'ok' THEN
+        UPDATE cards SET pin_tries = 0 WHERE id = v_card_id AND pin_tries <> 0;
+    ELSIF p->>'pin' = 'wrong' THEN
+        UPDATE cards SET pin_tries = pin_tries + 1, pin_blocked = pin_blocked OR pin_tries + 1 >= 3
+         WHERE id = v_card_id RETURNING pin_tries INTO v_tries;
+        v_rc := CASE WHEN v_tries >= 3 THEN '75' ELSE '55' END;
+    END IF;
+
+    IF v_op = 'decline' THEN
+        v_rc := coalesce(v_rc, v_response->>'response_code');
+
+    ELSIF v_op = 'balance' THEN
+        SELECT credits_posted - debits_posted INTO v_balance FROM ledger_accounts
+         WHERE id = (p->>'card_account_id')::bigint;
+        v_rc := '00';
+        v_status := 'approved';
+        v_response := v_response || jsonb_build_object('balance',
+            '1002156' || CASE WHEN v_balance < 0 THEN 'D' ELSE 'C' END || lpad(abs(v_balance)::text, 12, '0'));
+
+    ELSIF v_op = 'purchase' THEN
+        IF EXISTS (SELECT 1 FROM gw_transactions
+                    WHERE tid = v_tid AND batch = v_batch AND stan = v_stan AND mti_class = '0400'
+                      AND processing_code = p->>'processing_code') THEN
+            v_rc := '25';  -- its reversal came first
+        ELSE
+            v_result := ledger_post(v_key, p->'transfers');
+            IF v_result = 'ok' THEN
+                v_rc := '00';
+                v_status := 'approved';
+                v_posting := v_key;
+            ELSIF v_result = 'exceeds_credits' THEN
+                v_rc := '51';
+            ELSE
+                RAISE EXCEPTION 'purchase posting failed: %', v_result;
+            END IF;
+        END IF;
+
+    ELSIF v_op = 'void' THEN
+        SELECT id, status, posting_key INTO v_original FROM gw_transactions
+         WHERE id = (p->>'original_id')::bigint FOR UPDATE;
+        v_original_id := v_original.id;
+        IF v_original.status <> 'approved' THEN
+            v_rc := '25';
+        ELSE
+            v_result := ledger_reverse(v_key, v_original.posting_key);
+            IF v_result = 'ok' THEN
+                v_rc := '00';
+                v_status := 'approved';
+                v_posting := v_key;
+                UPDATE gw_transactions SET status = 'voided' WHERE id = v_original.id;
+            ELSE
+                RAISE EXCEPTION 'void posting failed: %', v_result;
+            END IF;
+        END IF;
+
+    ELSIF v_op = 'reversal' THEN
+        v_rc := '00';
+        v_status := 'approved';
+        SELECT id, kind, status, amount_fen, posting_key, original_id, biller_code, receipt
+          INTO v_original FROM gw_transactions
+         WHERE tid = v_tid AND batch = v_batch AND stan = v_stan AND mti_class = '0200'
+           AND processing_code = p->>'processing_code'
+           FOR UPDATE;
+        IF FOUND THEN
+            v_original_id := v_original.id;
+            IF v_original.amount_fen IS NOT NULL AND v_original.amount_fen IS DISTINCT FROM v_amount THEN
+                -- 64 is not stored: the terminal may send the same STAN again.
+                RETURN jsonb_build_object('status', 'new', 'stored', false,
+                                          'response', v_response || '{"response_code": "64"}');
+            END IF;
+            IF v_original.status = 'approved' THEN
+                IF v_original.posting_key IS NULL THEN
+                    UPDATE gw_transactions SET status = 'reversed' WHERE id = v_original.id;
+                ELSE
+                    v_result := ledger_reverse(v_key, v_original.posting_key);
+                    IF v_result = 'ok' THEN
+                        v_posting := v_key;
+                        UPDATE gw_transactions SET status = 'reversed' WHERE id = v_original.id;
+                        IF v_original.kind = 'bill_payment' THEN  -- the bill is open again, its token void
+                            UPDATE bills SET status = 'open', paid_txn_id = NULL WHERE paid_txn_id = v_original.id;
+                            UPDATE tokens SET status = 'void' WHERE txn_id = v_original.id;
+                            v_reversed := jsonb_build_object('kind', v_original.kind,
+                                                             'biller_code', v_original.biller_code,
+                                                             'receipt', v_original.receipt);
+                        END IF;
+                        IF v_original.kind = 'void' THEN
+                            -- The purchase stands again, its money now moved by this posting,
+                            -- which is what a later void of it reverses.
+                            UPDATE gw_transactions SET status = 'approved', posting_key = v_key
+                             WHERE id = v_original.original_id;
+                        END IF;
+                    ELSIF v_result = 'exceeds_credits' THEN
+                        -- A void's reversal the card can no longer cover: answered 00, the
+                        -- purchase stays voided, the operator sees it in the daily report.
+                        v_exception := 'void_reversal_not_covered';
+                    ELSE
+                        RAISE EXCEPTION 'reversal posting failed: %', v_result;
+                    END IF;
+                END IF;
+            END IF;
+        END IF;
+    ELSIF v_op = 'bill_inquiry' THEN
+        v_rc := '00';
+        v_status := 'approved';
+
+    ELSIF v_op = 'bill_payment' THEN
+        IF v_bill ? 'bill_id' THEN  -- postpaid: the bill must still be open
+            PERFORM 1 FROM bills WHERE id = (v_bill->>'bill_id')::bigint AND status = 'open' FOR UPDATE;
+            IF NOT FOUND THEN
+                v_rc := '25';
+            END IF;
+        END IF;
+        IF v_rc IS NULL THEN
+            v_result := ledger_post(v_key, p->'transfers');
+            IF v_result = 'ok' THEN
+                v_rc := '00';
+                v_status := 'approved';
+                v_posting := v_key;
+                IF v_bill ? 'float_account_id' THEN  -- cash: the float left after the payment
+                    SELECT credits_posted - debits_posted INTO v_balance FROM ledger_accounts
+                     WHERE id = (v_bill->>'float_account_id')::bigint;
+                    v_approval := jsonb_set(v_approval, '{bill_tlv,FB}', to_jsonb(lpad(v_balance::text, 12, '0')));
+                END IF;
+            ELSIF v_result = 'exceeds_credits' THEN
+                v_rc := '51';
+            ELSE
+                RAISE EXCEPTION 'bill payment posting failed: %', v_result;
+            END IF;
+        END IF;
+
+    ELSE
+        RAISE EXCEPTION 'unknown op %', v_op;
+    END IF;
+
+    IF v_rc = '00' THEN
+        v_response := v_response || v_approval;
+        IF v_op = 'purchase' OR v_op = 'bill_payment' THEN
+            v_response := v_response || jsonb_build_object('auth_id', right(v_response->>'rrn', 6));
+        END IF;
+    END IF;
+    v_response := v_response || jsonb_build_object('response_code', v_rc);
+    INSERT INTO gw_transactions (tid, batch, stan, mti_class, kind, processing_code, content_hash, response,
+                                 response_code, status, amount_fen, card_id, rrn, local_date, posting_key,
+                                 original_id, exception, biller_code, bill_account, receipt, commission_fen,
+                                 agent_code, paid_in_cash)
+    VALUES (v_tid, v_batch, v_stan, v_class, p->>'kind', p->>'processing_code', p->>'content', v_response,
+            v_rc, v_status, v_amount, v_card_id, v_response->>'rrn', v_response->>'local_date', v_posting,
+            v_original_id, v_exception, v_bill->>'biller_code', v_bill->>'account', v_bill->>'receipt',
+            (v_bill->>'commission_fen')::bigint, v_bill->>'agent_code', v_bill ? 'float_account_id')
+    RETURNING id INTO v_txn_id;
+
+    IF v_op = 'bill_payment' AND v_rc = '00' THEN
+        UPDATE bills SET status = 'paid', paid_txn_id = v_txn_id WHERE id = (v_bill->>'bill_id')::bigint;
+        IF v_bill ? 'token' THEN
+            INSERT INTO tokens (token, biller_code, meter, amount_fen, receipt, txn_id)
+            VALUES (v_bill->>'token', v_bill->>'biller_code', v_bill->>'meter', v_amount, v_bill->>'receipt',
+                    v_txn_id);
+        END IF;
+    END IF;
+    RETURN jsonb_build_object('status', 'new', 'stored', true, 'response', v_response, 'reversed', v_reversed);
+END $$;
