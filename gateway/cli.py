@@ -228,6 +228,10 @@ async def biller_remittance(args: argparse.Namespace, ctx: Context) -> dict[str,
     return _report_output(args, result, "payments", reports.REMITTANCE_COLUMNS)
 
 
+async def batch_list(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+    return {"batches": await reports.list_batches(ctx.conn, args.unbalanced, ctx.settings.tz)}
+
+
 # -- ledger -------------------------------------------------------------------
 
 
@@ -437,6 +441,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     token = groups.add_parser("token", help="prepaid-meter tokens").add_subparsers(dest="action", required=True)
     command(token, "show", token_show).add_argument("meter")
+
+    batch = groups.add_parser("batch", help="settled batches").add_subparsers(dest="action", required=True)
+    command(batch, "list", batch_list).add_argument("--unbalanced", action="store_true",
+                                                     help="only batches out of balance")
 
     ledger = groups.add_parser("ledger", help="the ledger").add_subparsers(dest="action", required=True)
     command(ledger, "check", ledger_check, help="verify the ledger's invariants")

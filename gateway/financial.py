@@ -69,6 +69,15 @@ async def check_reversal_format(txn: Transaction, svc: Services) -> None:
     _require(txn.request, "processing_code", "response_code")
 
 
+SETTLEMENT_TOTALS_DIGITS = 30  # debit n12, count n3, credit n12, count n3
+
+
+async def check_settlement_format(txn: Transaction, svc: Services) -> None:
+    totals = txn.request.settlement_totals
+    if totals is None or len(totals) < SETTLEMENT_TOTALS_DIGITS:
+        raise Decline(Outcome.FORMAT_ERROR, "field 48 needs the 30 digits of the batch totals")
+
+
 # -- who, keys, MAC, repeats -----------------------------------------------------
 
 
@@ -104,14 +113,23 @@ async def check_currency(txn: Transaction, svc: Services) -> None:
         raise Decline(Outcome.CURRENCY_NOT_SUPPORTED, f"currency {txn.request.currency}")
 
 
+async def check_batch_open(txn: Transaction, svc: Services) -> None:
+    """Requests in a settled batch, reversals included, get 12."""
+    if txn.ctx.batch_settled:
+        raise Decline(Outcome.BATCH_SETTLED, f"batch {txn.key.batch} is settled")
+
+
+async def check_not_frozen(txn: Transaction, svc: Services) -> None:
+    if txn.terminal_record.frozen:
+        raise Decline(Outcome.FROZEN, "terminal, merchant or agent frozen")
+
+
 def check_permitted(permit: str) -> Step:
     async def check_permitted(txn: Transaction, svc: Services) -> None:
         """The terminal may do this, and terminal, merchant and agent are active (58)."""
-        terminal = txn.terminal_record
-        if permit not in terminal.permit:
+        if permit not in txn.terminal_record.permit:
             raise Decline(Outcome.NOT_PERMITTED, f"{permit} not permitted on this terminal")
-        if terminal.frozen:
-            raise Decline(Outcome.FROZEN, "terminal, merchant or agent frozen")
+        await check_not_frozen(txn, svc)
 
     return check_permitted
 
@@ -225,6 +243,11 @@ async def finish_purchase(txn: Transaction, svc: Services) -> None:
 
 async def finish_void(txn: Transaction, svc: Services) -> None:
     await _finish(txn, svc, "void", original_id=txn.ctx.original.id)
+
+
+async def finish_settlement(txn: Transaction, svc: Services) -> None:
+    await _finish(txn, svc, "settlement",
+                  terminal_totals=txn.request.settlement_totals[:SETTLEMENT_TOTALS_DIGITS])
 
 
 async def finish_reversal(txn: Transaction, svc: Services) -> None:

@@ -217,3 +217,25 @@ SELECT count(*) FROM agents a JOIN ledger_accounts l ON l.id = a.float_account_i
 
 async def agents_float_below(conn: asyncpg.Connection | asyncpg.Pool, threshold_fen: int) -> int:
     return await conn.fetchval(AGENTS_FLOAT_BELOW_QUERY, threshold_fen)
+
+
+async def list_batches(conn: asyncpg.Connection, unbalanced_only: bool, tz: ZoneInfo) -> list[dict[str, Any]]:
+    """Settled batches with the gateway's totals, the terminal's, and the difference."""
+    rows = await conn.fetch(
+        """SELECT tid, batch, settled_at, debit_fen, debit_count, credit_fen, credit_count, terminal_totals,
+                  balanced
+             FROM gw_batches WHERE NOT ($1 AND balanced) ORDER BY settled_at, tid, batch""", unbalanced_only)
+    batches = []
+    for row in rows:
+        totals = row["terminal_totals"]
+        terminal_debit_fen = int(totals[:12]) if totals[:12].isdigit() else None
+        batches.append({
+            "tid": row["tid"], "batch": row["batch"], "settled_at": _local(row["settled_at"], tz),
+            "debit_fen": row["debit_fen"], "debit_count": row["debit_count"],
+            "credit_fen": row["credit_fen"], "credit_count": row["credit_count"],
+            "terminal_debit_fen": terminal_debit_fen,
+            "terminal_debit_count": int(totals[12:15]) if totals[12:15].isdigit() else None,
+            "balanced": row["balanced"],
+            "difference_fen": None if terminal_debit_fen is None else terminal_debit_fen - row["debit_fen"],
+        })
+    return batches

@@ -35,7 +35,7 @@ UNKNOWN = Route("unknown", _WHO + (unknown_transaction,))
 
 # Financial requests: load everything at once, then the checks in WIRE.md order.
 _FINANCIAL = (financial.load_context, steps.check_merchant, steps.check_keys_current, steps.verify_mac,
-              financial.check_repeat, financial.check_currency)
+              financial.check_repeat, financial.check_currency, financial.check_batch_open)
 _CARD_FORMAT = (financial.check_card_request_format,)
 BALANCE = Route("balance", _CARD_FORMAT + _FINANCIAL + (
     financial.check_permitted("balance"), financial.check_card(status=True), financial.verify_pin,
@@ -49,6 +49,8 @@ VOID = Route("void", _CARD_FORMAT + _FINANCIAL + (
 # Reversals always go through once their MAC verifies (WIRE.md 8).
 REVERSAL = Route("reversal", (financial.check_reversal_format,) + _FINANCIAL + (financial.finish_reversal,))
 UNKNOWN_FINANCIAL = Route("unknown", _FINANCIAL + (unknown_transaction,))
+SETTLEMENT = Route("settlement", (financial.check_settlement_format,) + _FINANCIAL + (
+    financial.check_not_frozen, financial.finish_settlement))
 _BILL = (bill_flows.check_bill_request_format,) + _FINANCIAL + (
     bill_flows.check_biller_known, financial.check_permitted("bill"))
 BILL_INQUIRY = Route("bill_inquiry", _BILL + (bill_flows.inquire_bill,))
@@ -78,6 +80,10 @@ def route(request: Message) -> Route:
         return UNKNOWN
     if mti == "0400":
         return REVERSAL
+    if mti == "0500":
+        if request.txn_type == "00" and network_code == "201":
+            return SETTLEMENT
+        return UNKNOWN_FINANCIAL
     if mti in FINANCIAL_MTIS:
         return FINANCIAL_ROUTES.get((mti, request.processing_code, request.txn_type), UNKNOWN_FINANCIAL)
     return UNKNOWN

@@ -54,6 +54,7 @@ class RequestContext:
     card: CardRecord | None
     original: OriginalPurchase | None
     biller: Biller | None
+    batch_settled: bool
 
 
 def _prefixed(alias: str, columns: str, prefix: str) -> str:
@@ -63,6 +64,7 @@ def _prefixed(alias: str, columns: str, prefix: str) -> str:
 _CONTEXT_QUERY = f"""
 SELECT {TERMINAL_COLUMNS},
        tx.content_hash AS stored_content_hash, tx.response AS stored_response,
+       EXISTS (SELECT 1 FROM gw_batches sb WHERE sb.tid = t.tid AND sb.batch = $2) AS batch_settled,
        {_prefixed("c", CARD_FIELDS, "card_")},
        o.id AS original_id, o.status AS original_status, o.amount_fen AS original_amount_fen,
        o.card_id AS original_card_id, o.batch AS original_batch,
@@ -101,7 +103,7 @@ async def load_context(pool: asyncpg.Pool, key: TxnKey, pan_hash: bytes | None,
     biller = None
     if row["biller_code"] is not None:
         biller = Biller(**{name: row["biller_" + name] for name in BILLER_FIELDS})
-    return RequestContext(terminal_from_row(row), stored, card, original, biller)
+    return RequestContext(terminal_from_row(row), stored, card, original, biller, row["batch_settled"])
 
 
 @dataclass(frozen=True, slots=True)

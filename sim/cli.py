@@ -112,6 +112,13 @@ async def _reverse(terminal: Terminal, args: argparse.Namespace) -> tuple[Respon
     return await terminal.reverse(original, reason=args.reason), {}
 
 
+async def _settle(terminal: Terminal, args: argparse.Namespace) -> tuple[Response, dict[str, Any]]:
+    response = await terminal.settle(args.debit_amount, args.debit_count, stan=args.stan)
+    totals = response.message.settlement_totals
+    extra = {"balanced": totals[30:31] == "1"} if totals and len(totals) > 30 else {}
+    return response, extra
+
+
 async def _bill_inquiry(terminal: Terminal, args: argparse.Namespace) -> tuple[Response, dict[str, Any]]:
     response = await terminal.bill_inquiry(args.biller, args.account, stan=args.stan, location=args.location)
     return response, {"bill": bill_fields(response), "amount_due_fen": response.message.amount_fen}
@@ -134,6 +141,7 @@ COMMANDS: dict[str, Handler] = {
     "reverse": _signed_on(_reverse),
     "bill-inquiry": _signed_on(_bill_inquiry),
     "bill-pay": _signed_on(_bill_pay),
+    "settle": _signed_on(_settle),
 }
 
 
@@ -202,14 +210,18 @@ def _stan_before(stan: str) -> str:
     return f"{(int(stan) - 2) % STAN_MAX + 1:06d}"
 
 
-def _yuan(value: str) -> int:
+def _yuan(value: str, *, zero_allowed: bool = False) -> int:
     """An amount in yuan (``12``, ``12.3``, ``12.34``), more than zero, as fen."""
     if not (value.isascii() and _YUAN.fullmatch(value)):
         raise argparse.ArgumentTypeError("amount must be yuan with at most 2 decimals, like 12 or 12.34")
     fen = int(Decimal(value) * 100)
-    if not 0 < fen <= AMOUNT_FEN_MAX:
+    if not (0 if zero_allowed else 1) <= fen <= AMOUNT_FEN_MAX:
         raise argparse.ArgumentTypeError(f"amount must be more than 0 and at most {AMOUNT_FEN_MAX} fen")
     return fen
+
+
+def _yuan_or_zero(value: str) -> int:
+    return _yuan(value, zero_allowed=True)
 
 
 def _mmdd(value: str) -> str:
@@ -275,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     reverse.add_argument("--txn-type", type=_digits("transaction type", 2), default="22",
                          help="the original's 60.1")
     reverse.add_argument("--reason", choices=("98", "06"), default="98", help="98 no response, 06 other")
+    settle = commands.add_parser("settle", parents=[common], help="sign on, then settle the batch")
+    settle.add_argument("--debit-amount", required=True, type=_yuan_or_zero, help="the batch's debits, yuan")
+    settle.add_argument("--debit-count", required=True, type=int, help="the number of debits")
     bill = argparse.ArgumentParser(add_help=False)
     bill.add_argument("--biller", required=True, metavar="CODE",
                       type=_matching(_CODE, "biller code must be 1 to 16 letters, digits, _ or -"))

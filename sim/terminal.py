@@ -315,6 +315,16 @@ class Terminal:
             raise ValueError("a card bill payment needs both the PAN and the PIN")
         return await self.send(request)
 
+    async def settle(self, debit_fen: int, debit_count: int, *, stan: str | None = None) -> Response:
+        """0500 batch settlement with the terminal's totals in 48; on 00 moves to the next batch."""
+        totals = f"{debit_fen:012d}{debit_count % 1000:03d}{0:012d}{0:03d}"
+        response = await self.send(build_request(
+            "0500", stan=stan or self.next_stan(), terminal_id=self.tid, merchant_id=self.mid,
+            currency=CURRENCY, settlement_totals=totals, txn_data=f"00{self.batch:06d}201"))
+        if response.response_code == "00":
+            self.batch = (self.batch + 1) % 1_000_000
+        return response
+
     async def reverse(self, original: Message, *, reason: str = "98") -> Response:
         """0400 reversal of the request ``original`` (e.g. ``last_request``), for ``reason`` in 39.
 

@@ -2,7 +2,7 @@
 
 -- Record a financial request's outcome, moving its money, in one round trip.
 --
--- p: {op: decline|balance|purchase|void|reversal|bill_inquiry|bill_payment,
+-- p: {op: decline|balance|purchase|void|reversal|bill_inquiry|bill_payment|settlement,
 --     kind, tid, batch, stan, mti_class, processing_code, content, amount,
 --     card_id, card_account_id, pin: ok|wrong|null,
 --     transfers (purchase, bill_payment), original_id (void),
@@ -10,6 +10,7 @@
 --           agent_code, float_account_id (cash), bill_id (postpaid),
 --           meter and token (prepaid)}),
 --     response: {rrn, local_time, local_date[, response_code]},
+--     terminal_totals (settlement: the 30 digits of the terminal's field 48),
 --     approval: fields added to the response only when it is 00}
 -- Returns {status: new|repeat|conflict, stored: bool, response: {...}[,
 -- reversed: {kind, biller_code, receipt}]}.
@@ -43,6 +44,9 @@ DECLARE
     v_approval jsonb := coalesce(p->'approval', '{}');
     v_reversed jsonb;
     v_txn_id bigint;
+    v_batch_lock bigint := hashtextextended('batch:' || v_tid || ':' || v_batch, 0);
+    v_totals text;
+    v_count integer;
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtextextended(v_tid || ':' || v_batch || ':' || v_stan, 0));
     SELECT content_hash, response INTO v_existing FROM gw_transactions
@@ -52,6 +56,16 @@ BEGIN
             RETURN jsonb_build_object('status', 'repeat', 'stored', true, 'response', v_existing.response);
         END IF;
         RETURN jsonb_build_object('status', 'conflict', 'stored', false);
+    END IF;
+
+    IF v_op = 'settlement' THEN
+        PERFORM pg_advisory_xact_lock(v_batch_lock);
+    ELSE
+        PERFORM pg_advisory_xact_lock_shared(v_batch_lock);
+    END IF;
+    IF v_op <> 'decline' AND EXISTS (SELECT 1 FROM gw_batches WHERE tid = v_tid AND batch = v_batch) THEN
+        v_op := 'decline';  -- the batch was settled while this request was on its way
+        v_rc := '12';
     END IF;
 
     -- A right PIN restarts the count; the third wrong one in a row blocks the PIN.
@@ -184,6 +198,24 @@ BEGIN
                 RAISE EXCEPTION 'bill payment posting failed: %', v_result;
             END IF;
         END IF;
+
+    ELSIF v_op = 'settlement' THEN
+        -- Debits: approved purchases and bill payments neither voided nor
+        -- reversed; credits: refunds, which version 1 does not have.
+        SELECT coalesce(sum(amount_fen), 0), count(*) INTO v_balance, v_count FROM gw_transactions
+         WHERE tid = v_tid AND batch = v_batch AND mti_class = '0200'
+           AND kind IN ('purchase', 'bill_payment') AND status = 'approved';
+        v_totals := lpad(v_balance::text, 12, '0') || lpad((v_count % 1000)::text, 3, '0')
+                    || repeat('0', 15);
+        INSERT INTO gw_batches (tid, batch, debit_fen, debit_count, credit_fen, credit_count, terminal_totals,
+                                balanced)
+        VALUES (v_tid, v_batch, v_balance, v_count, 0, 0, p->>'terminal_totals',
+                v_totals = p->>'terminal_totals');
+        UPDATE terminals SET batch = (v_batch + 1) % 1000000 WHERE tid = v_tid;
+        v_rc := '00';
+        v_status := 'approved';
+        v_approval := v_approval || jsonb_build_object('settlement_totals',
+            v_totals || CASE WHEN v_totals = p->>'terminal_totals' THEN '1' ELSE '2' END);
 
     ELSE
         RAISE EXCEPTION 'unknown op %', v_op;
