@@ -21,6 +21,7 @@ from protocol.codes import ResponseCode
 from protocol.crypto import key_check_value
 from protocol.framing import FramingError
 from protocol.messages import FormatError
+from sim import load
 from sim.terminal import (
     CURRENCY,
     MAC_ALGORITHMS,
@@ -302,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     bill_pay.add_argument("--reference", metavar="BR", type=_reference, help="the inquiry's bill reference")
     bill_pay.add_argument("--pan", type=_digits("PAN", *PAN_DIGITS), help="pay by this card (with --pin)")
     bill_pay.add_argument("--pin", type=_digits("PIN", *PIN_DIGITS))
+    load.add_parser(commands)
     return parser
 
 
@@ -391,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``posgw-sim``; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "load":
+        return load.main(args)
     if args.command == "bill-pay" and (args.pan is None) != (args.pin is None):
         parser.error("bill-pay: --pan and --pin go together")
     if args.command == "reverse" and (args.biller is None) != (args.account is None):
