@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Awaitable, Callable
 
-import asyncpg
 import structlog
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 
 from gateway import metrics, reports
 from gateway.billers import Connectors
@@ -18,7 +18,8 @@ from gateway.migrate import check_migrated
 from gateway.processor import Processor
 from gateway.rrn import RrnAllocator
 from gateway.server import GatewayServer
-from gateway.settings import Settings
+from gateway.risk import load_defaults as load_risk_defaults
+from gateway.settings import Settings, config_dir
 from ledger.accounts import FEE_INCOME_ACCOUNT_CODE
 
 log = structlog.get_logger("posgw.app")
@@ -41,7 +42,7 @@ async def build_services(settings: Settings, database_url: str | None = None) ->
 
     fee_account_id = await pool.fetchval("SELECT id FROM ledger_accounts WHERE code = $1", FEE_INCOME_ACCOUNT_CODE)
     return Services(settings, pool, SoftHsm(lmk), RrnAllocator(reserve_rrn_block), fee_account_id,
-                    Connectors(pool, settings.biller_timeout_s))
+                    Connectors(pool, settings.biller_timeout_s), load_risk_defaults(config_dir()))
 
 
 class Gateway:
@@ -66,11 +67,31 @@ class Gateway:
         return self._http.sockets[0].getsockname()[1] if self._http else None
 
     async def healthy(self) -> bool:
+        """The database answers within HEALTH_DB_TIMEOUT_S and the gateway is not stopping.
+        The pool replaces connections the database dropped, so health comes back with it."""
         try:
             await asyncio.wait_for(self.services.pool.fetchval("SELECT 1"), HEALTH_DB_TIMEOUT_S)
-        except (asyncpg.PostgresError, OSError, asyncio.TimeoutError, asyncpg.InterfaceError):
+        except Exception as exc:  # any failure (refused, dropped, timed out): unhealthy, never a failed request
+            log.warning("health_check_failed", error=f"{type(exc).__name__}: {exc}")
             return False
         return not self.server.stopping
+
+    async def refresh_db_gauges(self) -> None:
+        """Gauges read from the database, each on its own: a failed read keeps its last value."""
+        pool, settings = self.services.pool, self.settings
+        readings = (
+            ("agents_float_below_threshold", metrics.AGENTS_FLOAT_BELOW_THRESHOLD,
+             lambda: reports.agents_float_below(pool, settings.float_low_threshold_fen)),
+            ("batches_unbalanced", metrics.BATCHES_UNBALANCED, lambda: reports.batches_unbalanced(pool)),
+        )
+
+        async def refresh(name: str, gauge: Gauge, read: Callable[[], Awaitable[int]]) -> None:
+            try:
+                gauge.set(await asyncio.wait_for(read(), HEALTH_DB_TIMEOUT_S))
+            except Exception as exc:  # never fail the scrape
+                log.warning("metrics_refresh_failed", metric=name, error=str(exc) or type(exc).__name__)
+
+        await asyncio.gather(*(refresh(*reading) for reading in readings))
 
     async def _serve_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -78,14 +99,9 @@ class Gateway:
             while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
                 pass
             parts = request_line.decode("latin-1").split()
-            path = parts[1] if len(parts) >= 2 else ""
+            path = parts[1].split("?", 1)[0] if len(parts) >= 2 else ""
             if path == "/metrics":
-                try:  # a gauge read from the database keeps its last value when the read fails
-                    metrics.AGENTS_FLOAT_BELOW_THRESHOLD.set(await asyncio.wait_for(
-                        reports.agents_float_below(self.services.pool, self.settings.float_low_threshold_fen),
-                        HEALTH_DB_TIMEOUT_S))
-                except Exception as exc:  # never fail the scrape
-                    log.warning("metrics_refresh_failed", error=str(exc) or type(exc).__name__)
+                await self.refresh_db_gauges()
                 status, ctype, body = "200 OK", CONTENT_TYPE_LATEST, generate_latest()
             elif path == "/healthz":
                 ok = await self.healthy()

@@ -8,7 +8,7 @@ import structlog
 from gateway.billers import AmountNotAccepted, Biller, BillerUnavailable, BillNotFound, PaymentOrder
 from gateway.bills import load_biller
 from gateway.context import Services, Transaction
-from gateway.financial import _finish, _require, check_card, check_card_request_format, verify_pin
+from gateway.financial import _finish, _require, check_card, check_card_request_format, risk_params, verify_pin
 from gateway.outcomes import Decline, Outcome
 from ledger.postings import Transfer
 from protocol import tlv
@@ -108,7 +108,8 @@ async def pay_bill(txn: Transaction, svc: Services) -> None:
         tags[tlv.TOKEN] = accepted.token
     try:
         await _finish(txn, svc, "bill_payment", {"rrn": receipt},
-                      transfers=[t.as_json() for t in transfers], bill=bill, approval={"bill_tlv": tags})
+                      transfers=[t.as_json() for t in transfers], bill=bill, approval={"bill_tlv": tags},
+                      **risk_params(txn, svc))
     finally:
         answer = txn.answer or {}
         if answer.get("response_code") != "00" or answer.get("rrn") != receipt:

@@ -19,12 +19,12 @@ from typing import Any
 
 import asyncpg
 
-from gateway import bills, cards, registry, reports, validate
+from gateway import bills, cards, registry, reports, risk, validate
 from gateway.db import database_url, stop_embedded
 from gateway.keys import LmkError, SoftHsm, load_lmk
 from gateway.logs import configure as configure_logs
 from gateway.migrate import UnmigratedDatabase, check_migrated, migrate
-from gateway.settings import Settings, get_settings
+from gateway.settings import Settings, config_dir, get_settings
 from gateway.validate import InvalidInput
 from ledger import postings
 from ledger.accounts import CASH_ACCOUNT_CODE, account_id
@@ -230,6 +230,72 @@ async def biller_remittance(args: argparse.Namespace, ctx: Context) -> dict[str,
 
 async def batch_list(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
     return {"batches": await reports.list_batches(ctx.conn, args.unbalanced, ctx.settings.tz)}
+
+
+async def report_daily(args: argparse.Namespace, ctx: Context) -> dict[str, Any] | None:
+    """The day's report (``reports.daily_report``); ``--csv`` prints its ``by_type`` table
+    (kind, response_code, count, amount_fen). Printed in full, then exit 1, when the
+    day's ledger check fails."""
+    _report_format(args)
+    tz = ctx.settings.tz
+    day = reports.parse_date(args.date, tz)
+    await reports.consistent_snapshot(ctx.conn)
+    result = await reports.daily_report(ctx.conn, day, tz)
+    output = _report_output(args, result, "by_type", reports.DAILY_BY_TYPE_COLUMNS)
+    if not result["ledger_check"]["ok"]:
+        _print_result(output, args.json)
+        raise Problem("daily ledger check: " + "; ".join(result["ledger_check"]["problems"]))
+    return output
+
+
+# -- risk ---------------------------------------------------------------------
+
+
+def _limit_assignments(pairs: list[str]) -> dict[str, int]:
+    values = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        if name not in risk.LIMIT_NAMES:
+            raise InvalidInput(f"unknown limit {name!r}; limits are {', '.join(risk.LIMIT_NAMES)}")
+        if not value.isdigit():
+            raise InvalidInput(f"{name} must be a whole number (0 switches it off): {value!r}")
+        values[name] = int(value)
+    return values
+
+
+async def _set_limits(conn: asyncpg.Connection, scope: str, owner: str, values: dict[str, int]) -> None:
+    for name, value in values.items():
+        await conn.execute(
+            """INSERT INTO risk_limits (scope, owner, name, value) VALUES ($1, $2, $3, $4)
+               ON CONFLICT (scope, owner, name) DO UPDATE SET value = $4""", scope, owner, name, value)
+
+
+async def _overrides(conn: asyncpg.Connection, scope: str, owner: str) -> dict[str, int]:
+    rows = await conn.fetch("SELECT name, value FROM risk_limits WHERE scope = $1 AND owner = $2", scope, owner)
+    return {row["name"]: row["value"] for row in rows}
+
+
+async def terminal_limits(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+    terminal = await registry.show_terminal(ctx.conn, args.tid)
+    await _set_limits(ctx.conn, "terminal", args.tid, _limit_assignments(args.limits))
+    limits = risk.effective_limits(risk.load_defaults(config_dir()),
+                                   await _overrides(ctx.conn, "merchant", terminal["mid"]),
+                                   await _overrides(ctx.conn, "terminal", args.tid))
+    return {"tid": args.tid, "limits": limits}
+
+
+async def merchant_limits(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+    await registry.show_merchant(ctx.conn, args.mid)
+    await _set_limits(ctx.conn, "merchant", args.mid, _limit_assignments(args.limits))
+    limits = risk.effective_limits(risk.load_defaults(config_dir()),
+                                   await _overrides(ctx.conn, "merchant", args.mid), None)
+    return {"mid": args.mid, "limits": limits}
+
+
+async def risk_events_command(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+    tz = ctx.settings.tz
+    day = reports.parse_date(args.date, tz) if args.date else None
+    return {"events": await reports.risk_events(ctx.conn, args.tid, day, tz)}
 
 
 # -- ledger -------------------------------------------------------------------
@@ -445,6 +511,20 @@ def build_parser() -> argparse.ArgumentParser:
     batch = groups.add_parser("batch", help="settled batches").add_subparsers(dest="action", required=True)
     command(batch, "list", batch_list).add_argument("--unbalanced", action="store_true",
                                                      help="only batches out of balance")
+    report = groups.add_parser("report", help="operator reports").add_subparsers(dest="action", required=True)
+    p = command(report, "daily", report_daily, help="the day per type, agent and merchant, checked against the ledger")
+    p.add_argument("--date", help="YYYY-MM-DD, a local day (default today)")
+    p.add_argument("--csv", action="store_true", help="print the per-type table as CSV")
+
+    for subcommands, owner, handler in ((terminal, "tid", terminal_limits), (merchant, "mid", merchant_limits)):
+        p = command(subcommands, "limits", handler, help="set overrides of risk limits, show the effective ones")
+        p.add_argument(owner)
+        p.add_argument("limits", nargs="*", metavar="NAME=VALUE")
+
+    risk_group = groups.add_parser("risk", help="risk rules").add_subparsers(dest="action", required=True)
+    p = command(risk_group, "events", risk_events_command, help="declines by risk rules")
+    p.add_argument("--tid")
+    p.add_argument("--date")
 
     ledger = groups.add_parser("ledger", help="the ledger").add_subparsers(dest="action", required=True)
     command(ledger, "check", ledger_check, help="verify the ledger's invariants")

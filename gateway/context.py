@@ -26,6 +26,7 @@ class Services:
     rrns: RrnAllocator
     fee_account_id: int
     connectors: Connectors
+    risk_defaults: dict[str, int]
 
 
 @dataclass(slots=True)
@@ -45,6 +46,9 @@ class Transaction:
     recordable: bool = False  # past the repeat look-up: a storable answer is recorded under the key
     pin_result: str | None = None  # "ok" or "wrong" once a PIN was checked
     answer: dict[str, Any] | None = None  # the response fields decided and recorded (stored answer)
+    risk_limits: dict[str, int] | None = None  # effective limits, when the risk rules are on
+    risk_rule: str | None = None  # the risk rule that declined it
+    position: tuple[float, float] | None = None  # where the terminal is (reported LC or registered)
 
     @property
     def terminal_record(self) -> TerminalRecord:

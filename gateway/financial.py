@@ -7,7 +7,7 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gateway import store
+from gateway import risk, store
 from gateway.context import Answered, Services, Transaction
 from gateway.outcomes import Decline, Outcome
 from gateway.registry import ACTIVE
@@ -91,7 +91,8 @@ async def load_context(txn: Transaction, svc: Services) -> None:
                                        request.original_date)
     pan_hash = svc.hsm.pan_hash(txn.pan) if txn.pan else None
     biller_code = txn.bill_fields.get(tlv.BILLER) if txn.bill_fields else None
-    txn.context = await store.load_context(svc.pool, txn.key, pan_hash, void_ref, biller_code)
+    txn.context = await store.load_context(svc.pool, txn.key, pan_hash, void_ref, biller_code, txn.now.date(),
+                                           svc.settings.risk_enabled)
     if txn.context is None:
         raise Decline(Outcome.TERMINAL_UNKNOWN, "terminal not registered")
     txn.terminal = txn.context.terminal
@@ -190,6 +191,45 @@ async def check_amount(txn: Transaction, svc: Services) -> None:
         raise Decline(Outcome.AMOUNT_INVALID, "amount zero or absent")
 
 
+async def check_risk(txn: Transaction, svc: Services) -> None:
+    """The risk rules that need no lock (61, 59); the counted ones (61, 65)
+    are handed to the database with the posting (``risk_params``)."""
+    if not svc.settings.risk_enabled:
+        return
+    ctx, request = txn.ctx, txn.request
+    txn.risk_limits = risk.effective_limits(svc.risk_defaults, ctx.merchant_limits, ctx.terminal_limits)
+    risk.check_amount(txn.kind, request.amount_fen, txn.risk_limits)
+    fields = txn.bill_fields
+    if fields is None and request.bill_data is not None:
+        try:  # 59 of a card request is for us only if it is our TLV (it may carry a terminal's own data)
+            fields = tlv.decode(request.bill_data)
+        except tlv.TlvError:
+            fields = None
+    reported = risk.reported_position(fields)
+    risk.check_location(reported, ctx.terminal.position, txn.risk_limits)
+    txn.position = reported or ctx.terminal.position
+    if ctx.card is not None and txn.pan is not None:
+        risk.check_travel(txn.position, ctx.history, txn.risk_limits)
+    if txn.kind in risk.COUNTED_KINDS:
+        risk.check_spike(ctx.history, txn.risk_limits)
+
+
+def risk_params(txn: Transaction, svc: Services) -> dict[str, Any]:
+    """What ``gw_finish`` needs to enforce the counted limits and record where the card was used."""
+    params: dict[str, Any] = {}
+    if txn.position is not None:
+        params["position"] = {"lat": txn.position[0], "lon": txn.position[1]}
+    if txn.risk_limits is not None and txn.kind in risk.COUNTED_KINDS:
+        card = txn.ctx.card if txn.pan is not None else None
+        params["risk"] = {
+            "day": txn.now.date().isoformat(), "tid": txn.key.tid,
+            "card_id": card.id if card is not None else None,
+            "card_hash": svc.hsm.pan_hash(txn.pan).hex()[:16] if txn.pan else None,
+            "limits": {name: txn.risk_limits.get(name, 0) for name in risk.COUNTED_LIMITS},
+        }
+    return params
+
+
 # -- recording ---------------------------------------------------------------------
 
 
@@ -219,16 +259,23 @@ async def _finish(txn: Transaction, svc: Services, op: str, response: dict[str, 
     if result.status == "conflict":
         raise Decline(Outcome.DUPLICATE_DIFFERENT_CONTENT, "same key, different content")
     txn.answer = result.response
+    txn.risk_rule = txn.risk_rule or result.risk_rule
     return result
 
 
 async def record_decline(txn: Transaction, svc: Services, decline: Decline) -> None:
-    """Store a decline under the request's key, so its repeats get the same answer."""
-    await _finish(txn, svc, "decline", {"response_code": decline.outcome.response_code.value})
+    """Store a decline under the request's key, so its repeats get the same answer;
+    a risk rule's decline is recorded as a risk event too."""
+    params: dict[str, Any] = {}
+    if isinstance(decline, risk.RiskDecline):
+        txn.risk_rule = decline.rule
+        params["risk_event"] = {"rule": decline.rule, "values": decline.values,
+                                "card_hash": svc.hsm.pan_hash(txn.pan).hex()[:16] if txn.pan else None}
+    await _finish(txn, svc, "decline", {"response_code": decline.outcome.response_code.value}, **params)
 
 
 async def finish_balance(txn: Transaction, svc: Services) -> None:
-    await _finish(txn, svc, "balance", card_account_id=txn.ctx.card.account_id)
+    await _finish(txn, svc, "balance", card_account_id=txn.ctx.card.account_id, **risk_params(txn, svc))
 
 
 async def finish_purchase(txn: Transaction, svc: Services) -> None:
@@ -237,8 +284,8 @@ async def finish_purchase(txn: Transaction, svc: Services) -> None:
     transfers = [Transfer(card.account_id, terminal.merchant_account_id, amount - fee, "purchase")]
     if fee:
         transfers.append(Transfer(card.account_id, svc.fee_account_id, fee, "purchase_fee"))
-    await _finish(txn, svc, "purchase",
-                  transfers=[t.as_json() for t in transfers if t.amount_fen > 0])
+    await _finish(txn, svc, "purchase", transfers=[t.as_json() for t in transfers if t.amount_fen > 0],
+                  **risk_params(txn, svc))
 
 
 async def finish_void(txn: Transaction, svc: Services) -> None:

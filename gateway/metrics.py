@@ -1,26 +1,69 @@
-"""Prometheus metrics. Labels have bounded values: no PAN, no terminal id."""
+"""Prometheus metrics. Labels have bounded values: no PAN, no terminal id, no
+STAN, no amount. Every label value comes from a fixed set: MTIs the router
+knows (else ``other``), processing codes it routes (else ``other``, or
+``none`` when absent), response codes (``protocol.codes.ResponseCode``),
+transaction kinds (the router's route names), ledger operations (``OPS``).
+
+Gauges read from the database (``*_FROM_DB``) are refreshed when /metrics is
+scraped (``gateway.app``); a failed read keeps the last value.
+"""
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-CONNECTIONS_OPEN = Gauge("posgw_connections_open", "Terminal connections open")
+_LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+# -- connections and requests (gateway.server) ------------------------------------
+CONNECTIONS_OPEN = Gauge("posgw_connections_open", "Terminal connections open", multiprocess_mode="livesum")
 CONNECTIONS_REFUSED = Counter("posgw_connections_refused_total", "Connections closed at once: limit reached")
 CONNECTIONS_CLOSED = Counter(
     "posgw_connections_closed_total", "Connections closed by the gateway, by reason", ["reason"]
 )
 FRAMES_RECEIVED = Counter("posgw_frames_received_total", "Frames received")
-IN_FLIGHT = Gauge("posgw_requests_in_flight", "Requests being processed")
+IN_FLIGHT = Gauge("posgw_requests_in_flight", "Requests received and not yet processed",
+                  multiprocess_mode="livesum")
+
+# -- transactions (gateway.processor, once per answered request) --------------------
 REQUESTS = Counter(
     "posgw_requests_total", "Requests answered, by MTI, type and response code",
     ["mti", "kind", "response_code"],
 )
+REQUESTS_BY_CODE = Counter(
+    "posgw_requests_by_code_total",
+    "Requests answered, by MTI, processing code (other: not routed; none: absent) and response code",
+    ["mti", "processing_code", "response_code"],
+)
 LATENCY = Histogram(
     "posgw_request_latency_seconds", "Time from a whole frame to its response bytes, by type",
-    ["kind"],
-    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+    ["kind"], buckets=_LATENCY_BUCKETS_S,
 )
+SIGN_ONS = Counter("posgw_sign_ons_total", "Sign-on requests answered, by response code", ["response_code"])
+RISK_DECLINES = Counter("posgw_risk_declines_total", "Declines by risk rule", ["rule", "response_code"])
+# with ``rule`` one of the names of CLI.md "Risk limits" (a limit name, location,
+# travel, spike): a fixed set, never a value that came from a request. Count
+# them in ``Processor._record`` next to REQUESTS (one place per transaction).
+
+# -- ledger (gateway.store.finish: the gw_finish round trip) -------------------------
+OPS = frozenset({"decline", "balance", "purchase", "void", "reversal", "bill_inquiry", "bill_payment",
+                 "settlement"})
+LEDGER_LATENCY = Histogram(
+    "posgw_ledger_posting_latency_seconds",
+    "Time of one gw_finish call (idempotency, checks, postings, stored response), by operation",
+    ["op"], buckets=_LATENCY_BUCKETS_S,
+)
+
+# -- read from the database at scrape time ----------------------------------------------
 AGENTS_FLOAT_BELOW_THRESHOLD = Gauge(
     "posgw_agents_float_below_threshold", "Agents whose float balance is below float_low_threshold_fen",
     multiprocess_mode="livemostrecent",
 )
+BATCHES_UNBALANCED = Gauge(
+    "posgw_batches_unbalanced",
+    "Settled batches whose terminal totals disagree with the gateway's (as `posgw batch list --unbalanced`)",
+    multiprocess_mode="livemostrecent",
+)
+
+
+def op_label(op: object) -> str:
+    return op if isinstance(op, str) and op in OPS else "other"

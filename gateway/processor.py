@@ -12,7 +12,7 @@ from gateway import metrics
 from gateway.context import Answered, Services, Transaction
 from gateway.financial import record_decline
 from gateway.outcomes import Decline, Outcome
-from gateway.router import FINANCIAL_MTIS, KNOWN_MTIS, route
+from gateway.router import FINANCIAL_MTIS, FINANCIAL_ROUTES, KNOWN_MTIS, route
 from protocol import tlv
 from protocol.codes import ResponseCode
 from protocol.framing import Frame, encode_frame
@@ -23,6 +23,8 @@ log = structlog.get_logger("posgw.txn")
 _MANDATORY_ALWAYS = ("stan", "terminal_id", "merchant_id", "txn_data")
 _MANDATORY_FINANCIAL = ("currency",)
 _TXN_DATA_MIN_DIGITS = 11  # 60.1, 60.2, 60.3
+# Processing codes as metric labels: those the router routes; others are "other".
+_ROUTED_PROCESSING_CODES = frozenset(code for _, code, _ in FINANCIAL_ROUTES)
 
 
 def response_mti(mti: str) -> str:
@@ -33,6 +35,13 @@ def mask_pan(pan: str | None) -> str | None:
     if not pan:
         return None
     return pan[:6] + "*" * (len(pan) - 10) + pan[-4:] if len(pan) > 10 else "*" * len(pan)
+
+
+def processing_code_label(code: str | None) -> str:
+    """A bounded metric label: a routed processing code, ``other``, or ``none`` when absent."""
+    if code is None:
+        return "none"
+    return code if code in _ROUTED_PROCESSING_CODES else "other"
 
 
 def check_mandatory(request: Message) -> None:
@@ -126,10 +135,18 @@ class Processor:
         return encode_frame(txn.frame.tpdu.swapped(), header, body)
 
     def _record(self, txn: Transaction, code: ResponseCode, reason: str, latency_s: float) -> None:
+        """The transaction's metrics and its one log line (never a full PAN, PIN block, track or key)."""
         request = txn.request
         mti = request.mti if request.mti in KNOWN_MTIS else "other"
         metrics.REQUESTS.labels(mti=mti, kind=txn.kind, response_code=code.value).inc()
+        metrics.REQUESTS_BY_CODE.labels(
+            mti=mti, processing_code=processing_code_label(request.processing_code), response_code=code.value,
+        ).inc()
         metrics.LATENCY.labels(kind=txn.kind).observe(latency_s)
+        if txn.kind == "signon":
+            metrics.SIGN_ONS.labels(response_code=code.value).inc()
+        if txn.risk_rule:
+            metrics.RISK_DECLINES.labels(rule=txn.risk_rule, response_code=code.value).inc()
         log.info(
             "txn",
             tid=request.terminal_id,
@@ -137,7 +154,7 @@ class Processor:
             mti=request.mti,
             kind=txn.kind,
             processing_code=request.processing_code,
-            pan=mask_pan(request.pan),
+            pan=mask_pan(txn.pan or request.pan),
             amount_fen=request.amount_fen,
             rc=code.value,
             reason=reason or None,

@@ -38,6 +38,13 @@ class TerminalRecord:
     mdr_bp: int
     agent_float_account_id: int
     agent_commission_account_id: int
+    latitude: float | None
+    longitude: float | None
+    radius_km: float | None
+
+    @property
+    def position(self) -> tuple[float, float] | None:
+        return (self.latitude, self.longitude) if self.latitude is not None else None
 
     @property
     def frozen(self) -> bool:
@@ -52,10 +59,11 @@ TERMINAL_COLUMNS = """
        a.code AS agent_code, t.permit, t.mac_algorithm, t.tmk_lmk, t.pik_lmk, t.mak_lmk,
        t.tdk_lmk, t.keys_expire_at, t.batch, m.account_id AS merchant_account_id, m.mdr_bp,
        a.float_account_id AS agent_float_account_id,
-       a.commission_account_id AS agent_commission_account_id"""
+       a.commission_account_id AS agent_commission_account_id, t.latitude, t.longitude, t.radius_km"""
 _TERMINAL_FIELDS = ("tid", "mid", "status", "merchant_status", "agent_status", "agent_code", "permit",
                     "mac_algorithm", "tmk_lmk", "pik_lmk", "mak_lmk", "tdk_lmk", "keys_expire_at", "batch",
-                    "merchant_account_id", "mdr_bp", "agent_float_account_id", "agent_commission_account_id")
+                    "merchant_account_id", "mdr_bp", "agent_float_account_id", "agent_commission_account_id",
+                    "latitude", "longitude", "radius_km")
 
 _TERMINAL_QUERY = f"""
 SELECT {TERMINAL_COLUMNS}
@@ -218,6 +226,11 @@ async def set_terminal(conn: asyncpg.Connection, tid: str, *, permit: list[str] 
             WHERE tid = $1""",
         tid, permit, mac_algorithm, lat, lon, radius_km,
     )
+    if radius_km is not None:  # the radius is the terminal's own location_radius_km limit (CLI.md)
+        await conn.execute(
+            """INSERT INTO risk_limits (scope, owner, name, value) VALUES ('terminal', $1, 'location_radius_km', $2)
+               ON CONFLICT (scope, owner, name) DO UPDATE SET value = $2""",
+            tid, max(1, round(radius_km)))
 
 
 async def _terminal_row(conn: asyncpg.Connection, tid: str) -> asyncpg.Record:

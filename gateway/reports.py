@@ -1,5 +1,6 @@
 """Operator reports: an agent's daily float statement, a biller's daily remittance,
-and the count of agents whose float runs low (for /metrics).
+the daily report (per type, agent and merchant, checked against the ledger),
+and the counts of agents whose float runs low and of unbalanced batches (for /metrics).
 
 A "day" is the local day [00:00, 24:00) of the ``timezone`` setting; times in
 the reports are ISO 8601 in that zone, with its offset.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -26,8 +28,7 @@ REMITTANCE_COLUMNS = ("receipt", "account", "amount_fen", "time", "tid", "agent"
 
 # gw_transactions rows are written in the same database transaction as the
 # ledger postings they made, so they carry the same created_at; looking them
-# up within a margin of the day lets the created_at index narrow the search
-# (gw_transactions has no index on posting_key).
+# up within a margin of the day lets the created_at index narrow the search.
 _GW_MARGIN = timedelta(days=1)
 
 
@@ -195,6 +196,239 @@ async def biller_remittance(conn: asyncpg.Connection, code: str, day: date, tz: 
     }
 
 
+# -- daily report -------------------------------------------------------------------
+
+DAILY_BY_TYPE_COLUMNS = ("kind", "response_code", "count", "amount_fen")
+
+# The transaction that made a ledger posting is the row whose own key, built
+# as gw_finish builds it (terminal, batch, STAN, MTI class), is the posting's
+# idempotency key. (Not posting_key: reversing a void hands the purchase row the
+# reversal's key, and the purchase's own posting would be found by no row.)
+_OWN_KEY = "g.tid || ':' || g.batch || ':' || g.stan || ':' || g.mti_class"
+
+_DAILY_BY_TYPE_QUERY = """
+SELECT kind, response_code, count(*) AS count, coalesce(sum(amount_fen), 0)::bigint AS amount_fen
+  FROM gw_transactions
+ WHERE created_at >= $1 AND created_at < $2
+ GROUP BY kind, response_code
+ ORDER BY kind, response_code
+"""
+
+# The day's rows with their merchant and agent, and what the posting each made
+# moved, by kind of account (credits minus debits).
+_DAILY_ROWS = f"""
+WITH day_rows AS (
+    SELECT g.id, g.kind, g.response_code, g.amount_fen, coalesce(g.paid_in_cash, false) AS paid_in_cash,
+           m.mid, m.agent_code, {_OWN_KEY} AS own_key
+      FROM gw_transactions g
+      JOIN terminals te ON te.tid = g.tid
+      JOIN merchants m ON m.mid = te.mid
+     WHERE g.created_at >= $1 AND g.created_at < $2
+),
+moves AS (
+    SELECT r.id,
+           bool_or(ca.kind IN ('merchant', 'fee_income') OR da.kind IN ('merchant', 'fee_income'))
+               AS merchant_side,
+           sum(CASE WHEN ca.kind = 'merchant' THEN t.amount ELSE 0 END
+               - CASE WHEN da.kind = 'merchant' THEN t.amount ELSE 0 END)::bigint AS merchant_fen,
+           sum(CASE WHEN ca.kind = 'fee_income' THEN t.amount ELSE 0 END
+               - CASE WHEN da.kind = 'fee_income' THEN t.amount ELSE 0 END)::bigint AS fee_fen,
+           sum(CASE WHEN ca.kind = 'agent_float' THEN t.amount ELSE 0 END
+               - CASE WHEN da.kind = 'agent_float' THEN t.amount ELSE 0 END)::bigint AS float_fen,
+           sum(CASE WHEN ca.kind = 'commission' THEN t.amount ELSE 0 END
+               - CASE WHEN da.kind = 'commission' THEN t.amount ELSE 0 END)::bigint AS commission_fen
+      FROM day_rows r
+      JOIN ledger_postings p ON p.idempotency_key = r.own_key
+      JOIN ledger_transfers t ON t.posting_id = p.id
+      JOIN ledger_accounts da ON da.id = t.debit_account_id
+      JOIN ledger_accounts ca ON ca.id = t.credit_account_id
+     GROUP BY r.id
+),
+txns AS (
+    SELECT r.*, coalesce(mv.merchant_side, false) AS merchant_side,
+           coalesce(mv.merchant_fen, 0) AS merchant_fen, coalesce(mv.fee_fen, 0) AS fee_fen,
+           coalesce(mv.float_fen, 0) AS float_fen, coalesce(mv.commission_fen, 0) AS commission_fen
+      FROM day_rows r LEFT JOIN moves mv ON mv.id = r.id
+)
+"""
+
+_DAILY_MERCHANTS_QUERY = _DAILY_ROWS + """
+SELECT mid,
+       count(*) FILTER (WHERE kind = 'purchase' AND response_code = '00') AS purchases_count,
+       coalesce(sum(amount_fen) FILTER (WHERE kind = 'purchase' AND response_code = '00'), 0)::bigint
+           AS purchases_fen,
+       count(*) FILTER (WHERE kind <> 'purchase' AND merchant_side) AS returns_count,
+       (-coalesce(sum(merchant_fen + fee_fen) FILTER (WHERE kind <> 'purchase'), 0))::bigint AS returns_fen,
+       coalesce(sum(fee_fen), 0)::bigint AS fees_fen,
+       coalesce(sum(merchant_fen), 0)::bigint AS net_fen
+  FROM txns
+ GROUP BY mid
+HAVING count(*) FILTER (WHERE kind = 'purchase' AND response_code = '00') > 0 OR bool_or(merchant_side)
+ ORDER BY mid
+"""
+
+_DAILY_AGENTS_QUERY = _DAILY_ROWS + """,
+per_agent AS (
+    SELECT agent_code,
+           count(*) FILTER (WHERE kind = 'bill_payment' AND response_code = '00' AND paid_in_cash)
+               AS collections_count,
+           coalesce(sum(amount_fen) FILTER (WHERE kind = 'bill_payment' AND response_code = '00'
+                                              AND paid_in_cash), 0)::bigint AS collections_fen,
+           count(*) FILTER (WHERE kind = 'reversal' AND float_fen > 0) AS reversals_count,
+           coalesce(sum(float_fen) FILTER (WHERE kind = 'reversal' AND float_fen > 0), 0)::bigint
+               AS reversals_fen,
+           sum(commission_fen)::bigint AS commission_fen,
+           sum(float_fen)::bigint AS transactions_float_fen
+      FROM txns
+     GROUP BY agent_code
+),
+topups AS (  -- money from outside (the cash account) into the agent's float
+    SELECT a.code AS agent_code, sum(t.amount)::bigint AS topups_fen
+      FROM ledger_transfers t
+      JOIN agents a ON a.float_account_id = t.credit_account_id
+      JOIN ledger_accounts c ON c.id = t.debit_account_id AND c.kind = 'cash'
+     WHERE t.created_at >= $1 AND t.created_at < $2
+     GROUP BY a.code
+)
+SELECT coalesce(p.agent_code, tu.agent_code) AS agent,
+       coalesce(p.collections_count, 0) AS collections_count,
+       coalesce(p.collections_fen, 0) AS collections_fen,
+       coalesce(p.reversals_count, 0) AS reversals_count,
+       coalesce(p.reversals_fen, 0) AS reversals_fen,
+       coalesce(p.commission_fen, 0) AS commission_fen,
+       coalesce(tu.topups_fen, 0) AS topups_fen,
+       (coalesce(tu.topups_fen, 0) + coalesce(p.transactions_float_fen, 0))::bigint AS float_movement_fen
+  FROM per_agent p FULL JOIN topups tu ON tu.agent_code = p.agent_code
+ WHERE tu.topups_fen IS NOT NULL OR p.collections_count > 0 OR p.commission_fen <> 0
+    OR p.transactions_float_fen <> 0
+ ORDER BY 1
+"""
+
+# What the day's transactions say they moved, from their own columns: the
+# amount of each approved purchase, void and bill payment (a bill payment's
+# commission too), and for each reversal that undid a posting the amount (and
+# commission) of the transaction it undid. One posting per such row.
+_DAILY_REPORT_MOVEMENT_QUERY = """
+SELECT count(*) AS postings,
+       coalesce(sum(CASE WHEN g.kind = 'reversal'
+                         THEN o.amount_fen + CASE WHEN o.kind = 'bill_payment' THEN coalesce(o.commission_fen, 0)
+                                                  ELSE 0 END
+                         WHEN g.kind = 'bill_payment' THEN g.amount_fen + coalesce(g.commission_fen, 0)
+                         ELSE g.amount_fen END), 0)::bigint AS movement_fen
+  FROM gw_transactions g
+  LEFT JOIN gw_transactions o ON o.id = g.original_id
+ WHERE g.created_at >= $1 AND g.created_at < $2
+   AND ((g.kind IN ('purchase', 'void', 'bill_payment') AND g.response_code = '00')
+        OR (g.kind = 'reversal' AND g.posting_key IS NOT NULL))
+"""
+
+# What the ledger moved in the day: every transfer, but those with the cash
+# account (money from outside: the operator's float top-ups and card loads).
+_DAILY_LEDGER_MOVEMENT_QUERY = """
+WITH day AS (
+    SELECT t.posting_id, t.amount, (d.kind = 'cash' OR c.kind = 'cash') AS external
+      FROM ledger_transfers t
+      JOIN ledger_accounts d ON d.id = t.debit_account_id
+      JOIN ledger_accounts c ON c.id = t.credit_account_id
+     WHERE t.created_at >= $1 AND t.created_at < $2
+)
+SELECT count(DISTINCT posting_id) FILTER (WHERE NOT external) AS postings,
+       coalesce(sum(amount) FILTER (WHERE NOT external), 0)::bigint AS movement_fen,
+       coalesce(sum(amount) FILTER (WHERE external), 0)::bigint AS external_fen
+  FROM day
+"""
+
+_DAILY_EXCEPTIONS_QUERY = """
+SELECT g.created_at, g.tid, g.batch, g.stan, g.kind, g.exception, g.amount_fen, g.rrn,
+       o.kind AS original_kind, o.rrn AS original_rrn, c.pan_masked
+  FROM gw_transactions g
+  LEFT JOIN gw_transactions o ON o.id = g.original_id
+  LEFT JOIN cards c ON c.id = coalesce(g.card_id, o.card_id)  -- a reversal names no card: its original's
+ WHERE g.created_at >= $1 AND g.created_at < $2 AND g.exception IS NOT NULL
+ ORDER BY g.created_at, g.id
+"""
+
+
+async def daily_report(conn: asyncpg.Connection, day: date, tz: ZoneInfo) -> dict[str, Any]:
+    """The local day's transactions, per type, agent and merchant, its
+    exceptions, and a check of them against the ledger.
+
+    Read it in one snapshot (``consistent_snapshot``). Every row counts on the
+    day it was recorded: a purchase today voided tomorrow is today's purchase
+    and tomorrow's return. Only requests recorded in gw_transactions appear
+    (financial requests that got a storable answer; not sign-ons or echoes).
+
+    - ``by_type``: per kind and response code, the count and the sum of the
+      requests' amounts (as requested; an approved purchase voided later still
+      counts under 00).
+    - ``agents`` (those with activity): ``collections_*`` are the approved cash
+      bill payments; ``reversals_*`` the reversals that gave float back;
+      ``commission_fen`` the net commission credited (card payments earn it
+      too, reversals take it back); ``topups_fen`` the operator's top-ups
+      (money from the cash account);
+      ``float_movement_fen`` the net change of the float (closing minus
+      opening of ``agent statement``).
+    - ``merchants`` (those with an approved purchase or money moved):
+      ``purchases_*`` the approved purchases (gross); ``returns_*`` what voids
+      and purchase reversals took back (a reversed void gives it again, so it
+      counts negative); ``fees_fen`` the net discount (MDR) charged;
+      ``net_fen`` the net movement of the merchant's account, which is
+      ``purchases_fen - returns_fen - fees_fen``. Fees and net come from the
+      postings the transactions made.
+    - ``exceptions``: the day's rows with an exception (e.g.
+      ``void_reversal_not_covered``: a void's reversal the card could not
+      cover; answered 00, the purchase stays voided).
+    - ``ledger_check`` compares two sums over the day. ``report_movement_fen``:
+      what the transactions say they moved, from their own columns (amount of
+      each approved purchase, void and bill payment plus a bill payment's
+      commission; for each reversal that undid a posting, the amount and
+      commission of what it undid). ``ledger_movement_fen``: the sum of the
+      amounts of all the day's ledger transfers except those to or from the
+      cash account, i.e. money from outside (operator top-ups of floats, card
+      loads at issue: ``external_fen``, shown apart; no transaction touches
+      the cash account). Each transfer counts once at its amount,
+      reversal transfers too. The number of postings is compared as well
+      (each such transaction makes exactly one). ``ok`` when both agree: every
+      movement of the day is explained by a transaction, and every transaction
+      that says it moved money did, by its amount.
+    """
+    start, end = day_bounds(day, tz)
+    by_type = [dict(row) for row in await conn.fetch(_DAILY_BY_TYPE_QUERY, start, end)]
+    agents = [dict(row) for row in await conn.fetch(_DAILY_AGENTS_QUERY, start, end)]
+    merchants = [dict(row) for row in await conn.fetch(_DAILY_MERCHANTS_QUERY, start, end)]
+    exceptions = []
+    for row in await conn.fetch(_DAILY_EXCEPTIONS_QUERY, start, end):
+        item = dict(row)
+        exceptions.append({"time": _local(item.pop("created_at"), tz), **item})
+    report_side = await conn.fetchrow(_DAILY_REPORT_MOVEMENT_QUERY, start, end)
+    ledger_side = await conn.fetchrow(_DAILY_LEDGER_MOVEMENT_QUERY, start, end)
+    problems = []
+    if report_side["movement_fen"] != ledger_side["movement_fen"]:
+        problems.append(f"the day's ledger transfers move {ledger_side['movement_fen']} fen,"
+                        f" the day's transactions say {report_side['movement_fen']}")
+    if report_side["postings"] != ledger_side["postings"]:
+        problems.append(f"the day has {ledger_side['postings']} ledger postings,"
+                        f" the day's transactions say {report_side['postings']}")
+    return {
+        "date": day.isoformat(),
+        "timezone": tz.key,
+        "by_type": by_type,
+        "agents": agents,
+        "merchants": merchants,
+        "exceptions": exceptions,
+        "ledger_check": {
+            "ok": not problems,
+            "ledger_movement_fen": ledger_side["movement_fen"],
+            "report_movement_fen": report_side["movement_fen"],
+            "difference_fen": ledger_side["movement_fen"] - report_side["movement_fen"],
+            "ledger_postings_count": ledger_side["postings"],
+            "report_postings_count": report_side["postings"],
+            "external_fen": ledger_side["external_fen"],
+            "problems": problems,
+        },
+    }
+
+
 # -- output and metrics -------------------------------------------------------------
 
 
@@ -219,6 +453,11 @@ async def agents_float_below(conn: asyncpg.Connection | asyncpg.Pool, threshold_
     return await conn.fetchval(AGENTS_FLOAT_BELOW_QUERY, threshold_fen)
 
 
+async def batches_unbalanced(conn: asyncpg.Connection | asyncpg.Pool) -> int:
+    """Settled batches whose totals disagree (all of them, as ``batch list --unbalanced``)."""
+    return await conn.fetchval("SELECT count(*) FROM gw_batches WHERE NOT balanced")
+
+
 async def list_batches(conn: asyncpg.Connection, unbalanced_only: bool, tz: ZoneInfo) -> list[dict[str, Any]]:
     """Settled batches with the gateway's totals, the terminal's, and the difference."""
     rows = await conn.fetch(
@@ -239,3 +478,16 @@ async def list_batches(conn: asyncpg.Connection, unbalanced_only: bool, tz: Zone
             "difference_fen": None if terminal_debit_fen is None else terminal_debit_fen - row["debit_fen"],
         })
     return batches
+
+
+async def risk_events(conn: asyncpg.Connection, tid: str | None, day: date | None,
+                      tz: ZoneInfo) -> list[dict[str, Any]]:
+    """Declines by risk rules, oldest first, for one terminal and/or one local day."""
+    start, end = day_bounds(day, tz) if day is not None else (None, None)
+    rows = await conn.fetch(
+        """SELECT created_at, tid, rule, response_code, risk_values FROM risk_events
+            WHERE ($1::text IS NULL OR tid = $1)
+              AND ($2::timestamptz IS NULL OR (created_at >= $2 AND created_at < $3))
+            ORDER BY created_at, id""", tid, start, end)
+    return [{"time": _local(row["created_at"], tz), "tid": row["tid"], "rule": row["rule"],
+             "response_code": row["response_code"], "values": json.loads(row["risk_values"])} for row in rows]

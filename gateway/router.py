@@ -39,10 +39,10 @@ _FINANCIAL = (financial.load_context, steps.check_merchant, steps.check_keys_cur
 _CARD_FORMAT = (financial.check_card_request_format,)
 BALANCE = Route("balance", _CARD_FORMAT + _FINANCIAL + (
     financial.check_permitted("balance"), financial.check_card(status=True), financial.verify_pin,
-    financial.finish_balance))
+    financial.check_risk, financial.finish_balance))
 PURCHASE = Route("purchase", _CARD_FORMAT + _FINANCIAL + (
     financial.check_permitted("purchase"), financial.check_card(status=True), financial.verify_pin,
-    financial.check_amount, financial.finish_purchase))
+    financial.check_amount, financial.check_risk, financial.finish_purchase))
 VOID = Route("void", _CARD_FORMAT + _FINANCIAL + (
     financial.check_permitted("void"), financial.check_void_original, financial.check_card(status=False),
     financial.verify_pin, financial.check_amount, financial.finish_void))
@@ -53,9 +53,9 @@ SETTLEMENT = Route("settlement", (financial.check_settlement_format,) + _FINANCI
     financial.check_not_frozen, financial.finish_settlement))
 _BILL = (bill_flows.check_bill_request_format,) + _FINANCIAL + (
     bill_flows.check_biller_known, financial.check_permitted("bill"))
-BILL_INQUIRY = Route("bill_inquiry", _BILL + (bill_flows.inquire_bill,))
+BILL_INQUIRY = Route("bill_inquiry", _BILL + (financial.check_risk, bill_flows.inquire_bill))
 BILL_PAYMENT = Route("bill_payment", _BILL + (
-    bill_flows.check_payer_card, financial.check_amount, bill_flows.pay_bill))
+    bill_flows.check_payer_card, financial.check_amount, financial.check_risk, bill_flows.pay_bill))
 
 FINANCIAL_ROUTES = {
     ("0200", "310000", "01"): BALANCE,

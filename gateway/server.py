@@ -26,6 +26,10 @@ log = structlog.get_logger("posgw.server")
 Handler = Callable[[Frame], Awaitable[bytes]]
 
 
+def _request_done(task: asyncio.Task[bytes]) -> None:
+    metrics.IN_FLIGHT.dec()
+
+
 class TerminalConnection(asyncio.Protocol):
     def __init__(self, server: GatewayServer) -> None:
         self.server = server
@@ -83,7 +87,9 @@ class TerminalConnection(asyncio.Protocol):
             return
         for frame in frames:
             metrics.FRAMES_RECEIVED.inc()
+            metrics.IN_FLIGHT.inc()
             self.pending.append(self.loop.create_task(self.server.handler(frame)))
+            self.pending[-1].add_done_callback(_request_done)
         if frames and self.writer is None:
             self.writer = self.loop.create_task(self._write_answers())
         if not self.decoder.mid_frame:

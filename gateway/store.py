@@ -4,14 +4,18 @@ query, and its outcome recorded (money moved, response stored) in one call."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import asyncpg
 
+from gateway import metrics
 from gateway.billers import BILLER_FIELDS, Biller
 from gateway.cards import CARD_FIELDS, CardRecord
 from gateway.registry import TERMINAL_COLUMNS, TerminalRecord, terminal_from_row
+from gateway.risk import RiskHistory
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +59,9 @@ class RequestContext:
     original: OriginalPurchase | None
     biller: Biller | None
     batch_settled: bool
+    merchant_limits: dict[str, int] | None
+    terminal_limits: dict[str, int] | None
+    history: RiskHistory | None  # None when the risk rules are off
 
 
 def _prefixed(alias: str, columns: str, prefix: str) -> str:
@@ -68,7 +75,18 @@ SELECT {TERMINAL_COLUMNS},
        {_prefixed("c", CARD_FIELDS, "card_")},
        o.id AS original_id, o.status AS original_status, o.amount_fen AS original_amount_fen,
        o.card_id AS original_card_id, o.batch AS original_batch,
-       {_prefixed("b", ", ".join(BILLER_FIELDS), "biller_")}
+       {_prefixed("b", ", ".join(BILLER_FIELDS), "biller_")},
+       CASE WHEN $12 THEN (SELECT jsonb_object_agg(name, value) FROM risk_limits
+                            WHERE scope = 'merchant' AND owner = t.mid) END AS merchant_limits,
+       CASE WHEN $12 THEN (SELECT jsonb_object_agg(name, value) FROM risk_limits
+                            WHERE scope = 'terminal' AND owner = t.tid) END AS terminal_limits,
+       CASE WHEN $12 THEN (SELECT count FROM risk_counters
+                            WHERE scope = 'terminal' AND owner = t.tid AND day = $11) END AS count_today,
+       CASE WHEN $12 THEN (SELECT coalesce(sum(count), 0) FROM risk_counters
+                            WHERE scope = 'terminal' AND owner = t.tid
+                              AND day >= $11 - 30 AND day < $11) END AS count_30_days,
+       lp.latitude AS last_latitude, lp.longitude AS last_longitude,
+       extract(epoch FROM now() - lp.created_at)::float8 AS last_seen_s_ago
   FROM terminals t
   JOIN merchants m ON m.mid = t.mid
   JOIN agents a ON a.code = m.agent_code
@@ -79,15 +97,19 @@ SELECT {TERMINAL_COLUMNS},
          ON o.tid = t.tid AND o.rrn = $6 AND o.batch = $7 AND o.stan = $8 AND o.local_date = $9
         AND o.mti_class = '0200' AND o.kind = 'purchase'
   LEFT JOIN billers b ON b.code = $10
+  LEFT JOIN LATERAL (SELECT g.latitude, g.longitude, g.created_at FROM gw_transactions g
+                      WHERE $12 AND g.card_id = c.id AND g.status = 'approved' AND g.latitude IS NOT NULL
+                      ORDER BY g.created_at DESC LIMIT 1) lp ON true
  WHERE t.tid = $1
 """
 
 
 async def load_context(pool: asyncpg.Pool, key: TxnKey, pan_hash: bytes | None,
-                       void_ref: VoidReference | None, biller_code: str | None) -> RequestContext | None:
+                       void_ref: VoidReference | None, biller_code: str | None, day: date,
+                       with_risk: bool) -> RequestContext | None:
     ref = void_ref or VoidReference("", -1, "", "")
     row = await pool.fetchrow(_CONTEXT_QUERY, key.tid, key.batch, key.stan, key.mti_class, pan_hash,
-                              ref.rrn, ref.batch, ref.stan, ref.local_date, biller_code)
+                              ref.rrn, ref.batch, ref.stan, ref.local_date, biller_code, day, with_risk)
     if row is None:
         return None
     stored = None
@@ -103,7 +125,16 @@ async def load_context(pool: asyncpg.Pool, key: TxnKey, pan_hash: bytes | None,
     biller = None
     if row["biller_code"] is not None:
         biller = Biller(**{name: row["biller_" + name] for name in BILLER_FIELDS})
-    return RequestContext(terminal_from_row(row), stored, card, original, biller, row["batch_settled"])
+    history = None
+    if with_risk:
+        last = None if row["last_latitude"] is None else (row["last_latitude"], row["last_longitude"])
+        history = RiskHistory(last, row["last_seen_s_ago"], row["count_today"] or 0, row["count_30_days"] or 0)
+
+    def limits(column: str) -> dict[str, int] | None:
+        return json.loads(row[column]) if row[column] is not None else None
+
+    return RequestContext(terminal_from_row(row), stored, card, original, biller, row["batch_settled"],
+                          limits("merchant_limits"), limits("terminal_limits"), history)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,9 +143,15 @@ class FinishResult:
     stored: bool
     response: dict[str, Any]
     reversed: dict[str, Any] | None = None  # what a reversal undid, for the biller's connector
+    risk_rule: str | None = None  # a counted limit that declined it
 
 
 async def finish(pool: asyncpg.Pool, params: dict[str, Any]) -> FinishResult:
     """Record the outcome (``gw_finish``): one round trip, one database transaction."""
-    result = json.loads(await pool.fetchval("SELECT gw_finish($1::jsonb)", json.dumps(params)))
-    return FinishResult(result["status"], result["stored"], result.get("response") or {}, result.get("reversed"))
+    started = time.perf_counter()
+    try:
+        result = json.loads(await pool.fetchval("SELECT gw_finish($1::jsonb)", json.dumps(params)))
+    finally:  # timed whether it succeeds or fails (pool wait included)
+        metrics.LEDGER_LATENCY.labels(op=metrics.op_label(params.get("op"))).observe(time.perf_counter() - started)
+    return FinishResult(result["status"], result["stored"], result.get("response") or {}, result.get("reversed"),
+                        result.get("risk_rule"))

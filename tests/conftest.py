@@ -105,6 +105,7 @@ def make_settings(db_url: str, data_dir: Path, **overrides: Any) -> Settings:
         "db_pool_min": 1,
         "db_pool_max": 8,
         "shutdown_grace_s": 2.0,
+        "risk_enabled": False,  # tests of other features run without the risk rules (CLI.md)
     }
     values.update(overrides)
     return Settings(**values)

@@ -11,9 +11,13 @@
 --           meter and token (prepaid)}),
 --     response: {rrn, local_time, local_date[, response_code]},
 --     terminal_totals (settlement: the 30 digits of the terminal's field 48),
+--     risk (purchase, bill_payment: {day, tid, card_id, limits}: checked by
+--           gw_risk_check under the counters' locks, counted on approval),
+--     risk_event (decline: {rule, card_hash, values} of a rule that declined it),
+--     position ({lat, lon}: where the card was used, for the travel rule),
 --     approval: fields added to the response only when it is 00}
 -- Returns {status: new|repeat|conflict, stored: bool, response: {...}[,
--- reversed: {kind, biller_code, receipt}]}.
+-- reversed: {kind, biller_code, receipt}][, risk_rule]}.
 --
 -- An advisory lock on (terminal, batch, STAN) serialises a request with its
 -- repeats and with its reversal, so a repeat waits for its original and a
@@ -47,6 +51,9 @@ DECLARE
     v_batch_lock bigint := hashtextextended('batch:' || v_tid || ':' || v_batch, 0);
     v_totals text;
     v_count integer;
+    v_risk jsonb;
+    v_risk_day date;
+    v_purchase record;
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtextextended(v_tid || ':' || v_batch || ':' || v_stan, 0));
     SELECT content_hash, response INTO v_existing FROM gw_transactions
@@ -79,6 +86,9 @@ BEGIN
 
     IF v_op = 'decline' THEN
         v_rc := coalesce(v_rc, v_response->>'response_code');
+        IF p ? 'risk_event' THEN
+            v_risk := p->'risk_event';
+        END IF;
 
     ELSIF v_op = 'balance' THEN
         SELECT credits_posted - debits_posted INTO v_balance FROM ledger_accounts
@@ -94,20 +104,25 @@ BEGIN
                       AND processing_code = p->>'processing_code') THEN
             v_rc := '25';  -- its reversal came first
         ELSE
-            v_result := ledger_post(v_key, p->'transfers');
-            IF v_result = 'ok' THEN
-                v_rc := '00';
-                v_status := 'approved';
-                v_posting := v_key;
-            ELSIF v_result = 'exceeds_credits' THEN
-                v_rc := '51';
+            v_risk := CASE WHEN p ? 'risk' THEN gw_risk_check(p->'risk', v_amount) END;
+            IF v_risk IS NOT NULL THEN
+                v_rc := v_risk->>'response_code';
             ELSE
-                RAISE EXCEPTION 'purchase posting failed: %', v_result;
+                v_result := ledger_post(v_key, p->'transfers');
+                IF v_result = 'ok' THEN
+                    v_rc := '00';
+                    v_status := 'approved';
+                    v_posting := v_key;
+                ELSIF v_result = 'exceeds_credits' THEN
+                    v_rc := '51';
+                ELSE
+                    RAISE EXCEPTION 'purchase posting failed: %', v_result;
+                END IF;
             END IF;
         END IF;
 
     ELSIF v_op = 'void' THEN
-        SELECT id, status, posting_key INTO v_original FROM gw_transactions
+        SELECT id, tid, status, posting_key, card_id, amount_fen, risk_day INTO v_original FROM gw_transactions
          WHERE id = (p->>'original_id')::bigint FOR UPDATE;
         v_original_id := v_original.id;
         IF v_original.status <> 'approved' THEN
@@ -119,6 +134,10 @@ BEGIN
                 v_status := 'approved';
                 v_posting := v_key;
                 UPDATE gw_transactions SET status = 'voided' WHERE id = v_original.id;
+                IF v_original.risk_day IS NOT NULL THEN
+                    PERFORM gw_risk_count(v_original.tid, v_original.card_id, v_original.risk_day,
+                                          v_original.amount_fen, -1);
+                END IF;
             ELSE
                 RAISE EXCEPTION 'void posting failed: %', v_result;
             END IF;
@@ -127,7 +146,8 @@ BEGIN
     ELSIF v_op = 'reversal' THEN
         v_rc := '00';
         v_status := 'approved';
-        SELECT id, kind, status, amount_fen, posting_key, original_id, biller_code, receipt
+        SELECT id, tid, kind, status, amount_fen, posting_key, original_id, biller_code, receipt, card_id,
+               risk_day
           INTO v_original FROM gw_transactions
          WHERE tid = v_tid AND batch = v_batch AND stan = v_stan AND mti_class = '0200'
            AND processing_code = p->>'processing_code'
@@ -147,6 +167,10 @@ BEGIN
                     IF v_result = 'ok' THEN
                         v_posting := v_key;
                         UPDATE gw_transactions SET status = 'reversed' WHERE id = v_original.id;
+                        IF v_original.risk_day IS NOT NULL THEN  -- give back the counters it used
+                            PERFORM gw_risk_count(v_original.tid, v_original.card_id, v_original.risk_day,
+                                                  v_original.amount_fen, -1);
+                        END IF;
                         IF v_original.kind = 'bill_payment' THEN  -- the bill is open again, its token void
                             UPDATE bills SET status = 'open', paid_txn_id = NULL WHERE paid_txn_id = v_original.id;
                             UPDATE tokens SET status = 'void' WHERE txn_id = v_original.id;
@@ -158,7 +182,12 @@ BEGIN
                             -- The purchase stands again, its money now moved by this posting,
                             -- which is what a later void of it reverses.
                             UPDATE gw_transactions SET status = 'approved', posting_key = v_key
-                             WHERE id = v_original.original_id;
+                             WHERE id = v_original.original_id
+                            RETURNING risk_day, card_id, amount_fen INTO v_purchase;
+                            IF v_purchase.risk_day IS NOT NULL THEN  -- it counts again
+                                PERFORM gw_risk_count(v_tid, v_purchase.card_id, v_purchase.risk_day,
+                                                      v_purchase.amount_fen, 1);
+                            END IF;
                         END IF;
                     ELSIF v_result = 'exceeds_credits' THEN
                         -- A void's reversal the card can no longer cover: answered 00, the
@@ -180,6 +209,10 @@ BEGIN
             IF NOT FOUND THEN
                 v_rc := '25';
             END IF;
+        END IF;
+        IF v_rc IS NULL AND p ? 'risk' THEN
+            v_risk := gw_risk_check(p->'risk', v_amount);
+            v_rc := v_risk->>'response_code';
         END IF;
         IF v_rc IS NULL THEN
             v_result := ledger_post(v_key, p->'transfers');
@@ -221,6 +254,15 @@ BEGIN
         RAISE EXCEPTION 'unknown op %', v_op;
     END IF;
 
+    IF v_rc = '00' AND p ? 'risk' AND v_op IN ('purchase', 'bill_payment') THEN
+        v_risk_day := (p->'risk'->>'day')::date;
+        PERFORM gw_risk_count(v_tid, v_card_id, v_risk_day, v_amount, 1);
+    END IF;
+    IF v_risk IS NOT NULL THEN
+        INSERT INTO risk_events (tid, card_hash, rule, response_code, risk_values)
+        VALUES (v_tid, coalesce(v_risk->>'card_hash', p->'risk'->>'card_hash'), v_risk->>'rule', v_rc,
+                coalesce(v_risk->'values', '{}'));
+    END IF;
     IF v_rc = '00' THEN
         v_response := v_response || v_approval;
         IF v_op = 'purchase' OR v_op = 'bill_payment' THEN
@@ -231,11 +273,12 @@ BEGIN
     INSERT INTO gw_transactions (tid, batch, stan, mti_class, kind, processing_code, content_hash, response,
                                  response_code, status, amount_fen, card_id, rrn, local_date, posting_key,
                                  original_id, exception, biller_code, bill_account, receipt, commission_fen,
-                                 agent_code, paid_in_cash)
+                                 agent_code, paid_in_cash, latitude, longitude, risk_day)
     VALUES (v_tid, v_batch, v_stan, v_class, p->>'kind', p->>'processing_code', p->>'content', v_response,
             v_rc, v_status, v_amount, v_card_id, v_response->>'rrn', v_response->>'local_date', v_posting,
             v_original_id, v_exception, v_bill->>'biller_code', v_bill->>'account', v_bill->>'receipt',
-            (v_bill->>'commission_fen')::bigint, v_bill->>'agent_code', v_bill ? 'float_account_id')
+            (v_bill->>'commission_fen')::bigint, v_bill->>'agent_code', v_bill ? 'float_account_id',
+            (p->'position'->>'lat')::double precision, (p->'position'->>'lon')::double precision, v_risk_day)
     RETURNING id INTO v_txn_id;
 
     IF v_op = 'bill_payment' AND v_rc = '00' THEN
@@ -246,5 +289,6 @@ BEGIN
                     v_txn_id);
         END IF;
     END IF;
-    RETURN jsonb_build_object('status', 'new', 'stored', true, 'response', v_response, 'reversed', v_reversed);
+    RETURN jsonb_build_object('status', 'new', 'stored', true, 'response', v_response, 'reversed', v_reversed,
+                              'risk_rule', v_risk->>'rule');
 END $$;
