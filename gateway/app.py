@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 
-from gateway import metrics, reports
+from gateway import metrics, reports, store
 from gateway.billers import Connectors
 from gateway.context import Services
 from gateway.db import create_pool
@@ -124,6 +124,7 @@ class Gateway:
             self._http.close()
         await self.server.stop(self.settings.shutdown_grace_s)
         await self.services.pool.close()
+        store.forget_pool(self.services.pool)
         self._stopped.set()
 
     async def serve_until_signalled(self) -> None:

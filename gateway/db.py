@@ -74,4 +74,8 @@ async def create_pool(settings: Settings, url: str | None = None) -> asyncpg.Poo
         max_size=max(settings.db_pool_min, settings.db_pool_max),
         command_timeout=settings.db_command_timeout_s,
         reset=_keep_session,
+        # Every statement of the gateway looks rows up by key: one generic plan
+        # serves all, where PostgreSQL's default re-plans some on every call
+        # (measured: the request context query, 675 us re-planned, 264 us generic).
+        server_settings={"plan_cache_mode": "force_generic_plan"},
     )

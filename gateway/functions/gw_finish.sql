@@ -292,3 +292,19 @@ BEGIN
     RETURN jsonb_build_object('status', 'new', 'stored', true, 'response', v_response, 'reversed', v_reversed,
                               'risk_rule', v_risk->>'rule');
 END $$;
+
+-- Group commit: record a batch of requests, in order, in one transaction and
+-- one round trip. The gateway batches the requests that arrive while a batch
+-- is in flight; a hot account (a busy merchant) is then locked once per
+-- batch, not once per request, and the batch shares one commit.
+CREATE OR REPLACE FUNCTION gw_finish_many(p jsonb[]) RETURNS jsonb[]
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_results jsonb[] := '{}';
+    v_item jsonb;
+BEGIN
+    FOREACH v_item IN ARRAY p LOOP
+        v_results := v_results || gw_finish(v_item);
+    END LOOP;
+    RETURN v_results;
+END $$;

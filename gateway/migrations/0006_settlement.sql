@@ -12,4 +12,3 @@ CREATE TABLE gw_batches (
     PRIMARY KEY (tid, batch)
 );
 CREATE INDEX gw_batches_unbalanced ON gw_batches (settled_at) WHERE NOT balanced;
-CREATE INDEX gw_transactions_batch ON gw_transactions (tid, batch) WHERE mti_class = '0200';
