@@ -56,10 +56,11 @@ class Gateway:
         self._http: asyncio.base_events.Server | None = None
         self._stopped = asyncio.Event()
 
-    async def start(self, host: str, port: int, metrics_port: int | None) -> None:
-        await self.server.start(host, port)
+    async def start(self, host: str, port: int, metrics_port: int | None, *, reuse_port: bool = False) -> None:
+        await self.server.start(host, port, reuse_port=reuse_port)
         if metrics_port is not None:
-            self._http = await asyncio.start_server(self._serve_http, host, metrics_port)
+            self._http = await asyncio.start_server(self._serve_http, host, metrics_port,
+                                                    reuse_port=reuse_port or None)
         log.info("listening", host=host, port=self.server.port, metrics_port=self.metrics_port)
 
     @property
@@ -102,7 +103,7 @@ class Gateway:
             path = parts[1].split("?", 1)[0] if len(parts) >= 2 else ""
             if path == "/metrics":
                 await self.refresh_db_gauges()
-                status, ctype, body = "200 OK", CONTENT_TYPE_LATEST, generate_latest()
+                status, ctype, body = "200 OK", CONTENT_TYPE_LATEST, generate_latest(metrics.registry())
             elif path == "/healthz":
                 ok = await self.healthy()
                 status = "200 OK" if ok else "503 Service Unavailable"
@@ -138,8 +139,34 @@ class Gateway:
         log.info("stopped")
 
 
-async def run(settings: Settings, host: str, port: int, metrics_port: int) -> None:
+async def run(settings: Settings, host: str, port: int, metrics_port: int, *, reuse_port: bool = False) -> None:
     services = await build_services(settings)
     gateway = Gateway(settings, services)
-    await gateway.start(host, port, metrics_port)
+    await gateway.start(host, port, metrics_port, reuse_port=reuse_port)
     await gateway.serve_until_signalled()
+
+
+def run_workers(argv: list[str], workers: int) -> int:
+    """``posgw serve --workers N``: N gateway processes sharing the terminal
+    and metrics ports (SO_REUSEPORT), their metrics kept in one directory so
+    that a scrape of any worker covers all. SIGTERM/SIGINT are passed on; the
+    exit code is 0 when every worker drained and exited 0."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="posgw-metrics-") as metrics_dir:
+        env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=metrics_dir)
+        children = [subprocess.Popen([sys.executable, "-m", "gateway.cli", *argv, "--reuse-port"], env=env)
+                    for _ in range(workers)]
+
+        def pass_on(signum: int, _frame: object) -> None:
+            for child in children:
+                if child.poll() is None:
+                    child.send_signal(signum)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, pass_on)
+        codes = [child.wait() for child in children]
+    return 0 if all(code == 0 for code in codes) else 1

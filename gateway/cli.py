@@ -409,6 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--metrics-port", type=int)
+    serve.add_argument("--workers", type=int, default=1, help="gateway processes sharing the ports")
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # a worker of --workers
 
     db = groups.add_parser("db", help="database").add_subparsers(dest="action", required=True)
     command(db, "migrate", db_migrate, help="apply pending migrations")
@@ -560,8 +562,26 @@ async def _run_command(args: argparse.Namespace, settings: Settings) -> dict[str
         await conn.close()
 
 
-def _serve(args: argparse.Namespace, settings: Settings) -> None:
-    from gateway.app import run
+def _without_workers(argv: list[str]) -> list[str]:
+    """The command line of one worker: the same, less ``--workers N``."""
+    kept, skip_next = [], False
+    for arg in argv:
+        if skip_next:
+            skip_next = False
+        elif arg == "--workers":
+            skip_next = True
+        elif not arg.startswith("--workers="):
+            kept.append(arg)
+    return kept
+
+
+def _serve(args: argparse.Namespace, settings: Settings, argv: list[str]) -> int:
+    from gateway.app import run, run_workers
+
+    if args.workers < 1:
+        raise InvalidInput("--workers must be at least 1")
+    if args.workers > 1:
+        return run_workers(_without_workers(argv), args.workers)
 
     try:
         import uvloop
@@ -571,7 +591,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
     port = settings.port if args.port is None else args.port
     metrics_port = settings.metrics_port if args.metrics_port is None else args.metrics_port
     runner = uvloop.run if uvloop is not None else asyncio.run
-    runner(run(settings, host, port, metrics_port))
+    runner(run(settings, host, port, metrics_port, reuse_port=args.reuse_port))
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None, settings: Settings | None = None) -> int:
@@ -586,8 +607,7 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
         configure_logs(settings.log_level, settings.log_format)
     try:
         if args.group == "serve":
-            _serve(args, settings)
-            return EXIT_OK
+            return _serve(args, settings, list(sys.argv[1:] if argv is None else argv))
         if getattr(args, "stop_db", False):
             stopped = stop_embedded(settings)
             _print_result({"stopped": stopped}, args.json)

@@ -10,7 +10,9 @@ scraped (``gateway.app``); a failed read keeps the last value.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 
 _LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -67,3 +69,13 @@ BATCHES_UNBALANCED = Gauge(
 
 def op_label(op: object) -> str:
     return op if isinstance(op, str) and op in OPS else "other"
+
+
+def registry() -> CollectorRegistry:
+    """What /metrics exposes: this process's metrics, or, with ``--workers N``
+    (PROMETHEUS_MULTIPROC_DIR set), every worker's together."""
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        return REGISTRY
+    collected = CollectorRegistry()
+    multiprocess.MultiProcessCollector(collected)
+    return collected
