@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from collections.abc import Awaitable, Callable
 
@@ -16,6 +17,8 @@ from gateway.db import create_pool
 from gateway.keys import SoftHsm, load_lmk
 from gateway.migrate import check_migrated
 from gateway.processor import Processor
+from gateway.router import Route, route
+from protocol.messages import Message
 from gateway.rrn import RrnAllocator
 from gateway.server import GatewayServer
 from gateway.risk import load_defaults as load_risk_defaults
@@ -48,10 +51,10 @@ async def build_services(settings: Settings, database_url: str | None = None) ->
 class Gateway:
     """One gateway process: start it, await ``serve_until_stopped``, or stop it."""
 
-    def __init__(self, settings: Settings, services: Services) -> None:
+    def __init__(self, settings: Settings, services: Services, router: Callable[[Message], Route] = route) -> None:
         self.settings = settings
         self.services = services
-        self.processor = Processor(services)
+        self.processor = Processor(services, router)
         self.server = GatewayServer(settings, self.processor.handle)
         self._http: asyncio.base_events.Server | None = None
         self._stopped = asyncio.Event()
@@ -139,10 +142,20 @@ class Gateway:
         log.info("stopped")
 
 
-async def run(settings: Settings, host: str, port: int, metrics_port: int, *, reuse_port: bool = False) -> None:
+async def run(settings: Settings, host: str, port: int, metrics_port: int, *, reuse_port: bool = False,
+              wire_only: bool = False) -> None:
     services = await build_services(settings)
-    gateway = Gateway(settings, services)
+    router = route
+    if wire_only:
+        from gateway.wire_only import load_terminals, wire_only_router
+
+        router = wire_only_router(await load_terminals(services.pool))
+        log.warning("wire_only", detail="benchmark baseline: sign-on and echo from memory, all else 12")
+    gateway = Gateway(settings, services, router)
     await gateway.start(host, port, metrics_port, reuse_port=reuse_port)
+    # What start-up built lives as long as the process: keep it out of the
+    # collector's full passes, whose pauses grow with the objects it tracks.
+    gc.freeze()
     await gateway.serve_until_signalled()
 
 

@@ -15,6 +15,9 @@ from protocol import tlv
 
 log = structlog.get_logger("posgw.bills")
 
+BILL_DATA_BYTES_MAX = 600  # field 59 (WIRE.md 2)
+_FB_BYTES = len(tlv.encode({tlv.FLOAT_BALANCE: "0" * 12}))  # added to a cash payment's answer by gw_finish
+
 _CONNECTOR_OUTCOMES = {
     BillNotFound: Outcome.BILL_NOT_FOUND,
     AmountNotAccepted: Outcome.AMOUNT_INVALID,
@@ -53,6 +56,13 @@ async def check_payer_card(txn: Transaction, svc: Services) -> None:
         await verify_pin(txn, svc)
 
 
+def _check_answer_fits(tags: dict[str, str], reserve: int = 0) -> None:
+    """The answer echoes BL and AC: a request whose answer cannot fit field 59
+    is a format error (30), found before anything is recorded or moves."""
+    if len(tlv.encode_canonical(tags).encode(tlv.ENCODING)) + reserve > BILL_DATA_BYTES_MAX:
+        raise Decline(Outcome.FORMAT_ERROR, f"the answer's field 59 would exceed {BILL_DATA_BYTES_MAX} bytes")
+
+
 async def _ask_biller(svc: Services, operation):
     try:
         return await svc.connectors.call(operation)
@@ -72,6 +82,7 @@ async def inquire_bill(txn: Transaction, svc: Services) -> None:
         tags[tlv.PERIOD] = info.period
     tags[tlv.REFERENCE] = info.reference
     approval["bill_tlv"] = tags
+    _check_answer_fits(tags)
     await _finish(txn, svc, "bill_inquiry", approval=approval)
 
 
@@ -107,6 +118,7 @@ async def pay_bill(txn: Transaction, svc: Services) -> None:
         bill |= {"token": accepted.token, "meter": accepted.meter or account}
         tags[tlv.TOKEN] = accepted.token
     try:
+        _check_answer_fits(tags, _FB_BYTES if card is None else 0)
         await _finish(txn, svc, "bill_payment", {"rrn": receipt},
                       transfers=[t.as_json() for t in transfers], bill=bill, approval={"bill_tlv": tags},
                       **risk_params(txn, svc))

@@ -411,6 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--metrics-port", type=int)
     serve.add_argument("--workers", type=int, default=1, help="gateway processes sharing the ports")
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # a worker of --workers
+    serve.add_argument("--wire-only", action="store_true",
+                       help="benchmark baseline: answer sign-on and echo from memory, without the database")
 
     db = groups.add_parser("db", help="database").add_subparsers(dest="action", required=True)
     command(db, "migrate", db_migrate, help="apply pending migrations")
@@ -591,7 +593,7 @@ def _serve(args: argparse.Namespace, settings: Settings, argv: list[str]) -> int
     port = settings.port if args.port is None else args.port
     metrics_port = settings.metrics_port if args.metrics_port is None else args.metrics_port
     runner = uvloop.run if uvloop is not None else asyncio.run
-    runner(run(settings, host, port, metrics_port, reuse_port=args.reuse_port))
+    runner(run(settings, host, port, metrics_port, reuse_port=args.reuse_port, wire_only=args.wire_only))
     return EXIT_OK
 
 

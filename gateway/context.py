@@ -49,6 +49,7 @@ class Transaction:
     risk_limits: dict[str, int] | None = None  # effective limits, when the risk rules are on
     risk_rule: str | None = None  # the risk rule that declined it
     position: tuple[float, float] | None = None  # where the terminal is (reported LC or registered)
+    recording_sent: bool = False  # its outcome left for the database: it may be recorded
 
     @property
     def terminal_record(self) -> TerminalRecord:

@@ -241,6 +241,9 @@ async def _finish(txn: Transaction, svc: Services, op: str, response: dict[str, 
     response = {"local_time": txn.now.strftime("%H%M%S"), "local_date": txn.now.strftime("%m%d")} | (response or {})
     if "rrn" not in response:
         response["rrn"] = await svc.rrns.next()
+    def sent() -> None:
+        txn.recording_sent = True
+
     result = await store.finish(svc.pool, {
         "op": op,
         "kind": txn.kind,
@@ -255,7 +258,7 @@ async def _finish(txn: Transaction, svc: Services, op: str, response: dict[str, 
         "pin": txn.pin_result,
         "response": response,
         **params,
-    })
+    }, on_sent=sent)
     if result.status == "conflict":
         raise Decline(Outcome.DUPLICATE_DIFFERENT_CONTENT, "same key, different content")
     txn.answer = result.response

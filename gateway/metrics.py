@@ -79,3 +79,10 @@ def registry() -> CollectorRegistry:
     collected = CollectorRegistry()
     multiprocess.MultiProcessCollector(collected)
     return collected
+
+TERMINALS_FROZEN_FOR_MAC = Counter(
+    "posgw_terminals_frozen_for_mac_failures_total", "Terminals frozen after MAC failures in a row")
+UNANSWERED = Counter(
+    "posgw_requests_unanswered_total",
+    "Requests not answered: failed or timed out after their outcome left for the database "
+    "(the terminal reverses them)")

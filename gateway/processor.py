@@ -3,7 +3,9 @@ build the response, MAC it, frame it; then log and count it, once."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from datetime import datetime
 
 import structlog
@@ -55,28 +57,19 @@ def check_mandatory(request: Message) -> None:
 
 
 class Processor:
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, router: Callable[[Message], Route] = route) -> None:
         self.svc = services
+        self.route = router
         self.settings = services.settings
 
-    async def handle(self, frame: Frame) -> bytes:
-        started = time.perf_counter()
-        now = datetime.now(self.settings.tz)
-        try:
-            request = decode_message(frame.message)
-        except FormatError as exc:
-            partial = Message(frame.message[:2].hex())
-            for name in ECHOED_ALWAYS:
-                setattr(partial, name, exc.readable(name))
-            txn = Transaction(frame, partial, now, kind="undecodable")
-            return await self._finish(txn, response_mti(partial.mti), Outcome.FORMAT_ERROR, str(exc), started)
-
-        txn = Transaction(frame, request, now)
+    async def _run(self, txn: Transaction) -> tuple[Outcome, str]:
+        """The request's pipeline: its outcome, and why."""
+        request = txn.request
         outcome, reason = Outcome.APPROVED, ""
         try:
             try:
                 check_mandatory(request)
-                selected = route(request)
+                selected = self.route(request)
                 txn.kind = selected.kind
                 for step in selected.steps:
                     await step(txn, self.svc)
@@ -92,6 +85,37 @@ class Processor:
             outcome, reason = Outcome.SYSTEM_ERROR, f"{type(exc).__name__}: {exc}"
             txn.answer = None
             log.error("txn_error", tid=request.terminal_id, stan=request.stan, error=reason)
+        return outcome, reason
+
+    async def handle(self, frame: Frame) -> bytes | None:
+        """The response's bytes, or None when it must not be answered (a
+        request that timed out after its outcome left for the database)."""
+        started = time.perf_counter()
+        now = datetime.now(self.settings.tz)
+        try:
+            request = decode_message(frame.message)
+        except FormatError as exc:
+            partial = Message(frame.message[:2].hex())
+            for name in ECHOED_ALWAYS:
+                setattr(partial, name, exc.readable(name))
+            txn = Transaction(frame, partial, now, kind="undecodable")
+            return await self._finish(txn, response_mti(partial.mti), Outcome.FORMAT_ERROR, str(exc), started)
+
+        txn = Transaction(frame, request, now)
+        try:
+            async with asyncio.timeout(self.settings.request_timeout_s):
+                outcome, reason = await self._run(txn)
+        except TimeoutError:
+            outcome, reason = Outcome.SYSTEM_ERROR, "request timeout"
+            txn.answer = None
+        if outcome is Outcome.SYSTEM_ERROR and txn.recording_sent and txn.answer is None:
+            # It failed after its outcome left for the database (a timeout, the
+            # database gone mid-commit): its money may have moved. No answer, so
+            # that the terminal reverses it (WIRE.md 3), rather than a 96 it
+            # would take for a decline.
+            log.warning("txn_unanswered", tid=request.terminal_id, stan=request.stan, kind=txn.kind, reason=reason)
+            metrics.UNANSWERED.inc()
+            return None
         return await self._finish(txn, response_mti(request.mti), outcome, reason, started)
 
     async def _finish(self, txn: Transaction, mti: str, outcome: Outcome, reason: str, started: float) -> bytes:

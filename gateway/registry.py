@@ -41,6 +41,7 @@ class TerminalRecord:
     latitude: float | None
     longitude: float | None
     radius_km: float | None
+    mac_failures: int
 
     @property
     def position(self) -> tuple[float, float] | None:
@@ -59,11 +60,12 @@ TERMINAL_COLUMNS = """
        a.code AS agent_code, t.permit, t.mac_algorithm, t.tmk_lmk, t.pik_lmk, t.mak_lmk,
        t.tdk_lmk, t.keys_expire_at, t.batch, m.account_id AS merchant_account_id, m.mdr_bp,
        a.float_account_id AS agent_float_account_id,
-       a.commission_account_id AS agent_commission_account_id, t.latitude, t.longitude, t.radius_km"""
+       a.commission_account_id AS agent_commission_account_id, t.latitude, t.longitude, t.radius_km,
+       t.mac_failures"""
 _TERMINAL_FIELDS = ("tid", "mid", "status", "merchant_status", "agent_status", "agent_code", "permit",
                     "mac_algorithm", "tmk_lmk", "pik_lmk", "mak_lmk", "tdk_lmk", "keys_expire_at", "batch",
                     "merchant_account_id", "mdr_bp", "agent_float_account_id", "agent_commission_account_id",
-                    "latitude", "longitude", "radius_km")
+                    "latitude", "longitude", "radius_km", "mac_failures")
 
 _TERMINAL_QUERY = f"""
 SELECT {TERMINAL_COLUMNS}
@@ -273,4 +275,18 @@ async def list_terminals(conn: asyncpg.Connection) -> list[dict[str, Any]]:
 
 async def set_terminal_status(conn: asyncpg.Connection, tid: str, status: str) -> None:
     await _terminal_row(conn, tid)
-    await conn.execute("UPDATE terminals SET status = $2 WHERE tid = $1", tid, status)
+    await conn.execute("UPDATE terminals SET status = $2, mac_failures = 0 WHERE tid = $1", tid, status)
+
+
+async def count_mac_failure(conn: asyncpg.Connection | asyncpg.Pool, tid: str, freeze_after: int) -> bool:
+    """Count a MAC failure; freeze the terminal at ``freeze_after`` in a row (0: never).
+    Returns whether this failure froze it."""
+    row = await conn.fetchrow(
+        """UPDATE terminals SET mac_failures = mac_failures + 1,
+                  status = CASE WHEN $2 > 0 AND mac_failures + 1 >= $2 THEN 'frozen' ELSE status END
+            WHERE tid = $1 RETURNING mac_failures, status""", tid, freeze_after)
+    return row is not None and freeze_after > 0 and row["mac_failures"] == freeze_after
+
+
+async def reset_mac_failures(conn: asyncpg.Connection | asyncpg.Pool, tid: str) -> None:
+    await conn.execute("UPDATE terminals SET mac_failures = 0 WHERE tid = $1 AND mac_failures <> 0", tid)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     read_timeout_s: float = Field(30.0, gt=0)
     write_buffer_bytes_max: int = Field(65536, ge=1024)
     shutdown_grace_s: float = Field(10.0, ge=0)
+    tls_cert_file: Path | None = None  # both set: TLS on the terminal port
+    tls_key_file: Path | None = None
 
     db_pool_min: int = Field(2, ge=1)
     db_pool_max: int = Field(16, ge=1)
@@ -60,11 +62,20 @@ class Settings(BaseSettings):
 
     risk_enabled: bool = True
 
+    mac_failures_freeze_after: int = Field(5, ge=0)  # MAC failures in a row that freeze a terminal; 0: never
+    request_timeout_s: float = Field(30.0, gt=0)  # a request not done by then: 96, or no answer (see processor)
+
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
         ZoneInfo(value)  # raises for an unknown zone
         return value
+
+    @model_validator(mode="after")
+    def _tls_cert_and_key_together(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both for TLS, or neither")
+        return self
 
     @property
     def tz(self) -> ZoneInfo:

@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import hmac
 
+import structlog
+
+from gateway import metrics
 from gateway.context import Services, Transaction
 from gateway.outcomes import Decline, Outcome
-from gateway.registry import load_terminal
+from gateway.registry import count_mac_failure, load_terminal, reset_mac_failures
+
+log = structlog.get_logger("posgw.security")
 
 
 async def identify_terminal(txn: Transaction, svc: Services) -> None:
@@ -33,12 +38,17 @@ async def verify_mac(txn: Transaction, svc: Services) -> None:
     """Field 64 is present and right under the terminal's MAK (A0)."""
     terminal = txn.terminal_record
     received = txn.request.mac
-    if received is None:
-        raise Decline(Outcome.MAC_INVALID, "MAC missing")
-    expected = svc.hsm.mac(terminal.mak_lmk, terminal.mac_algorithm, txn.request.mac_input)
-    if not hmac.compare_digest(expected, received):
-        raise Decline(Outcome.MAC_INVALID, "MAC does not verify")
+    if received is None or not hmac.compare_digest(
+            svc.hsm.mac(terminal.mak_lmk, terminal.mac_algorithm, txn.request.mac_input), received):
+        freeze_after = svc.settings.mac_failures_freeze_after
+        if await count_mac_failure(svc.pool, terminal.tid, freeze_after):
+            metrics.TERMINALS_FROZEN_FOR_MAC.inc()
+            log.warning("security_alert", alert="terminal_frozen_for_mac_failures", tid=terminal.tid,
+                        failures_in_a_row=freeze_after)
+        raise Decline(Outcome.MAC_INVALID, "MAC missing" if received is None else "MAC does not verify")
     txn.mac_verified = True
+    if terminal.mac_failures:
+        await reset_mac_failures(svc.pool, terminal.tid)
 
 
 async def check_not_frozen(txn: Transaction, svc: Services) -> None:

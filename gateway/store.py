@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -150,52 +151,71 @@ class FinishResult:
 GROUP_COMMIT_MAX = 64  # requests recorded in one round trip at most
 
 
+class _Entry:
+    __slots__ = ("payload", "future", "on_sent")
+
+    def __init__(self, payload: str, future: asyncio.Future[dict[str, Any]],
+                 on_sent: Callable[[], None] | None) -> None:
+        self.payload, self.future, self.on_sent = payload, future, on_sent
+
+
 class _GroupCommit:
     """Records the requests that arrive while a batch is in flight as the next
     batch: one round trip and one commit each (``gw_finish_many``). A lone
     request goes out at once, so batching costs no latency when it is quiet.
     A batch that fails as a whole (a deadlock with another gateway's batch, a
     lost connection) is retried request by request, so one bad request can
-    only fail itself."""
+    only fail itself. A request whose caller gives up while it waits is taken
+    out of the queue: it is never recorded. Once sent, it is recorded or not
+    whatever the caller does; ``on_sent`` tells the caller which case it is."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
-        self.queue: list[tuple[str, asyncio.Future[dict[str, Any]]]] = []
+        self.queue: list[_Entry] = []
         self.running = False
 
-    async def submit(self, payload: str) -> dict[str, Any]:
-        future = asyncio.get_running_loop().create_future()
-        self.queue.append((payload, future))
+    async def submit(self, payload: str, on_sent: Callable[[], None] | None) -> dict[str, Any]:
+        entry = _Entry(payload, asyncio.get_running_loop().create_future(), on_sent)
+        self.queue.append(entry)
         if not self.running:
             self.running = True
             asyncio.get_running_loop().create_task(self._run())
-        return await future
+        try:
+            return await entry.future
+        except asyncio.CancelledError:
+            if entry in self.queue:  # not sent: it never will be
+                self.queue.remove(entry)
+            raise
 
     async def _run(self) -> None:
         try:
             while self.queue:
                 batch = self.queue[:GROUP_COMMIT_MAX]
                 del self.queue[:GROUP_COMMIT_MAX]
+                for entry in batch:
+                    if entry.on_sent is not None:
+                        entry.on_sent()
                 try:
                     results = await self.pool.fetchval("SELECT gw_finish_many($1::jsonb[])",
-                                                       [payload for payload, _ in batch])
+                                                       [entry.payload for entry in batch])
                 except Exception as exc:
                     if len(batch) == 1:
-                        _settle(batch[0][1], exception=exc)
+                        _settle(batch[0].future, exception=exc)
                     else:
                         await self._one_by_one(batch)
                     continue
-                for (_, future), result in zip(batch, results):
-                    _settle(future, result=json.loads(result))
+                for entry, result in zip(batch, results):
+                    _settle(entry.future, result=json.loads(result))
         finally:
             self.running = False
 
-    async def _one_by_one(self, batch: list[tuple[str, asyncio.Future[dict[str, Any]]]]) -> None:
-        for payload, future in batch:
+    async def _one_by_one(self, batch: list[_Entry]) -> None:
+        for entry in batch:
             try:
-                _settle(future, result=json.loads(await self.pool.fetchval("SELECT gw_finish($1::jsonb)", payload)))
+                result = await self.pool.fetchval("SELECT gw_finish($1::jsonb)", entry.payload)
+                _settle(entry.future, result=json.loads(result))
             except Exception as exc:
-                _settle(future, exception=exc)
+                _settle(entry.future, exception=exc)
 
 
 def _settle(future: asyncio.Future[dict[str, Any]], *, result: Any = None, exception: BaseException | None = None
@@ -216,15 +236,18 @@ def forget_pool(pool: asyncpg.Pool) -> None:
     _group_commits.pop(pool, None)
 
 
-async def finish(pool: asyncpg.Pool, params: dict[str, Any]) -> FinishResult:
+async def finish(pool: asyncpg.Pool, params: dict[str, Any],
+                 on_sent: Callable[[], None] | None = None) -> FinishResult:
     """Record the outcome (``gw_finish``): one database transaction, shared
-    with the other requests of its group commit."""
+    with the other requests of its group commit. ``on_sent`` is called when
+    it leaves for the database (from then on it may be recorded even if the
+    caller is cancelled)."""
     started = time.perf_counter()
     group = _group_commits.get(pool)
     if group is None:
         group = _group_commits[pool] = _GroupCommit(pool)
     try:
-        result = await group.submit(json.dumps(params))
+        result = await group.submit(json.dumps(params), on_sent)
     finally:  # timed whether it succeeds or fails (batch wait included)
         metrics.LEDGER_LATENCY.labels(op=metrics.op_label(params.get("op"))).observe(time.perf_counter() - started)
     return FinishResult(result["status"], result["stored"], result.get("response") or {}, result.get("reversed"),

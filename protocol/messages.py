@@ -233,6 +233,8 @@ def decode_message(raw: bytes) -> Message:
     except iso8583.DecodeError as exc:
         partial = _readable(_typed({k: v for k, v in exc.doc_dec.items() if k != exc.field}))
         raise FormatError(exc.msg, field=exc.field, position=exc.pos, raw=raw, partial=partial) from None
+    except KeyError:  # bit 65 of a secondary bitmap: pyiso8583 reads a third one, naming fields no spec has
+        raise FormatError("secondary bitmap set", field="1", position=2, raw=raw) from None
     fields = _typed(decoded)
     if "1" in decoded:
         raise FormatError("secondary bitmap set", field="1", position=2, raw=raw,

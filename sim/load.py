@@ -55,9 +55,10 @@ from sim.terminal import (
 )
 
 EXIT_COMPLETED, EXIT_FAILED = 0, 2
-TXN_TYPES = ("purchase", "balance", "bill-pay", "bill-inquiry")
+TXN_TYPES = ("purchase", "balance", "bill-pay", "bill-inquiry", "echo")
 MONEY_TYPES = frozenset({"purchase", "bill-pay"})  # what a terminal reverses when it gets no answer
 AMOUNT_TYPES = MONEY_TYPES
+UNMACCED_TYPES = frozenset({"echo"})  # 0820 echo (60.3 301): no MAC either way (WIRE.md 4)
 FAULTS = ("drop", "repeat", "badmac", "garbage")
 DEFAULT_MIX = "purchase=70,balance=10,bill-pay=20"
 DEFAULT_AMOUNT = "0.01-0.10"
@@ -395,25 +396,30 @@ class RequestTemplate:
     message: bytes  # MTI to MAC, MAC zero
     stan_at: int
     amount_at: int  # -1: no amount
+    macced: bool = True  # False: no field 64 (echo)
 
     @classmethod
-    def of(cls, request: Any, tpdu: bytes = _TPDU, header: bytes = _HEADER) -> RequestTemplate:
-        message = request.encode_with_mac(lambda _: bytes(MAC_BYTES))
+    def of(cls, request: Any, tpdu: bytes = _TPDU, header: bytes = _HEADER, *,
+           macced: bool = True) -> RequestTemplate:
+        message = request.encode_with_mac(lambda _: bytes(MAC_BYTES)) if macced else request.encode()
         spans = field_spans(message)
         frame = encode_frame(Tpdu(tpdu), Header(header), message)
         amount = spans.get(_AMOUNT_FIELD)
         amount_at = -1 if amount is None else amount[0]
-        return cls(frame[: -len(message)], message, spans[_STAN_FIELD][0], amount_at)
+        return cls(frame[: -len(message)], message, spans[_STAN_FIELD][0], amount_at, macced)
 
     def build(self, stan: int, amount_fen: int, mac_of: Callable[[bytes], bytes],
               *, bad_mac: bool = False) -> tuple[bytes, bytes]:
-        """(frame, message) of one request; ``bad_mac`` flips a bit of the MAC."""
+        """(frame, message) of one request; ``bad_mac`` flips a bit of the MAC (if it has one)."""
         body = bytearray(self.message)
         at = self.stan_at
         body[at : at + 3] = bytes.fromhex(f"{stan:06d}")
         if self.amount_at >= 0:
             at = self.amount_at
             body[at : at + 6] = bytes.fromhex(f"{amount_fen:012d}")
+        if not self.macced:
+            message = bytes(body)
+            return self.head + message, message
         mac = mac_of(bytes(body[:-MAC_BYTES]))
         if bad_mac:
             mac = bytes((mac[0] ^ 0x01,)) + mac[1:]
@@ -709,18 +715,22 @@ class LoadTerminal:
     def template(self, kind: str) -> RequestTemplate:
         """The template of the next request of ``kind``: cards and meters are taken in turn."""
         self._turn += 1
-        pool = self.meters if kind.startswith("bill") else self.cards
-        index = self._turn % len(pool)
+        pool = () if kind == "echo" else self.meters if kind.startswith("bill") else self.cards
+        index = self._turn % len(pool) if pool else 0
         key = (kind, index)
         found = self._templates.get(key)
         if found is None:
-            found = self._templates[key] = RequestTemplate.of(self._request(kind, index))
+            found = self._templates[key] = RequestTemplate.of(self._request(kind, index),
+                                                               macced=kind not in UNMACCED_TYPES)
         return found
 
     def _request(self, kind: str, index: int) -> Any:
         common = {"stan": "000000", "terminal_id": self.spec.tid, "merchant_id": self.spec.mid,
                   "currency": CURRENCY}
         batch = f"{self.options.batch:06d}"
+        if kind == "echo":
+            return build_request("0820", stan="000000", terminal_id=self.spec.tid, merchant_id=self.spec.mid,
+                                 txn_data=f"00{batch}301")
         if kind in ("purchase", "balance"):
             card = self.cards[index]
             card_fields = {"pan": card.pan, "expiry": card.expiry, "entry_mode": ENTRY_MODE_READ,
@@ -860,6 +870,8 @@ class LoadRun:
             await self._garbage()
             return
         kind = self._kind()
+        if fault == "badmac" and kind in UNMACCED_TYPES:
+            fault = None  # an echo carries no MAC to spoil
         stats, options = self.stats, self.options
         stan = terminal.next_stan()
         frame, message = terminal.template(kind).build(
@@ -911,7 +923,7 @@ class LoadRun:
         if view.mac is not None:
             mac_ok = terminal.verify_mac(view)
         else:
-            mac_ok = code in UNMACCED or code == "30"
+            mac_ok = code in UNMACCED or code == "30" or kind in UNMACCED_TYPES
         stats.answer(kind, code, latency)
         if not mac_ok:
             stats.error("mac_failures")

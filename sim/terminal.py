@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -109,7 +110,7 @@ class Terminal:
     def __init__(self, host: str, port: int, tid: str, mid: str, tmk: bytes, *,
                  mac_algorithm: str = "cup-ecb", tpdu: bytes = bytes.fromhex("6000010000"),
                  header: bytes = bytes.fromhex("603100000000"), batch: int = 1,
-                 timeout_s: float = 10.0) -> None:
+                 timeout_s: float = 10.0, ssl_context: ssl.SSLContext | None = None) -> None:
         if mac_algorithm not in MAC_ALGORITHMS:
             raise ValueError(f"MAC algorithm must be one of {', '.join(MAC_ALGORITHMS)}")
         self.host = host
@@ -122,6 +123,7 @@ class Terminal:
         self.header = header
         self.batch = batch
         self.timeout_s = timeout_s
+        self.ssl_context = ssl_context  # TLS to the gateway when set
         self.keys: WorkingKeys | None = None
         self.last_request: Message | None = None  # the last request sent, e.g. to reverse it
         self._stan = 0
@@ -131,10 +133,11 @@ class Terminal:
 
     # -- connection ----------------------------------------------------------
     async def connect(self) -> None:
-        """Open the TCP connection, unless it is open."""
+        """Open the TCP connection (TLS with ``ssl_context``), unless it is open."""
         if self._writer is None:
             async with asyncio.timeout(self.timeout_s):
-                self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+                self._reader, self._writer = await asyncio.open_connection(self.host, self.port,
+                                                                           ssl=self.ssl_context)
 
     async def close(self) -> None:
         """Close the connection, if open."""

@@ -3,6 +3,8 @@ templates, the fast response reader, the report; and its command line's usage er
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 
@@ -14,12 +16,14 @@ from protocol.messages import decode_message
 from sim import cli
 from sim.load import (
     LoadOptions,
+    LoadRun,
     RequestTemplate,
     ResponseFormatError,
     Stats,
     UsageError,
     World,
     build_report,
+    make_terminals,
     check_world,
     field_spans,
     latency_summary,
@@ -83,6 +87,7 @@ def test_latency_summary_is_in_milliseconds_with_max():
 
 def test_mix_parses_weights_and_drops_zeros():
     assert parse_mix("purchase=70,balance=10,bill-pay=20") == {"purchase": 70, "balance": 10, "bill-pay": 20}
+    assert parse_mix("echo=100") == {"echo": 100}
     assert parse_mix(" purchase = 1 , bill-inquiry=0 ") == {"purchase": 1}
 
 
@@ -218,6 +223,62 @@ def test_template_without_amount():
     _, message = template.build(42, 999, lambda data: cup_ecb_mac(MAK, data))
     decoded = decode_message(message)
     assert decoded.stan == "000042" and decoded.amount is None
+
+
+def _no_mac(data: bytes) -> bytes:
+    raise AssertionError("an echo is not MAC'd")
+
+
+def test_echo_template_is_an_unmacced_0820_301():
+    world = World.from_json({**DEMO_JSON, "cards": [], "billers": []})
+    options = LoadOptions(mix={"echo": 1}, batch=7)
+    assert check_world(world, options) == 3  # an echo needs no cards nor meters
+    terminal = make_terminals(world, options, 1)[0]
+    template = terminal.template("echo")
+    assert not template.macced and template.amount_at == -1
+    frame, message = template.build(4242, 0, _no_mac, bad_mac=True)
+    assert frame[13:] == message and int.from_bytes(frame[:2], "big") == len(frame) - 2
+    decoded = decode_message(message)
+    assert decoded.mti == "0820" and decoded.txn_data == "00000007301" and decoded.network_code == "301"
+    assert decoded.stan == "004242" and decoded.terminal_id == "DEMO0001"
+    assert decoded.mac is None and decoded.pan is None
+    assert terminal.template("echo") is template
+
+
+async def test_echo_answered_00_without_a_mac_counts_as_approved():
+    """A gateway answers an echo 0830 00 without a MAC (WIRE.md 4): approved, no MAC failure."""
+
+    async def gateway(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                length = int.from_bytes(await reader.readexactly(2), "big")
+                body = await reader.readexactly(length)
+                request = decode_message(body[11:])
+                answer = build_request("0830", stan=request.stan, terminal_id=request.terminal_id,
+                                       merchant_id=request.merchant_id, txn_data=request.txn_data,
+                                       response_code="00").encode()
+                writer.write((11 + len(answer)).to_bytes(2, "big") + body[:11] + answer)
+        writer.close()
+
+    server = await asyncio.start_server(gateway, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        world = World.from_json({**DEMO_JSON, "cards": [], "billers": []})
+        options = LoadOptions(port=port, mix={"echo": 1}, duration_s=0.2, faults={"badmac": 50.0}, seed=1)
+        terminals = make_terminals(world, options, 2)
+        for terminal in terminals:
+            terminal._mac_of = _no_mac  # signed on, as far as an echo cares
+        runner = LoadRun(terminals, options)
+        await runner.run()
+        for terminal in terminals:
+            terminal.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+    stats = runner.stats
+    assert stats.requests > 0 and stats.approved == stats.answered == stats.requests
+    assert stats.by_code == {"00": stats.requests} and stats.error_total == 0
+    assert stats.faults["badmac"]["injected"] == 0  # nothing to spoil on an echo
 
 
 def _responses():

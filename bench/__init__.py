@@ -1,0 +1,1 @@
+"""``make bench``: the load benchmark (``bench/run.py``) and its ledger baseline."""

@@ -1,0 +1,51 @@
+"""A benchmark baseline (``posgw serve --wire-only``): the gateway's whole wire
+path (TCP, framing, codec, response building, logs, metrics) answering
+sign-on and echo for terminals read into memory once at start, without a
+database round trip per request. Everything else is answered 12. It shows
+what the wire costs on its own, so a benchmark of the real thing means
+something on a noisy machine. Never run it in production."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import asyncpg
+
+from gateway import steps
+from gateway.context import Services, Transaction
+from gateway.network import KEY_COUNT_BY_NETWORK_CODE
+from gateway.outcomes import Decline, Outcome
+from gateway.registry import TERMINAL_COLUMNS, TerminalRecord, terminal_from_row
+from gateway.router import Route, unknown_transaction
+from protocol.messages import Message
+
+
+async def load_terminals(pool: asyncpg.Pool) -> dict[str, TerminalRecord]:
+    rows = await pool.fetch(f"""SELECT {TERMINAL_COLUMNS} FROM terminals t
+                                  JOIN merchants m ON m.mid = t.mid JOIN agents a ON a.code = m.agent_code""")
+    return {row["tid"]: terminal_from_row(row) for row in rows}
+
+
+def wire_only_router(terminals: dict[str, TerminalRecord]) -> Callable[[Message], Route]:
+    async def identify(txn: Transaction, svc: Services) -> None:
+        txn.terminal = terminals.get(txn.request.terminal_id)
+        if txn.terminal is None:
+            raise Decline(Outcome.TERMINAL_UNKNOWN, "terminal not registered")
+
+    async def sign_on(txn: Transaction, svc: Services) -> None:
+        keys = svc.hsm.issue_working_keys(txn.terminal_record.tmk_lmk,
+                                          KEY_COUNT_BY_NETWORK_CODE[txn.request.network_code])
+        txn.reply["key_data"] = b"".join(w + c for w, c in zip(keys.under_tmk, keys.check_values))
+
+    async def echo(txn: Transaction, svc: Services) -> None:
+        """Answered from memory."""
+
+    who = (identify, steps.check_merchant)
+    routes = {("0800", "003"): Route("signon", who + (sign_on,)), ("0800", "004"): Route("signon", who + (sign_on,)),
+              ("0820", "301"): Route("echo", who + (echo,))}
+    unknown = Route("unknown", who + (unknown_transaction,))
+
+    def route(request: Message) -> Route:
+        return routes.get((request.mti, request.network_code), unknown)
+
+    return route
