@@ -14,7 +14,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,fuzz]'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
@@ -31,6 +31,40 @@ run: demo
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# make fuzz: each atheris target of tests/fuzz/fuzz_targets.py for FUZZ_SECONDS.
+# A crash fails it and is saved under tests/fuzz/crashes/<target>/, which make
+# test replays; inputs that add coverage are merged into tests/fuzz/corpus/<target>/.
+FUZZ_SECONDS ?= 60
+
+.PHONY: fuzz
+
+fuzz: install
+	@$(BIN)/python -c 'import atheris' 2>/dev/null || { echo 'make fuzz needs atheris (the fuzz extra: Linux x86_64, Python 3.11 to 3.13)'; exit 2; }
+	$(BIN)/python -m tests.fuzz.fuzz_targets all -max_total_time=$(FUZZ_SECONDS)
+
+# make bench: the load benchmark and its baselines (bench/run.py), 3.5 to 6 minutes;
+# writes bench/results.json and bench/latency.png. BENCH_ARGS=--quick for a short try.
+BENCH_STAMP := $(VENV)/.bench-installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	rm -f $(VENV)/.bench-installed-*
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# make cluster: docker-compose.yml's topology on this machine, in the foreground
+# (deploy/cluster.py): PostgreSQL (POSGW_DATABASE_URL, or the embedded one under
+# ./var), two gateways (:8584, :8585), HAProxy on :8583 and Prometheus on :9090
+# when installed (apt-get install -y haproxy prometheus). Ctrl-C stops it all.
+.PHONY: cluster
+
+cluster: demo
+	exec $(BIN)/python deploy/cluster.py $(CLUSTER_ARGS)
 
 db-stop:
 	-$(BIN)/posgw db stop

@@ -1,10 +1,14 @@
 """Field 59 bill data: ``tag (2 chars) + length (3 digits) + value`` (WIRE.md 5).
 
 The length counts the value's bytes in GBK. Tags may come in any order, each
-at most once; unknown tags are kept so callers may ignore them.
+at most once; unknown tags are kept so callers may ignore them. Field 59 is
+``ans`` text: a value with a control character (NUL included, which
+PostgreSQL cannot store) is malformed.
 """
 
 from __future__ import annotations
+
+import re
 
 ENCODING = "gbk"
 TAG_CHARS = 2
@@ -20,6 +24,7 @@ RECEIPT = "RN"
 TOKEN = "TK"
 FLOAT_BALANCE = "FB"
 LOCATION = "LC"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 CANONICAL_ORDER = (BILLER, ACCOUNT, NAME, AMOUNT_DUE, PERIOD, REFERENCE, RECEIPT, TOKEN, FLOAT_BALANCE, LOCATION)
 
 
@@ -49,9 +54,12 @@ def decode(text: str) -> dict[str, str]:
         if tag in values:
             raise TlvError(f"tag {tag} appears twice")
         try:
-            values[tag] = data[header_end:value_end].decode(ENCODING)
+            value = data[header_end:value_end].decode(ENCODING)
         except UnicodeDecodeError:
             raise TlvError(f"tag {tag}: value is not GBK") from None
+        if _CONTROL.search(value):
+            raise TlvError(f"tag {tag}: value has a control character")
+        values[tag] = value
         position = value_end
     return values
 

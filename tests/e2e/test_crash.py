@@ -7,6 +7,8 @@ terminals saw approved: no fen lost or moved twice."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
 import os
 import random
@@ -47,6 +49,22 @@ class Book:
     unanswered: int = 0
     reversals: int = 0
     codes: dict[str, int] = field(default_factory=dict)
+
+
+def cli_runner(settings):
+    """``posgw ARGS`` in a thread against ``settings``: the parsed JSON with --json; exit 0 asserted."""
+
+    async def cli_run(*argv: str):
+        def call():
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                code = cli_main(list(argv), settings)
+            assert code == 0, argv
+            return json.loads(out.getvalue()) if "--json" in argv else None
+
+        return await asyncio.to_thread(call)
+
+    return cli_run
 
 
 async def register_world(cli_run) -> list[tuple[str, str]]:
@@ -124,20 +142,7 @@ async def assert_no_fen_lost_or_doubled(url: str, lanes: list[tuple[str, str]], 
 
 @pytest.mark.slow
 async def test_the_gateway_killed_at_random_moments_loses_and_doubles_nothing(db_url, tmp_path):
-    settings = make_settings(db_url, tmp_path)
-
-    async def cli_run(*argv: str):
-        def call():
-            import contextlib
-            import io
-
-            out = io.StringIO()
-            with contextlib.redirect_stdout(out):
-                code = cli_main(list(argv), settings)
-            assert code == 0, argv
-            return json.loads(out.getvalue()) if "--json" in argv else None
-
-        return await asyncio.to_thread(call)
+    cli_run = cli_runner(make_settings(db_url, tmp_path))
 
     lanes = await register_world(cli_run)
     port, metrics_port = free_port(), free_port()
@@ -192,19 +197,7 @@ async def test_postgresql_restarted_under_load_loses_and_doubles_nothing(tmp_pat
     pgdata, user, url = server.pgdata, server.system_user, server.get_uri()
     socket_dir = server.get_postmaster_info().socket_dir
     settings = make_settings(url, tmp_path)
-
-    async def cli_run(*argv: str):
-        def call():
-            import contextlib
-            import io
-
-            out = io.StringIO()
-            with contextlib.redirect_stdout(out):
-                code = cli_main(list(argv), settings)
-            assert code == 0, argv
-            return json.loads(out.getvalue()) if "--json" in argv else None
-
-        return await asyncio.to_thread(call)
+    cli_run = cli_runner(settings)
 
     try:
         conn = await asyncpg.connect(url)

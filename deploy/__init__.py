@@ -1,0 +1,1 @@
+"""Deployment tooling: ``make cluster`` (deploy/cluster.py) and the scale-out benchmark."""
