@@ -27,7 +27,9 @@ class CardRecord:
 
 
 def mask_pan(pan: str) -> str:
-    """First 6 and last 4 digits with ``*`` between (CLI.md)."""
+    """First 6 and last 4 digits with ``*`` between (CLI.md); all ``*`` if too short to keep any."""
+    if len(pan) <= 10:
+        return "*" * len(pan)
     return pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
 
 

@@ -1,7 +1,7 @@
 """structlog set-up: JSON lines when not on a terminal, readable otherwise.
 
 Logs go to stderr. Nothing may log a full PAN, a PIN block, track data or
-a key: callers pass masked values only (``processor.mask_pan``).
+a key: callers pass masked values only (``cards.mask_pan``).
 """
 
 from __future__ import annotations

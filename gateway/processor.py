@@ -11,6 +11,7 @@ from datetime import datetime
 import structlog
 
 from gateway import metrics
+from gateway.cards import mask_pan
 from gateway.context import Answered, Services, Transaction
 from gateway.financial import record_decline
 from gateway.outcomes import Decline, Outcome
@@ -31,12 +32,6 @@ _ROUTED_PROCESSING_CODES = frozenset(code for _, code, _ in FINANCIAL_ROUTES)
 
 def response_mti(mti: str) -> str:
     return f"{mti[:2]}{int(mti[2]) | 1}{mti[3]}"
-
-
-def mask_pan(pan: str | None) -> str | None:
-    if not pan:
-        return None
-    return pan[:6] + "*" * (len(pan) - 10) + pan[-4:] if len(pan) > 10 else "*" * len(pan)
 
 
 def processing_code_label(code: str | None) -> str:
@@ -178,7 +173,7 @@ class Processor:
             mti=request.mti,
             kind=txn.kind,
             processing_code=request.processing_code,
-            pan=mask_pan(txn.pan or request.pan),
+            pan=mask_pan(pan) if (pan := txn.pan or request.pan) else None,
             amount_fen=request.amount_fen,
             rc=code.value,
             reason=reason or None,
