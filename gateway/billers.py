@@ -30,6 +30,8 @@ from typing import Any, Protocol, TypeVar
 
 import asyncpg
 
+from ledger.postings import basis_points_fen
+
 T = TypeVar("T")
 TOKEN_DIGITS = 20
 
@@ -50,7 +52,7 @@ class Biller:
         """What the agent earns on a payment: a fixed amount, or basis points rounded half up."""
         if self.commission_fixed_fen:
             return self.commission_fixed_fen
-        return (amount_fen * self.commission_bp + 5_000) // 10_000
+        return basis_points_fen(amount_fen, self.commission_bp)
 
 
 BILLER_FIELDS = ("code", "name", "prepaid", "exact", "commission_bp", "commission_fixed_fen", "connector",

@@ -11,7 +11,7 @@ from gateway import risk, store
 from gateway.context import Answered, Services, Transaction
 from gateway.outcomes import Decline, Outcome
 from gateway.registry import ACTIVE
-from ledger.postings import Transfer
+from ledger.postings import Transfer, basis_points_fen
 from protocol import tlv
 from protocol.crypto import PinBlockError
 from protocol.messages import Message
@@ -26,11 +26,6 @@ _ORIGINAL_TXN_MIN_DIGITS = 16  # 61: batch n6, STAN n6, date n4
 def content_hash(request: Message) -> str:
     """What makes two requests under one key the same (WIRE.md 8, repeats)."""
     return hashlib.sha256(request.mac_input).hexdigest()
-
-
-def fee_fen(amount_fen: int, basis_points: int) -> int:
-    """amount × bp / 10,000, rounded half up to the fen (integers only)."""
-    return (amount_fen * basis_points + 5_000) // 10_000
 
 
 # -- format (30): fields a request of its type must carry ----------------------
@@ -283,7 +278,7 @@ async def finish_balance(txn: Transaction, svc: Services) -> None:
 
 async def finish_purchase(txn: Transaction, svc: Services) -> None:
     terminal, card, amount = txn.terminal_record, txn.ctx.card, txn.request.amount_fen
-    fee = fee_fen(amount, terminal.mdr_bp)
+    fee = basis_points_fen(amount, terminal.mdr_bp)
     transfers = [Transfer(card.account_id, terminal.merchant_account_id, amount - fee, "purchase")]
     if fee:
         transfers.append(Transfer(card.account_id, svc.fee_account_id, fee, "purchase_fee"))

@@ -29,6 +29,12 @@ class PostResult(StrEnum):
     ALREADY_REVERSED = "already_reversed"
 
 
+def basis_points_fen(amount_fen: int, basis_points: int) -> int:
+    """amount × basis points / 10,000, rounded half up to the fen (integers only):
+    a merchant's discount, an agent's commission."""
+    return (amount_fen * basis_points + 5_000) // 10_000
+
+
 @dataclass(frozen=True, slots=True)
 class Transfer:
     debit_account_id: int
