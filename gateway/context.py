@@ -41,6 +41,7 @@ class Transaction:
     # Financial requests:
     key: TxnKey | None = None
     pan: str | None = None
+    pan_hash: bytes | None = None  # the keyed hash the card is found by, computed once
     bill_fields: dict[str, str] | None = None  # field 59, decoded
     context: RequestContext | None = None
     recordable: bool = False  # past the repeat look-up: a storable answer is recorded under the key

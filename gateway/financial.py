@@ -84,9 +84,9 @@ async def load_context(txn: Transaction, svc: Services) -> None:
     if txn.kind == "void":
         void_ref = store.VoidReference(request.rrn, request.original_batch, request.original_stan,
                                        request.original_date)
-    pan_hash = svc.hsm.pan_hash(txn.pan) if txn.pan else None
+    txn.pan_hash = svc.hsm.pan_hash(txn.pan) if txn.pan else None
     biller_code = txn.bill_fields.get(tlv.BILLER) if txn.bill_fields else None
-    txn.context = await store.load_context(svc.pool, txn.key, pan_hash, void_ref, biller_code, txn.now.date(),
+    txn.context = await store.load_context(svc.pool, txn.key, txn.pan_hash, void_ref, biller_code, txn.now.date(),
                                            svc.settings.risk_enabled)
     if txn.context is None:
         raise Decline(Outcome.TERMINAL_UNKNOWN, "terminal not registered")
@@ -209,6 +209,11 @@ async def check_risk(txn: Transaction, svc: Services) -> None:
         risk.check_spike(ctx.history, txn.risk_limits)
 
 
+def card_hash(txn: Transaction) -> str | None:
+    """The card as risk events name it: a prefix of its keyed PAN hash."""
+    return txn.pan_hash.hex()[:16] if txn.pan_hash else None
+
+
 def risk_params(txn: Transaction, svc: Services) -> dict[str, Any]:
     """What ``gw_finish`` needs to enforce the counted limits and record where the card was used."""
     params: dict[str, Any] = {}
@@ -219,7 +224,7 @@ def risk_params(txn: Transaction, svc: Services) -> dict[str, Any]:
         params["risk"] = {
             "day": txn.now.date().isoformat(), "tid": txn.key.tid,
             "card_id": card.id if card is not None else None,
-            "card_hash": svc.hsm.pan_hash(txn.pan).hex()[:16] if txn.pan else None,
+            "card_hash": card_hash(txn),
             "limits": {name: txn.risk_limits.get(name, 0) for name in risk.COUNTED_LIMITS},
         }
     return params
@@ -268,7 +273,7 @@ async def record_decline(txn: Transaction, svc: Services, decline: Decline) -> N
     if isinstance(decline, risk.RiskDecline):
         txn.risk_rule = decline.rule
         params["risk_event"] = {"rule": decline.rule, "values": decline.values,
-                                "card_hash": svc.hsm.pan_hash(txn.pan).hex()[:16] if txn.pan else None}
+                                "card_hash": card_hash(txn)}
     await _finish(txn, svc, "decline", {"response_code": decline.outcome.response_code.value}, **params)
 
 
