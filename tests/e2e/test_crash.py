@@ -48,7 +48,7 @@ class Book:
     approved: dict[tuple[str, str], tuple[str, int]] = field(default_factory=dict)  # (tid, stan) -> (pan, fen)
     unanswered: int = 0
     reversals: int = 0
-    codes: dict[str, int] = field(default_factory=dict)
+    codes: dict[str, int] = field(default_factory=dict)  # every answer: purchases and reversals
 
 
 def cli_runner(settings):
@@ -83,6 +83,7 @@ async def reverse_until_answered(terminal: Terminal, original, deadline: float, 
     while True:
         try:
             response = await terminal.reverse(original)
+            book.codes[response.response_code] = book.codes.get(response.response_code, 0) + 1
             if response.response_code == "00":
                 book.reversals += 1
                 return
@@ -211,7 +212,7 @@ async def test_postgresql_restarted_under_load_loses_and_doubles_nothing(tmp_pat
             before = len(book.approved)
             await asyncio.to_thread(pg_ctl, ["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
             await asyncio.sleep(1.0)
-            assert book.codes.get("96", 0) > 0  # answered 96 while it is down
+            assert book.codes.get("96", 0) > 0  # answered 96 while it is down (purchases or reversals)
             await asyncio.to_thread(pg_ctl, ["-w", "-o", f'-h "" -k {socket_dir}', "-l", str(server.log), "start"],
                                     pgdata=pgdata, user=user)
             await asyncio.sleep(2.0)
