@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -70,49 +70,79 @@ def _prefixed(alias: str, columns: str, prefix: str) -> str:
     return ", ".join(f"{alias}.{c.strip()} AS {prefix}{c.strip()}" for c in columns.split(","))
 
 
+# The context of each request of a batch (``r``, one row per request, in
+# order): one statement for many requests, where PostgreSQL's fixed cost per
+# statement would otherwise dominate (measured: 160 us of backend time for
+# one request alone, 23 us each in a batch of 32). A request whose terminal
+# is unknown gets a row of nulls.
 _CONTEXT_QUERY = f"""
+SELECT r.ord, ctx.*
+  FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::bytea[], $6::text[], $7::integer[],
+              $8::text[], $9::text[], $10::text[], $11::date[], $12::boolean[]) WITH ORDINALITY
+       AS r (tid, batch, stan, mti_class, pan_hash, void_rrn, void_batch, void_stan, void_date, biller_code, day,
+             with_risk, ord)
+  LEFT JOIN LATERAL (
 SELECT {TERMINAL_COLUMNS},
        tx.content_hash AS stored_content_hash, tx.response AS stored_response,
-       EXISTS (SELECT 1 FROM gw_batches sb WHERE sb.tid = t.tid AND sb.batch = $2) AS batch_settled,
+       EXISTS (SELECT 1 FROM gw_batches sb WHERE sb.tid = t.tid AND sb.batch = r.batch) AS batch_settled,
        {_prefixed("c", CARD_FIELDS, "card_")},
        o.id AS original_id, o.status AS original_status, o.amount_fen AS original_amount_fen,
        o.card_id AS original_card_id, o.batch AS original_batch,
        {_prefixed("b", ", ".join(BILLER_FIELDS), "biller_")},
-       CASE WHEN $12 THEN (SELECT jsonb_object_agg(name, value) FROM risk_limits
-                            WHERE scope = 'merchant' AND owner = t.mid) END AS merchant_limits,
-       CASE WHEN $12 THEN (SELECT jsonb_object_agg(name, value) FROM risk_limits
-                            WHERE scope = 'terminal' AND owner = t.tid) END AS terminal_limits,
-       CASE WHEN $12 THEN (SELECT count FROM risk_counters
-                            WHERE scope = 'terminal' AND owner = t.tid AND day = $11) END AS count_today,
-       CASE WHEN $12 THEN (SELECT coalesce(sum(count), 0) FROM risk_counters
-                            WHERE scope = 'terminal' AND owner = t.tid
-                              AND day >= $11 - 30 AND day < $11) END AS count_30_days,
+       CASE WHEN r.with_risk THEN (SELECT jsonb_object_agg(name, value) FROM risk_limits
+                                    WHERE scope = 'merchant' AND owner = t.mid) END AS merchant_limits,
+       CASE WHEN r.with_risk THEN (SELECT jsonb_object_agg(name, value) FROM risk_limits
+                                    WHERE scope = 'terminal' AND owner = t.tid) END AS terminal_limits,
+       CASE WHEN r.with_risk THEN (SELECT count FROM risk_counters
+                                    WHERE scope = 'terminal' AND owner = t.tid AND day = r.day) END AS count_today,
+       CASE WHEN r.with_risk THEN (SELECT coalesce(sum(count), 0) FROM risk_counters
+                                    WHERE scope = 'terminal' AND owner = t.tid
+                                      AND day >= r.day - 30 AND day < r.day) END AS count_30_days,
        lp.latitude AS last_latitude, lp.longitude AS last_longitude,
        extract(epoch FROM now() - lp.created_at)::float8 AS last_seen_s_ago
   FROM terminals t
   JOIN merchants m ON m.mid = t.mid
   JOIN agents a ON a.code = m.agent_code
   LEFT JOIN gw_transactions tx
-         ON tx.tid = t.tid AND tx.batch = $2 AND tx.stan = $3 AND tx.mti_class = $4
-  LEFT JOIN cards c ON c.pan_hash = $5
+         ON tx.tid = t.tid AND tx.batch = r.batch AND tx.stan = r.stan AND tx.mti_class = r.mti_class
+  LEFT JOIN cards c ON c.pan_hash = r.pan_hash
   LEFT JOIN gw_transactions o
-         ON o.tid = t.tid AND o.rrn = $6 AND o.batch = $7 AND o.stan = $8 AND o.local_date = $9
-        AND o.mti_class = '0200' AND o.kind = 'purchase'
-  LEFT JOIN billers b ON b.code = $10
+         ON o.tid = t.tid AND o.rrn = r.void_rrn AND o.batch = r.void_batch AND o.stan = r.void_stan
+        AND o.local_date = r.void_date AND o.mti_class = '0200' AND o.kind = 'purchase'
+  LEFT JOIN billers b ON b.code = r.biller_code
   LEFT JOIN LATERAL (SELECT g.latitude, g.longitude, g.created_at FROM gw_transactions g
-                      WHERE $12 AND g.card_id = c.id AND g.status = 'approved' AND g.latitude IS NOT NULL
+                      WHERE r.with_risk AND g.card_id = c.id AND g.status = 'approved' AND g.latitude IS NOT NULL
                       ORDER BY g.created_at DESC LIMIT 1) lp ON true
- WHERE t.tid = $1
+ WHERE t.tid = r.tid
+  ) ctx ON true
+ ORDER BY r.ord
 """
 
+@dataclass(frozen=True, slots=True)
+class _ContextRequest:
+    key: TxnKey
+    pan_hash: bytes | None
+    void_ref: VoidReference | None
+    biller_code: str | None
+    day: date
+    with_risk: bool
 
-async def load_context(pool: asyncpg.Pool, key: TxnKey, pan_hash: bytes | None,
-                       void_ref: VoidReference | None, biller_code: str | None, day: date,
-                       with_risk: bool) -> RequestContext | None:
-    ref = void_ref or VoidReference("", -1, "", "")
-    row = await pool.fetchrow(_CONTEXT_QUERY, key.tid, key.batch, key.stan, key.mti_class, pan_hash,
-                              ref.rrn, ref.batch, ref.stan, ref.local_date, biller_code, day, with_risk)
-    if row is None:
+
+async def _load_contexts(pool: asyncpg.Pool, requests: list[_ContextRequest]) -> list[RequestContext | None]:
+    """The contexts of a batch of requests, in one statement."""
+    refs = [r.void_ref or VoidReference("", -1, "", "") for r in requests]
+    rows = await pool.fetch(
+        _CONTEXT_QUERY,
+        [r.key.tid for r in requests], [r.key.batch for r in requests], [r.key.stan for r in requests],
+        [r.key.mti_class for r in requests], [r.pan_hash for r in requests], [ref.rrn for ref in refs],
+        [ref.batch for ref in refs], [ref.stan for ref in refs], [ref.local_date for ref in refs],
+        [r.biller_code for r in requests], [r.day for r in requests], [r.with_risk for r in requests],
+    )
+    return [_context_from_row(row, request.with_risk) for row, request in zip(rows, requests)]
+
+
+def _context_from_row(row: asyncpg.Record, with_risk: bool) -> RequestContext | None:
+    if row["tid"] is None:
         return None
     stored = None
     if row["stored_content_hash"] is not None:
@@ -139,6 +169,15 @@ async def load_context(pool: asyncpg.Pool, key: TxnKey, pan_hash: bytes | None,
                           limits("merchant_limits"), limits("terminal_limits"), history)
 
 
+async def load_context(pool: asyncpg.Pool, key: TxnKey, pan_hash: bytes | None,
+                       void_ref: VoidReference | None, biller_code: str | None, day: date,
+                       with_risk: bool) -> RequestContext | None:
+    """What the checks of a request need (None: its terminal is unknown), read
+    together with the other requests' that arrive while a read is in flight."""
+    request = _ContextRequest(key, pan_hash, void_ref, biller_code, day, with_risk)
+    return await _batchers(pool).loads.submit(request)
+
+
 @dataclass(frozen=True, slots=True)
 class FinishResult:
     status: str  # new, repeat (the stored answer of an earlier identical request), conflict (94)
@@ -148,38 +187,39 @@ class FinishResult:
     risk_rule: str | None = None  # a counted limit that declined it
 
 
-GROUP_COMMIT_MAX = 64  # requests recorded in one round trip at most
+BATCH_MAX = 64  # requests read or recorded in one round trip at most
 
 
 class _Entry:
-    __slots__ = ("payload", "future", "on_sent")
+    __slots__ = ("item", "future", "on_sent")
 
-    def __init__(self, payload: str, future: asyncio.Future[dict[str, Any]],
-                 on_sent: Callable[[], None] | None) -> None:
-        self.payload, self.future, self.on_sent = payload, future, on_sent
+    def __init__(self, item: Any, future: asyncio.Future[Any], on_sent: Callable[[], None] | None) -> None:
+        self.item, self.future, self.on_sent = item, future, on_sent
 
 
-class _GroupCommit:
-    """Records the requests that arrive while a batch is in flight as the next
-    batch: one round trip and one commit each (``gw_finish_many``). A lone
-    request goes out at once, so batching costs no latency when it is quiet.
-    A batch that fails as a whole (a deadlock with another gateway's batch, a
-    lost connection) is retried request by request, so one bad request can
-    only fail itself. A request whose caller gives up while it waits is taken
-    out of the queue: it is never recorded. Once sent, it is recorded or not
-    whatever the caller does; ``on_sent`` tells the caller which case it is."""
+class _Batcher:
+    """Sends the requests that arrive while a batch is in flight as the next
+    batch, in one round trip (``send``: items in, results in the same order
+    out). A lone request goes out at once, so batching costs no latency when
+    it is quiet. A batch that fails as a whole (a deadlock with another
+    gateway's batch, a lost connection, one value the driver cannot encode)
+    is retried request by request, so one bad request can only fail itself. A
+    request whose caller gives up while it waits is taken out of the queue: it
+    is never sent. Once sent, it takes effect or not whatever the caller does;
+    ``on_sent`` tells the caller which case it is."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
+    def __init__(self, send: Callable[[list[Any]], Awaitable[list[Any]]]) -> None:
+        self.send = send
         self.queue: list[_Entry] = []
         self.running = False
 
-    async def submit(self, payload: str, on_sent: Callable[[], None] | None) -> dict[str, Any]:
-        entry = _Entry(payload, asyncio.get_running_loop().create_future(), on_sent)
+    async def submit(self, item: Any, on_sent: Callable[[], None] | None = None) -> Any:
+        loop = asyncio.get_running_loop()
+        entry = _Entry(item, loop.create_future(), on_sent)
         self.queue.append(entry)
         if not self.running:
             self.running = True
-            asyncio.get_running_loop().create_task(self._run())
+            loop.create_task(self._run())
         try:
             return await entry.future
         except asyncio.CancelledError:
@@ -190,14 +230,13 @@ class _GroupCommit:
     async def _run(self) -> None:
         try:
             while self.queue:
-                batch = self.queue[:GROUP_COMMIT_MAX]
-                del self.queue[:GROUP_COMMIT_MAX]
+                batch = self.queue[:BATCH_MAX]
+                del self.queue[:BATCH_MAX]
                 for entry in batch:
                     if entry.on_sent is not None:
                         entry.on_sent()
                 try:
-                    results = await self.pool.fetchval("SELECT gw_finish_many($1::jsonb[])",
-                                                       [entry.payload for entry in batch])
+                    results = await self.send([entry.item for entry in batch])
                 except Exception as exc:
                     if len(batch) == 1:
                         _settle(batch[0].future, exception=exc)
@@ -205,21 +244,19 @@ class _GroupCommit:
                         await self._one_by_one(batch)
                     continue
                 for entry, result in zip(batch, results):
-                    _settle(entry.future, result=json.loads(result))
+                    _settle(entry.future, result=result)
         finally:
             self.running = False
 
     async def _one_by_one(self, batch: list[_Entry]) -> None:
         for entry in batch:
             try:
-                result = await self.pool.fetchval("SELECT gw_finish($1::jsonb)", entry.payload)
-                _settle(entry.future, result=json.loads(result))
+                _settle(entry.future, result=(await self.send([entry.item]))[0])
             except Exception as exc:
                 _settle(entry.future, exception=exc)
 
 
-def _settle(future: asyncio.Future[dict[str, Any]], *, result: Any = None, exception: BaseException | None = None
-            ) -> None:
+def _settle(future: asyncio.Future[Any], *, result: Any = None, exception: BaseException | None = None) -> None:
     if future.done():  # its caller gave up (cancelled): the outcome stands in the database all the same
         return
     if exception is not None:
@@ -228,12 +265,35 @@ def _settle(future: asyncio.Future[dict[str, Any]], *, result: Any = None, excep
         future.set_result(result)
 
 
-_group_commits: dict[asyncpg.Pool, _GroupCommit] = {}
+async def _finish_many(pool: asyncpg.Pool, payloads: list[str]) -> list[dict[str, Any]]:
+    """Group commit: record a batch of outcomes (``gw_finish_many``) in one
+    transaction. A hot account (a busy merchant) is then locked once per
+    batch, not once per request, and the batch shares one commit."""
+    results = await pool.fetchval("SELECT gw_finish_many($1::jsonb[])", payloads)
+    return [json.loads(result) for result in results]
+
+
+class _PoolBatchers:
+    __slots__ = ("loads", "finishes")
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.loads = _Batcher(lambda requests: _load_contexts(pool, requests))
+        self.finishes = _Batcher(lambda payloads: _finish_many(pool, payloads))
+
+
+_pool_batchers: dict[asyncpg.Pool, _PoolBatchers] = {}
+
+
+def _batchers(pool: asyncpg.Pool) -> _PoolBatchers:
+    batchers = _pool_batchers.get(pool)
+    if batchers is None:
+        batchers = _pool_batchers[pool] = _PoolBatchers(pool)
+    return batchers
 
 
 def forget_pool(pool: asyncpg.Pool) -> None:
-    """Drop a closed pool's group commit."""
-    _group_commits.pop(pool, None)
+    """Drop a closed pool's batchers."""
+    _pool_batchers.pop(pool, None)
 
 
 async def finish(pool: asyncpg.Pool, params: dict[str, Any],
@@ -243,11 +303,8 @@ async def finish(pool: asyncpg.Pool, params: dict[str, Any],
     it leaves for the database (from then on it may be recorded even if the
     caller is cancelled)."""
     started = time.perf_counter()
-    group = _group_commits.get(pool)
-    if group is None:
-        group = _group_commits[pool] = _GroupCommit(pool)
     try:
-        result = await group.submit(json.dumps(params), on_sent)
+        result = await _batchers(pool).finishes.submit(json.dumps(params), on_sent)
     finally:  # timed whether it succeeds or fails (batch wait included)
         metrics.LEDGER_LATENCY.labels(op=metrics.op_label(params.get("op"))).observe(time.perf_counter() - started)
     return FinishResult(result["status"], result["stored"], result.get("response") or {}, result.get("reversed"),

@@ -143,6 +143,9 @@ async def test_a_real_scrape_parses_and_moves_as_transactions_happen(gateway, wo
                              WHERE id = (SELECT account_id FROM merchants WHERE mid = $1) FOR UPDATE""", world.mid)
         purchase = asyncio.create_task(terminal.purchase(PAN, PIN, 700))
         await eventually(lambda: scrape_in_flight(port, 1), 10, "one request in flight")
+        # Its posting waits for the lock from here on (the in-flight count starts earlier, at the frame).
+        await eventually(lambda: db.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted"), 10,
+                         "the purchase's posting waiting for the merchant's account", interval_s=0.01)
         await asyncio.sleep(held_s)
     assert (await purchase).response_code == "00"
     await eventually(lambda: scrape_in_flight(port, 0), 10, "nothing in flight")
