@@ -13,7 +13,7 @@ from gateway.validate import InvalidInput
 from ledger import postings
 from ledger.accounts import CASH_ACCOUNT_CODE, AccountKind, account_id, balance_fen, create_account
 
-CARD_FIELDS = "id, status, expiry, pin_blocked, pvv, account_id"
+CARD_FIELDS = "id, status, expiry, pin_tries, pin_blocked, pvv, account_id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +21,7 @@ class CardRecord:
     id: int
     status: str
     expiry: str  # YYMM
+    pin_tries: int  # wrong PINs in a row
     pin_blocked: bool
     pvv: bytes
     account_id: int

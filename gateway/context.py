@@ -45,7 +45,7 @@ class Transaction:
     bill_fields: dict[str, str] | None = None  # field 59, decoded
     context: RequestContext | None = None
     recordable: bool = False  # past the repeat look-up: a storable answer is recorded under the key
-    pin_result: str | None = None  # "ok" or "wrong" once a PIN was checked
+    pin_result: str | None = None  # "wrong", or "ok" when a right PIN restarts a count of wrong ones
     answer: dict[str, Any] | None = None  # the response fields decided and recorded (stored answer)
     risk_limits: dict[str, int] | None = None  # effective limits, when the risk rules are on
     risk_rule: str | None = None  # the risk rule that declined it

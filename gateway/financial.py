@@ -176,7 +176,9 @@ async def verify_pin(txn: Transaction, svc: Services) -> None:
         right = svc.hsm.verify_pin(txn.terminal_record.pik_lmk, request.pin_block, txn.pan, card.pvv)
     except PinBlockError as exc:
         raise Decline(Outcome.PIN_FORMAT_ERROR, str(exc)) from None
-    txn.pin_result = "ok" if right else "wrong"
+    # A right PIN restarts the count of wrong ones: there is nothing to
+    # record when the count is 0 (the card as read by this request's context).
+    txn.pin_result = "wrong" if not right else "ok" if card.pin_tries else None
     if not right:
         raise Decline(Outcome.PIN_INCORRECT, "wrong PIN")
 

@@ -55,22 +55,32 @@ DECLARE
     v_risk_day date;
     v_purchase record;
 BEGIN
-    PERFORM pg_advisory_xact_lock(hashtextextended(v_tid || ':' || v_batch || ':' || v_stan, 0));
-    SELECT content_hash, response INTO v_existing FROM gw_transactions
-     WHERE tid = v_tid AND batch = v_batch AND stan = v_stan AND mti_class = v_class;
-    IF FOUND THEN
+    -- The request's own lock, then its batch's: shared, but taken alone by the
+    -- batch's settlement, so that a request racing the settlement is either in
+    -- its totals or sees the batch settled.
+    PERFORM pg_advisory_xact_lock(hashtextextended(v_tid || ':' || v_batch || ':' || v_stan, 0)),
+            CASE WHEN v_op = 'settlement' THEN pg_advisory_xact_lock(v_batch_lock)
+                 ELSE pg_advisory_xact_lock_shared(v_batch_lock) END;
+    -- Under both locks (this statement's snapshot is taken after them): an
+    -- earlier answer under the key, a reversal that overtook its original,
+    -- and the batch's settlement.
+    SELECT tx.content_hash, tx.response,
+           v_op IN ('purchase', 'bill_payment') AND EXISTS (
+               SELECT 1 FROM gw_transactions r
+                WHERE r.tid = v_tid AND r.batch = v_batch AND r.stan = v_stan AND r.mti_class = '0400'
+                  AND r.processing_code = p->>'processing_code') AS reversed_first,
+           EXISTS (SELECT 1 FROM gw_batches WHERE tid = v_tid AND batch = v_batch) AS batch_settled
+      INTO v_existing
+      FROM (VALUES (1)) one
+      LEFT JOIN gw_transactions tx
+             ON tx.tid = v_tid AND tx.batch = v_batch AND tx.stan = v_stan AND tx.mti_class = v_class;
+    IF v_existing.content_hash IS NOT NULL THEN
         IF v_existing.content_hash = p->>'content' THEN
             RETURN jsonb_build_object('status', 'repeat', 'stored', true, 'response', v_existing.response);
         END IF;
         RETURN jsonb_build_object('status', 'conflict', 'stored', false);
     END IF;
-
-    IF v_op = 'settlement' THEN
-        PERFORM pg_advisory_xact_lock(v_batch_lock);
-    ELSE
-        PERFORM pg_advisory_xact_lock_shared(v_batch_lock);
-    END IF;
-    IF v_op <> 'decline' AND EXISTS (SELECT 1 FROM gw_batches WHERE tid = v_tid AND batch = v_batch) THEN
+    IF v_op <> 'decline' AND v_existing.batch_settled THEN
         v_op := 'decline';  -- the batch was settled while this request was on its way
         v_rc := '12';
     END IF;
@@ -99,9 +109,7 @@ BEGIN
             '1002156' || CASE WHEN v_balance < 0 THEN 'D' ELSE 'C' END || lpad(abs(v_balance)::text, 12, '0'));
 
     ELSIF v_op = 'purchase' THEN
-        IF EXISTS (SELECT 1 FROM gw_transactions
-                    WHERE tid = v_tid AND batch = v_batch AND stan = v_stan AND mti_class = '0400'
-                      AND processing_code = p->>'processing_code') THEN
+        IF v_existing.reversed_first THEN
             v_rc := '25';  -- its reversal came first
         ELSE
             v_risk := CASE WHEN p ? 'risk' THEN gw_risk_check(p->'risk', v_amount) END;
@@ -204,7 +212,9 @@ BEGIN
         v_status := 'approved';
 
     ELSIF v_op = 'bill_payment' THEN
-        IF v_bill ? 'bill_id' THEN  -- postpaid: the bill must still be open
+        IF v_existing.reversed_first THEN
+            v_rc := '25';  -- its reversal came first
+        ELSIF v_bill ? 'bill_id' THEN  -- postpaid: the bill must still be open
             PERFORM 1 FROM bills WHERE id = (v_bill->>'bill_id')::bigint AND status = 'open' FOR UPDATE;
             IF NOT FOUND THEN
                 v_rc := '25';

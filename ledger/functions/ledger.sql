@@ -8,57 +8,54 @@
 CREATE OR REPLACE FUNCTION ledger_apply(p_posting_id bigint, p_transfers jsonb) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_ids bigint[];
-    v_debits bigint[];
-    v_credits bigint[];
-    v_locked integer := 0;
-    v_exceeds boolean := false;
-    v_account record;
+    v_posting record;
+    v_accounts record;
 BEGIN
-    IF jsonb_array_length(p_transfers) = 0 THEN
+    -- The transfers' rules, and each account's net movement in account id order.
+    WITH transfers AS (
+        SELECT (t->>'debit')::bigint AS debit, (t->>'credit')::bigint AS credit, (t->>'amount')::bigint AS amount
+          FROM jsonb_array_elements(p_transfers) t),
+    movements AS (
+        SELECT account_id, sum(debit) AS debit, sum(credit) AS credit FROM (
+            SELECT debit AS account_id, amount AS debit, 0::bigint AS credit FROM transfers
+            UNION ALL
+            SELECT credit, 0, amount FROM transfers) m
+         GROUP BY account_id)
+    SELECT (SELECT count(*) FROM transfers) AS transfers,
+           (SELECT coalesce(bool_or(amount <= 0), false) FROM transfers) AS amount_not_positive,
+           (SELECT coalesce(bool_or(debit = credit), false) FROM transfers) AS same_account,
+           array_agg(account_id ORDER BY account_id) AS ids, array_agg(debit ORDER BY account_id) AS debits,
+           array_agg(credit ORDER BY account_id) AS credits
+      INTO v_posting
+      FROM movements;
+    IF v_posting.transfers = 0 THEN
         RETURN 'transfers_must_not_be_empty';
-    END IF;
-    IF EXISTS (SELECT 1 FROM jsonb_array_elements(p_transfers) t WHERE (t->>'amount')::bigint <= 0) THEN
+    ELSIF v_posting.amount_not_positive THEN
         RETURN 'amount_must_be_positive';
-    END IF;
-    IF EXISTS (SELECT 1 FROM jsonb_array_elements(p_transfers) t WHERE t->>'debit' = t->>'credit') THEN
+    ELSIF v_posting.same_account THEN
         RETURN 'accounts_must_be_different';
     END IF;
 
-    -- Net movement per account, in account id order.
-    SELECT array_agg(account_id ORDER BY account_id), array_agg(debit ORDER BY account_id),
-           array_agg(credit ORDER BY account_id)
-      INTO v_ids, v_debits, v_credits
-      FROM (SELECT account_id, sum(debit) AS debit, sum(credit) AS credit FROM (
-                SELECT (t->>'debit')::bigint AS account_id, (t->>'amount')::bigint AS debit, 0::bigint AS credit
-                  FROM jsonb_array_elements(p_transfers) t
-                UNION ALL
-                SELECT (t->>'credit')::bigint, 0, (t->>'amount')::bigint
-                  FROM jsonb_array_elements(p_transfers) t) movements
-             GROUP BY account_id) per_account;
-
-    FOR v_account IN
-        SELECT a.debits_posted, a.credits_posted, a.debits_must_not_exceed_credits AS guarded,
-               m.debit, m.credit
-          FROM ledger_accounts a
-          JOIN unnest(v_ids, v_debits, v_credits) AS m (account_id, debit, credit) ON m.account_id = a.id
-         ORDER BY a.id
-           FOR UPDATE OF a
-    LOOP
-        v_locked := v_locked + 1;
-        v_exceeds := v_exceeds OR (v_account.guarded
-            AND v_account.debits_posted + v_account.debit > v_account.credits_posted + v_account.credit);
-    END LOOP;
-    IF v_locked <> cardinality(v_ids) THEN
+    -- Lock the accounts in id order (so concurrent postings never deadlock),
+    -- then check every rule before changing anything.
+    SELECT count(*) AS locked,
+           coalesce(bool_or(guarded AND debits_posted + debit > credits_posted + credit), false) AS exceeds
+      INTO v_accounts
+      FROM (SELECT a.debits_posted, a.credits_posted, a.debits_must_not_exceed_credits AS guarded, m.debit, m.credit
+              FROM ledger_accounts a
+              JOIN unnest(v_posting.ids, v_posting.debits, v_posting.credits) AS m (account_id, debit, credit)
+                ON m.account_id = a.id
+             ORDER BY a.id
+               FOR UPDATE OF a) locked;
+    IF v_accounts.locked <> cardinality(v_posting.ids) THEN
         RETURN 'account_not_found';
-    END IF;
-    IF v_exceeds THEN
+    ELSIF v_accounts.exceeds THEN
         RETURN 'exceeds_credits';
     END IF;
 
     UPDATE ledger_accounts a
        SET debits_posted = a.debits_posted + m.debit, credits_posted = a.credits_posted + m.credit
-      FROM unnest(v_ids, v_debits, v_credits) AS m (account_id, debit, credit)
+      FROM unnest(v_posting.ids, v_posting.debits, v_posting.credits) AS m (account_id, debit, credit)
      WHERE a.id = m.account_id;
     INSERT INTO ledger_transfers (posting_id, debit_account_id, credit_account_id, amount, code,
                                   reverses_transfer_id)
@@ -68,15 +65,19 @@ BEGIN
     RETURN 'ok';
 END $$;
 
--- Claim an idempotency key. Returns the new posting id, or NULL with the
--- earlier posting's result in p_result ('exists' for an identical success).
-CREATE OR REPLACE FUNCTION ledger_claim(p_key text, p_md5 text, OUT p_posting_id bigint, OUT p_result text)
+-- Claim an idempotency key, recording p_result as the posting's result (the
+-- caller corrects it, in the same transaction, if the posting turns out
+-- otherwise). Returns the new posting id, or NULL with the earlier posting's
+-- result in p_result ('exists' for an identical success).
+-- (Its earlier form took no p_result: a database migrated before still has it.)
+DROP FUNCTION IF EXISTS ledger_claim(text, text);
+CREATE OR REPLACE FUNCTION ledger_claim(p_key text, p_md5 text, INOUT p_result text, OUT p_posting_id bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_existing record;
 BEGIN
     INSERT INTO ledger_postings (idempotency_key, content_md5, result)
-    VALUES (p_key, p_md5, 'pending')
+    VALUES (p_key, p_md5, p_result)
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING id INTO p_posting_id;
     IF p_posting_id IS NOT NULL THEN
@@ -99,12 +100,15 @@ DECLARE
     v_claim record;
     v_result text;
 BEGIN
-    v_claim := ledger_claim(p_key, md5(p_transfers::text));
+    -- Claimed as posted: most postings are, and one that is not corrects it.
+    v_claim := ledger_claim(p_key, md5(p_transfers::text), 'ok');
     IF v_claim.p_posting_id IS NULL THEN
         RETURN v_claim.p_result;
     END IF;
     v_result := ledger_apply(v_claim.p_posting_id, p_transfers);
-    UPDATE ledger_postings SET result = v_result WHERE id = v_claim.p_posting_id;
+    IF v_result <> 'ok' THEN
+        UPDATE ledger_postings SET result = v_result WHERE id = v_claim.p_posting_id;
+    END IF;
     RETURN v_result;
 END $$;
 
@@ -119,7 +123,7 @@ DECLARE
     v_original record;
     v_result text;
 BEGIN
-    v_claim := ledger_claim(p_key, md5('reverse:' || p_original_key));
+    v_claim := ledger_claim(p_key, md5('reverse:' || p_original_key), 'pending');
     IF v_claim.p_posting_id IS NULL THEN
         RETURN v_claim.p_result;
     END IF;
