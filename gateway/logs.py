@@ -9,12 +9,18 @@ from __future__ import annotations
 import logging
 import sys
 
+import orjson
 import structlog
+
+
+def _dumps(event: dict, **options: object) -> str:
+    """structlog's JSON serializer, by orjson (several times the standard library's speed)."""
+    return orjson.dumps(event, default=options.get("default")).decode()
 
 
 def configure(level: str = "info", fmt: str = "auto") -> None:
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
-    renderer = structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
+    renderer = structlog.processors.JSONRenderer(_dumps) if use_json else structlog.dev.ConsoleRenderer()
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -11,6 +11,8 @@ scraped (``gateway.app``); a failed read keeps the last value.
 from __future__ import annotations
 
 import os
+from functools import lru_cache
+from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 
@@ -65,6 +67,13 @@ BATCHES_UNBALANCED = Gauge(
     "Settled batches whose terminal totals disagree with the gateway's (as `posgw batch list --unbalanced`)",
     multiprocess_mode="livemostrecent",
 )
+
+
+@lru_cache(maxsize=4096)
+def labelled(metric: Any, **labels: str) -> Any:
+    """``metric.labels(**labels)``, kept: the label values are bounded, and
+    looking a child up anew costs more than counting on it, on every request."""
+    return metric.labels(**labels)
 
 
 def op_label(op: object) -> str:

@@ -4,7 +4,6 @@ query, and its outcome recorded (money moved, response stored) in one call."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from datetime import date
 from typing import Any
 
 import asyncpg
+import orjson
 
 from gateway import metrics
 from gateway.billers import BILLER_FIELDS, Biller
@@ -146,7 +146,7 @@ def _context_from_row(row: asyncpg.Record, with_risk: bool) -> RequestContext | 
         return None
     stored = None
     if row["stored_content_hash"] is not None:
-        stored = StoredAnswer(row["stored_content_hash"], json.loads(row["stored_response"]))
+        stored = StoredAnswer(row["stored_content_hash"], orjson.loads(row["stored_response"]))
     card = None
     if row["card_id"] is not None:
         card = CardRecord(**{name.strip(): row["card_" + name.strip()] for name in CARD_FIELDS.split(",")})
@@ -163,7 +163,7 @@ def _context_from_row(row: asyncpg.Record, with_risk: bool) -> RequestContext | 
         history = RiskHistory(last, row["last_seen_s_ago"], row["count_today"] or 0, row["count_30_days"] or 0)
 
     def limits(column: str) -> dict[str, int] | None:
-        return json.loads(row[column]) if row[column] is not None else None
+        return orjson.loads(row[column]) if row[column] is not None else None
 
     return RequestContext(terminal_from_row(row), stored, card, original, biller, row["batch_settled"],
                           limits("merchant_limits"), limits("terminal_limits"), history)
@@ -270,7 +270,7 @@ async def _finish_many(pool: asyncpg.Pool, payloads: list[str]) -> list[dict[str
     transaction. A hot account (a busy merchant) is then locked once per
     batch, not once per request, and the batch shares one commit."""
     results = await pool.fetchval("SELECT gw_finish_many($1::jsonb[])", payloads)
-    return [json.loads(result) for result in results]
+    return [orjson.loads(result) for result in results]
 
 
 class _PoolBatchers:
@@ -304,8 +304,9 @@ async def finish(pool: asyncpg.Pool, params: dict[str, Any],
     caller is cancelled)."""
     started = time.perf_counter()
     try:
-        result = await _batchers(pool).finishes.submit(json.dumps(params), on_sent)
+        result = await _batchers(pool).finishes.submit(orjson.dumps(params).decode(), on_sent)
     finally:  # timed whether it succeeds or fails (batch wait included)
-        metrics.LEDGER_LATENCY.labels(op=metrics.op_label(params.get("op"))).observe(time.perf_counter() - started)
+        metrics.labelled(metrics.LEDGER_LATENCY, op=metrics.op_label(params.get("op"))).observe(
+            time.perf_counter() - started)
     return FinishResult(result["status"], result["stored"], result.get("response") or {}, result.get("reversed"),
                         result.get("risk_rule"))

@@ -5,7 +5,9 @@ bytes in, bytes out, no I/O.
 """
 
 import os
+import threading
 from functools import lru_cache
+from typing import Any
 
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
@@ -64,6 +66,33 @@ def _ecb_cipher(key: bytes) -> Cipher:
 
 
 @lru_cache(maxsize=_CIPHER_CACHE_SIZE)
+class _EcbContexts(threading.local):
+    """Each thread's ready 3DES-ECB contexts by key: ECB has no state between
+    whole blocks, so one context serves every call, where making one costs
+    ten times the encryption of a block. Per thread, as a context is not
+    safe to share between threads; fed whole blocks only."""
+
+    def __init__(self) -> None:
+        self.encryptors: dict[bytes, Any] = {}
+        self.decryptors: dict[bytes, Any] = {}
+
+
+_ecb_contexts = _EcbContexts()
+
+
+def _ecb(key: bytes, blocks: bytes, *, decrypt: bool = False) -> bytes:
+    """3DES-ECB of whole blocks under ``key``, through this thread's context for it."""
+    contexts = _ecb_contexts.decryptors if decrypt else _ecb_contexts.encryptors
+    context = contexts.get(key)
+    if context is None:
+        if len(contexts) >= _CIPHER_CACHE_SIZE:
+            contexts.clear()
+        cipher = _ecb_cipher(key)
+        context = contexts[key] = cipher.decryptor() if decrypt else cipher.encryptor()
+    return context.update(blocks)
+
+
+@lru_cache(maxsize=_CIPHER_CACHE_SIZE)
 def _cbc_des_cipher(key: bytes) -> Cipher:
     """Cached single-DES CBC cipher with a zero IV, for CBC-MACs."""
     if len(key) != 8:
@@ -92,15 +121,13 @@ def _zero_pad(data: bytes) -> bytes:
 def tdes_encrypt(key: bytes, data: bytes) -> bytes:
     """3DES-ECB encrypt; key 8 (K|K|K), 16 (K1|K2|K1) or 24 bytes."""
     _check_blocks(data)
-    encryptor = _ecb_cipher(key).encryptor()
-    return encryptor.update(data) + encryptor.finalize()
+    return _ecb(key, data)
 
 
 def tdes_decrypt(key: bytes, data: bytes) -> bytes:
     """3DES-ECB decrypt; inverse of tdes_encrypt."""
     _check_blocks(data)
-    decryptor = _ecb_cipher(key).decryptor()
-    return decryptor.update(data) + decryptor.finalize()
+    return _ecb(key, data, decrypt=True)
 
 
 def key_check_value(key: bytes, length: int = 4) -> bytes:
@@ -117,9 +144,8 @@ def cup_ecb_mac(mak: bytes, data: bytes) -> bytes:
     for offset in range(0, len(padded), _BLOCK):
         folded ^= int.from_bytes(padded[offset : offset + _BLOCK])
     hex_r = folded.to_bytes(_BLOCK).hex().upper().encode("ascii")
-    encryptor = _ecb_cipher(mak).encryptor()
-    e1 = encryptor.update(hex_r[:_BLOCK])
-    e2 = encryptor.update(_xor(e1, hex_r[_BLOCK:]))
+    e1 = _ecb(mak, hex_r[:_BLOCK])
+    e2 = _ecb(mak, _xor(e1, hex_r[_BLOCK:]))
     return e2.hex().upper()[:_BLOCK].encode("ascii")
 
 

@@ -273,3 +273,18 @@ def test_x919_mac_rejects_keys_that_are_not_double_length() -> None:
 def test_x99_mac_rejects_keys_that_are_not_single_length() -> None:
     with pytest.raises(ValueError):
         x99_mac(X919_KEY, b"data")
+
+
+def test_ciphers_give_the_known_answers_from_many_threads_at_once() -> None:
+    """Each thread keeps its own ready contexts: threads never share one."""
+    import concurrent.futures
+
+    def known_answers(_: int) -> bool:
+        return all(
+            key_check_value(X919_KEY) == bytes.fromhex("08D7B4FB")
+            and tdes_decrypt(X919_KEY, tdes_encrypt(X919_KEY, bytes(range(16)))) == bytes(range(16))
+            for _ in range(500)
+        )
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(known_answers, range(16)))
