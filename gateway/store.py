@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import orjson
@@ -118,27 +118,39 @@ SELECT {TERMINAL_COLUMNS},
  ORDER BY r.ord
 """
 
-@dataclass(frozen=True, slots=True)
-class _ContextRequest:
-    key: TxnKey
+class _ContextRequest(NamedTuple):
+    """One request's parameters of the context query, in the order of its arrays."""
+
+    tid: str
+    batch: int
+    stan: str
+    mti_class: str
     pan_hash: bytes | None
-    void_ref: VoidReference | None
+    void_rrn: str
+    void_batch: int
+    void_stan: str
+    void_date: str
     biller_code: str | None
     day: date
     with_risk: bool
 
+    @classmethod
+    def of(cls, key: TxnKey, pan_hash: bytes | None, void_ref: VoidReference | None, biller_code: str | None,
+           day: date, with_risk: bool) -> _ContextRequest:
+        ref = void_ref or VoidReference("", -1, "", "")
+        return cls(key.tid, key.batch, key.stan, key.mti_class, pan_hash, ref.rrn, ref.batch, ref.stan,
+                   ref.local_date, biller_code, day, with_risk)
+
 
 async def _load_contexts(pool: asyncpg.Pool, requests: list[_ContextRequest]) -> list[RequestContext | None]:
-    """The contexts of a batch of requests, in one statement."""
-    refs = [r.void_ref or VoidReference("", -1, "", "") for r in requests]
-    rows = await pool.fetch(
-        _CONTEXT_QUERY,
-        [r.key.tid for r in requests], [r.key.batch for r in requests], [r.key.stan for r in requests],
-        [r.key.mti_class for r in requests], [r.pan_hash for r in requests], [ref.rrn for ref in refs],
-        [ref.batch for ref in refs], [ref.stan for ref in refs], [ref.local_date for ref in refs],
-        [r.biller_code for r in requests], [r.day for r in requests], [r.with_risk for r in requests],
-    )
+    """The contexts of a batch of requests, in one statement (its arrays: the requests' columns)."""
+    rows = await pool.fetch(_CONTEXT_QUERY, *map(list, zip(*requests)))
     return [_context_from_row(row, request.with_risk) for row, request in zip(rows, requests)]
+
+
+# The context row's columns of each record's fields, in the records' own order.
+_CARD_COLUMNS = tuple("card_" + f.name for f in fields(CardRecord))
+_BILLER_COLUMNS = tuple("biller_" + f.name for f in fields(Biller))
 
 
 def _context_from_row(row: asyncpg.Record, with_risk: bool) -> RequestContext | None:
@@ -149,14 +161,14 @@ def _context_from_row(row: asyncpg.Record, with_risk: bool) -> RequestContext | 
         stored = StoredAnswer(row["stored_content_hash"], orjson.loads(row["stored_response"]))
     card = None
     if row["card_id"] is not None:
-        card = CardRecord(**{name.strip(): row["card_" + name.strip()] for name in CARD_FIELDS.split(",")})
+        card = CardRecord(*(row[column] for column in _CARD_COLUMNS))
     original = None
     if row["original_id"] is not None:
         original = OriginalPurchase(row["original_id"], row["original_status"], row["original_amount_fen"],
                                     row["original_card_id"], row["original_batch"])
     biller = None
     if row["biller_code"] is not None:
-        biller = Biller(**{name: row["biller_" + name] for name in BILLER_FIELDS})
+        biller = Biller(*(row[column] for column in _BILLER_COLUMNS))
     history = None
     if with_risk:
         last = None if row["last_latitude"] is None else (row["last_latitude"], row["last_longitude"])
@@ -174,7 +186,7 @@ async def load_context(pool: asyncpg.Pool, key: TxnKey, pan_hash: bytes | None,
                        with_risk: bool) -> RequestContext | None:
     """What the checks of a request need (None: its terminal is unknown), read
     together with the other requests' that arrive while a read is in flight."""
-    request = _ContextRequest(key, pan_hash, void_ref, biller_code, day, with_risk)
+    request = _ContextRequest.of(key, pan_hash, void_ref, biller_code, day, with_risk)
     return await _batchers(pool).loads.submit(request)
 
 

@@ -90,7 +90,7 @@ async def test_a_batch_of_contexts_comes_back_in_request_order(db_url: str, cli,
         today = date.today()
 
         def request(tid: str, stan: str) -> store._ContextRequest:
-            return store._ContextRequest(store.TxnKey(tid, 1, stan, "0200"), None, None, None, today, False)
+            return store._ContextRequest.of(store.TxnKey(tid, 1, stan, "0200"), None, None, None, today, False)
 
         contexts = await store._load_contexts(
             pool, [request(world.tid, "000001"), request("NOSUCHID", "000002"), request(world.tid, "000003")])
