@@ -14,7 +14,7 @@ import pytest
 
 from gateway.cli import demo_pan
 from protocol import tlv
-from sim.terminal import _bill_data, bill_fields, build_request
+from sim.terminal import bill_fields, build_request
 from tests.conftest import make_settings, running_gateway
 from tests.e2e.helpers import terminal_for
 
@@ -141,7 +141,7 @@ async def test_a_reversal_that_overtakes_its_bill_payment_makes_the_late_payment
     stan = terminal.next_stan()
     late = build_request("0200", processing_code="500000", amount="000000001000", stan=stan,
                          terminal_id=terminal.tid, merchant_id=terminal.mid, currency="156",
-                         txn_data="41000001000", bill_data=_bill_data("PRE01", "M0001"))
+                         txn_data="41000001000", bill_data=tlv.encode({tlv.BILLER: "PRE01", tlv.ACCOUNT: "M0001"}))
     assert (await terminal.reverse(late)).response_code == "00"
     payment = await terminal.bill_payment("PRE01", "M0001", 1000, stan=stan)
     assert payment.response_code == "25" and payment.message.bill_data is None
