@@ -15,7 +15,7 @@ from gateway.cards import mask_pan
 from gateway.context import Answered, Services, Transaction
 from gateway.financial import record_decline
 from gateway.outcomes import Decline, Outcome
-from gateway.router import FINANCIAL_MTIS, FINANCIAL_ROUTES, KNOWN_MTIS, route
+from gateway.router import FINANCIAL_MTIS, FINANCIAL_ROUTES, KNOWN_MTIS, Route, route
 from protocol import tlv
 from protocol.codes import ResponseCode
 from protocol.framing import Frame, encode_frame

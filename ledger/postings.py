@@ -57,6 +57,16 @@ async def post(conn: asyncpg.Connection | asyncpg.Pool, key: str, transfers: lis
     return PostResult(await conn.fetchval("SELECT ledger_post($1, $2::jsonb)", key, transfers_json(transfers)))
 
 
+async def post_many(conn: asyncpg.Connection | asyncpg.Pool,
+                    postings: list[tuple[str, list[Transfer]]]) -> list[PostResult]:
+    """Post each (key, transfers) in one round trip and one statement per step
+    for the whole set (group commit): the same results, and the same money
+    moved, as ``post`` called for each in order."""
+    results = await conn.fetchval("SELECT ledger_post_many($1::text[], $2::jsonb[])",
+                                  [key for key, _ in postings], [transfers_json(t) for _, t in postings])
+    return [PostResult(result) for result in results]
+
+
 async def reverse(conn: asyncpg.Connection | asyncpg.Pool, key: str, original_key: str) -> PostResult:
     """Post the compensating transfers of the posting under ``original_key``.
     A posting is reversed at most once (``already_reversed``)."""

@@ -112,6 +112,181 @@ BEGIN
     RETURN v_result;
 END $$;
 
+-- What ledger_post_many's state of a posting means (see there).
+CREATE OR REPLACE FUNCTION ledger_state_result(p_state integer) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT (ARRAY['ok', 'exists', 'transfers_must_not_be_empty', 'amount_must_be_positive',
+                  'accounts_must_be_different', 'account_not_found', 'exceeds_credits'])[p_state + 1]
+$$;
+
+-- Post many postings in one call (group commit): the same results, and the
+-- same money moved, as ledger_post called for each of them in order, in a
+-- handful of statements for the whole set instead of a handful per posting.
+-- The keys are claimed in order; every account of the set is locked once, in
+-- id order, and updated once. A guarded account that several postings of the
+-- set touch, one of them debiting it, is checked posting by posting, in
+-- order, against its balance as the earlier postings of the set left it.
+--
+-- No statement joins two arrays: that would be a nested loop rescanning one
+-- for each row of the other. A posting's state is read by subscript from an
+-- integer array (constant time), an account's by its position in the sorted
+-- locked ids.
+CREATE OR REPLACE FUNCTION ledger_post_many(p_keys text[], p_transfers jsonb[]) RETURNS text[]
+LANGUAGE plpgsql AS $$
+DECLARE
+    -- Each posting's state: 0 posts, 1 its key was taken (before, or earlier
+    -- in the set), then the failures in ledger_apply's order: 2 no transfers,
+    -- 3 an amount not positive, 4 the same account on both sides, 5 an
+    -- unknown account, 6 exceeds credits; 7 undecided, touching a guarded
+    -- account where the order of the set's postings matters.
+    v_state integer[];
+    v_ids bigint[];        -- per posting: its new posting id, 0 when it claimed none
+    v_m_n integer[];       -- movements, one per posting and account: net debit and credit
+    v_m_account bigint[];
+    v_m_debit bigint[];
+    v_m_credit bigint[];
+    v_a_id bigint[];       -- the locked accounts, by id
+    v_a_guarded boolean[];
+    v_a_available bigint[];
+    v_shared bigint[];     -- the guarded accounts where order matters, and their running balances
+    v_shared_available bigint[];
+    v_n integer;
+    v_k integer;
+    v_net bigint;
+    v_results text[];
+BEGIN
+    IF coalesce(cardinality(p_keys), 0) = 0 THEN
+        RETURN '{}';
+    END IF;
+    -- Claim the keys in order, as posted (a posting that is not corrects it
+    -- below). A key repeated within the set is claimed by its first posting.
+    WITH input AS (
+        SELECT k, t, n, row_number() OVER (PARTITION BY k ORDER BY n) AS nth
+          FROM unnest(p_keys, p_transfers) WITH ORDINALITY AS i (k, t, n)),
+    claimed AS (
+        INSERT INTO ledger_postings (idempotency_key, content_md5, result)
+        SELECT k, md5(t::text), 'ok' FROM input WHERE nth = 1 ORDER BY n
+        ON CONFLICT (idempotency_key) DO NOTHING
+        RETURNING id, idempotency_key),
+    claimed_ids AS (
+        SELECT jsonb_object_agg(idempotency_key, id) AS by_key FROM claimed)
+    SELECT array_agg(CASE WHEN i.nth = 1 THEN coalesce((c.by_key->>i.k)::bigint, 0) ELSE 0 END ORDER BY i.n)
+      INTO v_ids
+      FROM input i, claimed_ids c;
+
+    -- The transfers' rules.
+    SELECT array_agg(CASE WHEN x.id = 0 THEN 1 WHEN r.transfers = 0 THEN 2 WHEN r.amount_not_positive THEN 3
+                          WHEN r.same_account THEN 4 ELSE 0 END ORDER BY x.n)
+      INTO v_state
+      FROM unnest(p_transfers, v_ids) WITH ORDINALITY AS x (tr, id, n),
+           LATERAL (SELECT count(*) AS transfers,
+                           coalesce(bool_or((t->>'amount')::bigint <= 0), false) AS amount_not_positive,
+                           coalesce(bool_or((t->>'debit')::bigint = (t->>'credit')::bigint), false) AS same_account
+                      FROM jsonb_array_elements(x.tr) t) r;
+
+    -- The net movement of each posting still in the running, per account.
+    SELECT array_agg(n ORDER BY n, account), array_agg(account ORDER BY n, account),
+           array_agg(debit ORDER BY n, account), array_agg(credit ORDER BY n, account)
+      INTO v_m_n, v_m_account, v_m_debit, v_m_credit
+      FROM (SELECT x.n, m.account, sum(m.debit) AS debit, sum(m.credit) AS credit
+              FROM unnest(p_transfers, v_state) WITH ORDINALITY AS x (tr, state, n),
+                   jsonb_array_elements(x.tr) t,
+                   LATERAL (VALUES ((t->>'debit')::bigint, (t->>'amount')::bigint, 0::bigint),
+                                   ((t->>'credit')::bigint, 0::bigint, (t->>'amount')::bigint))
+                           AS m (account, debit, credit)
+             WHERE x.state = 0
+             GROUP BY x.n, m.account) movements;
+
+    -- Lock the set's accounts in id order, so concurrent posters never deadlock.
+    SELECT array_agg(id ORDER BY id), array_agg(guarded ORDER BY id), array_agg(available ORDER BY id)
+      INTO v_a_id, v_a_guarded, v_a_available
+      FROM (SELECT a.id, a.debits_must_not_exceed_credits AS guarded,
+                   a.credits_posted - a.debits_posted AS available
+              FROM ledger_accounts a
+             WHERE a.id = ANY (v_m_account)
+             ORDER BY a.id
+               FOR UPDATE) locked;
+
+    -- Decide: an unknown account first, then each guarded account. Only a
+    -- guarded account that several postings of the set touch, one of them
+    -- debiting it, makes the order matter: a posting touching one waits for
+    -- the in-order pass below. (Credits alone never take an account below
+    -- zero: a busy merchant's account, credited by every purchase, does not.)
+    SELECT array_agg(state ORDER BY n) INTO v_state
+      FROM (SELECT n, CASE WHEN bool_or(k IS NULL) THEN 5
+                           WHEN bool_or(guarded AND NOT contended AND available - debit + credit < 0) THEN 6
+                           WHEN bool_or(guarded AND contended) THEN 7
+                           ELSE 0 END AS state
+              FROM (SELECT m.n, m.debit, m.credit, a.k, v_a_guarded[a.k] AS guarded,
+                           v_a_available[a.k] AS available,
+                           count(*) OVER w > 1 AND bool_or(m.debit > m.credit) OVER w AS contended
+                      FROM unnest(v_m_n, v_m_account, v_m_debit, v_m_credit) AS m (n, account, debit, credit),
+                           LATERAL (SELECT array_position(v_a_id, m.account) AS k) a
+                    WINDOW w AS (PARTITION BY m.account)) movements
+             GROUP BY n
+            UNION ALL
+            SELECT n, state FROM unnest(v_state) WITH ORDINALITY AS s (state, n) WHERE state <> 0) decided;
+
+    IF 7 = ANY (v_state) THEN
+        SELECT array_agg(account ORDER BY account),
+               array_agg(v_a_available[array_position(v_a_id, account)] ORDER BY account)
+          INTO v_shared, v_shared_available
+          FROM (SELECT m.account
+                  FROM unnest(v_m_account, v_m_debit, v_m_credit) AS m (account, debit, credit)
+                 GROUP BY m.account
+                HAVING count(*) > 1 AND bool_or(m.debit > m.credit)) s
+         WHERE v_a_guarded[array_position(v_a_id, account)];
+        FOR v_n IN SELECT n FROM unnest(v_state) WITH ORDINALITY AS s (state, n) WHERE state = 7 ORDER BY n LOOP
+            v_state[v_n] := CASE WHEN EXISTS (
+                SELECT 1 FROM unnest(v_m_n, v_m_account, v_m_debit, v_m_credit) AS m (n, account, debit, credit)
+                 WHERE m.n = v_n AND m.account = ANY (v_shared)
+                   AND v_shared_available[array_position(v_shared, m.account)] - m.debit + m.credit < 0)
+                THEN 6 ELSE 0 END;
+            IF v_state[v_n] = 0 THEN
+                FOR v_k, v_net IN
+                    SELECT array_position(v_shared, m.account), m.debit - m.credit
+                      FROM unnest(v_m_n, v_m_account, v_m_debit, v_m_credit) AS m (n, account, debit, credit)
+                     WHERE m.n = v_n AND m.account = ANY (v_shared) LOOP
+                    v_shared_available[v_k] := v_shared_available[v_k] - v_net;
+                END LOOP;
+            END IF;
+        END LOOP;
+    END IF;
+
+    -- Apply: each account once, then the transfers of every posting that posts.
+    UPDATE ledger_accounts a
+       SET debits_posted = a.debits_posted + s.debit, credits_posted = a.credits_posted + s.credit
+      FROM (SELECT m.account, sum(m.debit) AS debit, sum(m.credit) AS credit
+              FROM unnest(v_m_n, v_m_account, v_m_debit, v_m_credit) AS m (n, account, debit, credit)
+             WHERE v_state[m.n] = 0
+             GROUP BY m.account) s
+     WHERE a.id = s.account;
+    INSERT INTO ledger_transfers (posting_id, debit_account_id, credit_account_id, amount, code,
+                                  reverses_transfer_id)
+    SELECT x.id, (t->>'debit')::bigint, (t->>'credit')::bigint, (t->>'amount')::bigint, t->>'code',
+           (t->>'reverses')::bigint
+      FROM unnest(p_transfers, v_ids, v_state) WITH ORDINALITY AS x (tr, id, state, n),
+           jsonb_array_elements(x.tr) WITH ORDINALITY AS e (t, k)
+     WHERE x.state = 0
+     ORDER BY x.n, e.k;
+    IF v_state && ARRAY[2, 3, 4, 5, 6] THEN  -- claimed, and failed: the key keeps why
+        UPDATE ledger_postings p SET result = ledger_state_result(x.state)
+          FROM unnest(v_ids, v_state) AS x (id, state)
+         WHERE p.id = x.id AND x.state > 1;
+    END IF;
+
+    -- A key taken gives that posting's result, as ledger_claim reads it.
+    SELECT array_agg(CASE WHEN x.state <> 1 THEN ledger_state_result(x.state)
+                          WHEN e.content_md5 <> md5(x.t::text) THEN 'exists_with_different_content'
+                          WHEN e.result = 'ok' THEN 'exists'
+                          ELSE e.result END ORDER BY x.n)
+      INTO v_results
+      FROM unnest(p_keys, p_transfers, v_state) WITH ORDINALITY AS x (k, t, state, n)
+      LEFT JOIN LATERAL (SELECT content_md5, result FROM ledger_postings
+                          WHERE idempotency_key = x.k AND x.state = 1) e ON true;
+    RETURN v_results;
+END $$;
+
 -- Reverse every transfer of the posting under p_original_key with
 -- compensating transfers, under the idempotency key p_key. A posting is
 -- reversed at most once ('already_reversed'); reversing one that does not

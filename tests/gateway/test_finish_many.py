@@ -1,0 +1,124 @@
+"""Group commit of outcomes (``gw_finish_many``): a batch's plain purchases (two
+or more) are recorded together (``gw_finish_purchases``), the rest one by one; the answers,
+the money and the rows are those of ``gw_finish`` called for each request.
+Against a real PostgreSQL, with payloads shaped as ``gateway.financial`` sends them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+
+from gateway.validate import luhn_valid
+
+BATCH = 1
+
+
+def luhn_pan(prefix: str) -> str:
+    return next(prefix + str(d) for d in range(10) if luhn_valid(prefix + str(d)))
+
+
+async def issue(cli, db: asyncpg.Connection, prefix: str, balance: str) -> asyncpg.Record:
+    pan = luhn_pan(prefix)
+    result = await cli("card", "issue", pan, "--pin", "1234", "--expiry", "3012", "--balance", balance)
+    assert result.code == 0, result.stderr
+    return await db.fetchrow("SELECT id, account_id FROM cards ORDER BY id DESC LIMIT 1")
+
+
+def purchase(stan: int, card: asyncpg.Record, merchant_account: int, amount: int, *, pin: str | None = None,
+             content: str | None = None) -> dict[str, Any]:
+    return {"op": "purchase", "kind": "purchase", "tid": "TERM0001", "batch": BATCH, "stan": f"{stan:06d}",
+            "mti_class": "0200", "processing_code": "000000", "content": content or f"purchase-{stan}",
+            "amount": amount, "card_id": card["id"], "pin": pin,
+            "response": {"local_time": "101010", "local_date": "1124", "rrn": f"{stan:012d}"},
+            "transfers": [{"debit": card["account_id"], "credit": merchant_account, "amount": amount,
+                           "code": "purchase"}]}
+
+
+def reversal(stan: int, amount: int) -> dict[str, Any]:
+    return {"op": "reversal", "kind": "purchase", "tid": "TERM0001", "batch": BATCH, "stan": f"{stan:06d}",
+            "mti_class": "0400", "processing_code": "000000", "content": f"reversal-{stan}", "amount": amount,
+            "card_id": None, "pin": None,
+            "response": {"local_time": "101010", "local_date": "1124", "rrn": f"{900000 + stan:012d}"}}
+
+
+async def finish_many(db: asyncpg.Connection, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    results = await db.fetchval("SELECT gw_finish_many($1::jsonb[])", [json.dumps(i) for i in items])
+    return [json.loads(r) for r in results]
+
+
+async def state(db: asyncpg.Connection) -> tuple:
+    """What a batch leaves behind, without the ids and times sequences and clocks choose."""
+    transactions = [tuple(r) for r in await db.fetch(
+        """SELECT tid, batch, stan, mti_class, kind, content_hash, response, response_code, status, amount_fen,
+                  card_id, rrn, posting_key FROM gw_transactions ORDER BY tid, batch, stan, mti_class""")]
+    accounts = [tuple(r) for r in await db.fetch(
+        "SELECT id, debits_posted, credits_posted FROM ledger_accounts ORDER BY id")]
+    postings = [tuple(r) for r in await db.fetch(
+        """SELECT p.idempotency_key, p.result, t.debit_account_id, t.credit_account_id, t.amount
+             FROM ledger_postings p LEFT JOIN ledger_transfers t ON t.posting_id = p.id
+            ORDER BY p.idempotency_key, t.amount""")]
+    cards = [tuple(r) for r in await db.fetch("SELECT id, pin_tries FROM cards ORDER BY id")]
+    return transactions, accounts, postings, cards
+
+
+async def test_a_batch_answers_and_moves_money_as_gw_finish_does_one_request_at_a_time(db, cli, world):
+    merchant_account = await db.fetchval("SELECT account_id FROM merchants WHERE mid = $1", world.mid)
+    card1 = await issue(cli, db, "622202000000001", "10.00")
+    card2 = await issue(cli, db, "622202000000002", "5.00")
+    card3 = await issue(cli, db, "622202000000003", "5.00")
+    await db.execute("UPDATE cards SET pin_tries = 2 WHERE id = $1", card2["id"])
+    # Recorded before the batch: a purchase that the batch repeats, once as it was and once changed,
+    # and a reversal whose purchase comes only in the batch.
+    earlier = await finish_many(db, [purchase(7, card3, merchant_account, 100), reversal(5, 200)])
+    assert [r["response"]["response_code"] for r in earlier] == ["00", "00"]
+
+    batch = [
+        purchase(1, card1, merchant_account, 600),
+        purchase(2, card1, merchant_account, 600),                 # card1 has 400 left: 51
+        purchase(3, card2, merchant_account, 100, pin="ok"),       # a right PIN restarts the count
+        reversal(4, 300),                                          # ahead of its purchase...
+        purchase(4, card3, merchant_account, 300),                 # ...which is then 25
+        purchase(7, card3, merchant_account, 100),                 # a repeat: the stored answer
+        purchase(7, card3, merchant_account, 100, content="changed"),  # same key, other content: conflict
+        purchase(8, card3, merchant_account, 450),                 # card3 has 400 left: 51
+        purchase(9, card3, merchant_account, 400),                 # exactly what is left: 00
+        purchase(5, card1, merchant_account, 200),                 # its reversal came in an earlier batch: 25
+    ]
+
+    one_by_one = db.transaction()
+    await one_by_one.start()
+    expected = [json.loads(await db.fetchval("SELECT gw_finish($1::jsonb)", json.dumps(item))) for item in batch]
+    expected_state = await state(db)
+    await one_by_one.rollback()
+
+    results = await finish_many(db, batch)
+
+    assert results == expected
+    assert await state(db) == expected_state
+    assert [r["status"] for r in results] == ["new"] * 5 + ["repeat", "conflict", "new", "new", "new"]
+    assert [r.get("response", {}).get("response_code") for r in results] == [
+        "00", "51", "00", "00", "25", "00", None, "51", "00", "25"]
+    assert results[0]["response"]["auth_id"] == "000001"
+    assert await db.fetchval("SELECT pin_tries FROM cards WHERE id = $1", card2["id"]) == 0
+    balances = {r["id"]: r["balance"] for r in await db.fetch(
+        "SELECT c.id, a.credits_posted - a.debits_posted AS balance FROM cards c JOIN ledger_accounts a "
+        "ON a.id = c.account_id")}
+    assert balances == {card1["id"]: 400, card2["id"]: 400, card3["id"]: 0}
+    assert await db.fetchval("SELECT credits_posted FROM ledger_accounts WHERE id = $1",
+                             merchant_account) == 600 + 100 + 100 + 400
+
+
+async def test_purchases_in_a_settled_batch_are_left_to_gw_finish_and_answered_12(db, cli, world):
+    merchant_account = await db.fetchval("SELECT account_id FROM merchants WHERE mid = $1", world.mid)
+    card = await issue(cli, db, "622202000000001", "10.00")
+    await db.execute("""INSERT INTO gw_batches (tid, batch, debit_fen, debit_count, credit_fen, credit_count,
+                                                terminal_totals, balanced)
+                        VALUES ('TERM0001', $1, 0, 0, 0, 0, repeat('0', 30), true)""", BATCH)
+
+    results = await finish_many(db, [purchase(1, card, merchant_account, 100),
+                                     purchase(2, card, merchant_account, 100)])
+
+    assert [r["response"]["response_code"] for r in results] == ["12", "12"]
+    assert await db.fetchval("SELECT count(*) FROM ledger_postings WHERE idempotency_key LIKE 'TERM0001:%'") == 0
