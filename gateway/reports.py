@@ -200,11 +200,11 @@ async def biller_remittance(conn: asyncpg.Connection, code: str, day: date, tz: 
 
 DAILY_BY_TYPE_COLUMNS = ("kind", "response_code", "count", "amount_fen")
 
-# The transaction that made a ledger posting is the row whose own key, built
-# as gw_finish builds it (terminal, batch, STAN, MTI class), is the posting's
+# The transaction that made a ledger posting is the row whose own key
+# (gw_posting_key: terminal, batch, STAN, MTI class) is the posting's
 # idempotency key. (Not posting_key: reversing a void hands the purchase row the
 # reversal's key, and the purchase's own posting would be found by no row.)
-_OWN_KEY = "g.tid || ':' || g.batch || ':' || g.stan || ':' || g.mti_class"
+_OWN_KEY = "gw_posting_key(g.tid, g.batch, g.stan, g.mti_class)"
 
 _DAILY_BY_TYPE_QUERY = """
 SELECT kind, response_code, count(*) AS count, coalesce(sum(amount_fen), 0)::bigint AS amount_fen

@@ -1,5 +1,18 @@
 -- The gateway's transaction function: re-applied by `posgw db migrate` whenever this file changes.
 
+-- A request's keys, the same wherever they are built: its ledger posting's
+-- idempotency key, the advisory lock that serialises it with its repeats and
+-- its reversal, and its batch's lock. (The planner inlines them: their bodies
+-- are immutable, hence the explicit ::text.)
+CREATE OR REPLACE FUNCTION gw_posting_key(p_tid text, p_batch integer, p_stan text, p_class text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$ SELECT p_tid || ':' || p_batch::text || ':' || p_stan || ':' || p_class $$;
+
+CREATE OR REPLACE FUNCTION gw_request_lock(p_tid text, p_batch integer, p_stan text) RETURNS bigint
+LANGUAGE sql IMMUTABLE AS $$ SELECT hashtextextended(p_tid || ':' || p_batch::text || ':' || p_stan, 0) $$;
+
+CREATE OR REPLACE FUNCTION gw_batch_lock(p_tid text, p_batch integer) RETURNS bigint
+LANGUAGE sql IMMUTABLE AS $$ SELECT hashtextextended('batch:' || p_tid || ':' || p_batch::text, 0) $$;
+
 -- Record a financial request's outcome, moving its money, in one round trip.
 --
 -- p: {op: decline|balance|purchase|void|reversal|bill_inquiry|bill_payment|settlement,
@@ -33,7 +46,7 @@ DECLARE
     v_amount bigint := (p->>'amount')::bigint;
     v_card_id bigint := (p->>'card_id')::bigint;
     v_response jsonb := p->'response';
-    v_key text := v_tid || ':' || v_batch || ':' || v_stan || ':' || v_class;
+    v_key text := gw_posting_key(v_tid, v_batch, v_stan, v_class);
     v_rc text;
     v_status text := 'declined';
     v_posting text;
@@ -48,7 +61,7 @@ DECLARE
     v_approval jsonb := coalesce(p->'approval', '{}');
     v_reversed jsonb;
     v_txn_id bigint;
-    v_batch_lock bigint := hashtextextended('batch:' || v_tid || ':' || v_batch, 0);
+    v_batch_lock bigint := gw_batch_lock(v_tid, v_batch);
     v_totals text;
     v_count integer;
     v_risk jsonb;
@@ -58,7 +71,7 @@ BEGIN
     -- The request's own lock, then its batch's: shared, but taken alone by the
     -- batch's settlement, so that a request racing the settlement is either in
     -- its totals or sees the batch settled.
-    PERFORM pg_advisory_xact_lock(hashtextextended(v_tid || ':' || v_batch || ':' || v_stan, 0)),
+    PERFORM pg_advisory_xact_lock(gw_request_lock(v_tid, v_batch, v_stan)),
             CASE WHEN v_op = 'settlement' THEN pg_advisory_xact_lock(v_batch_lock)
                  ELSE pg_advisory_xact_lock_shared(v_batch_lock) END;
     -- Under both locks (this statement's snapshot is taken after them): an
@@ -324,8 +337,8 @@ DECLARE
     v_results jsonb[];
 BEGIN
     -- Each request's lock and its batch's shared lock, as gw_finish takes them.
-    PERFORM pg_advisory_xact_lock(hashtextextended(r.tid || ':' || r.batch || ':' || r.stan, 0)),
-            pg_advisory_xact_lock_shared(hashtextextended('batch:' || r.tid || ':' || r.batch, 0))
+    PERFORM pg_advisory_xact_lock(gw_request_lock(r.tid, r.batch, r.stan)),
+            pg_advisory_xact_lock_shared(gw_batch_lock(r.tid, r.batch))
        FROM unnest(p, p_plain) AS i (item, plain),
             LATERAL (SELECT item->>'tid' AS tid, (item->>'batch')::integer AS batch, item->>'stan' AS stan) r
       WHERE i.plain;
@@ -333,7 +346,7 @@ BEGIN
     -- reversal ahead of them and their batch open.
     SELECT array_agg(recorded ORDER BY n),
            array_agg(n ORDER BY n) FILTER (WHERE recorded),
-           array_agg(r.tid || ':' || r.batch || ':' || r.stan || ':' || r.class ORDER BY n) FILTER (WHERE recorded),
+           array_agg(gw_posting_key(r.tid, r.batch, r.stan, r.class) ORDER BY n) FILTER (WHERE recorded),
            array_agg(item->'transfers' ORDER BY n) FILTER (WHERE recorded),
            coalesce(bool_or(item->>'pin' = 'ok') FILTER (WHERE recorded), false)
       INTO v_recorded, v_n, v_keys, v_transfers, v_pin_ok
