@@ -11,6 +11,7 @@ running after they exit so that ``serve`` and the CLI can run side by side.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
@@ -67,13 +68,16 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     transaction-scoped), and asyncpg's default reset costs a round trip."""
 
 
-async def create_pool(settings: Settings, url: str | None = None) -> asyncpg.Pool:
+async def create_pool(settings: Settings, url: str | None = None,
+                      init: Callable[[asyncpg.Connection], Awaitable[None]] | None = None) -> asyncpg.Pool:
+    """The pool; ``init`` runs once on each connection it opens, before its first use."""
     return await asyncpg.create_pool(
         url or database_url(settings),
         min_size=settings.db_pool_min,
         max_size=max(settings.db_pool_min, settings.db_pool_max),
         command_timeout=settings.db_command_timeout_s,
         reset=_keep_session,
+        init=init,
         # Every statement of the gateway looks rows up by key: one generic plan
         # serves all, where PostgreSQL's default re-plans some on every call
         # (measured: the request context query, 675 us re-planned, 264 us generic).

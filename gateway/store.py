@@ -18,6 +18,7 @@ from gateway.billers import BILLER_FIELDS, Biller
 from gateway.cards import CARD_FIELDS, CardRecord
 from gateway.registry import TERMINAL_COLUMNS, TerminalRecord, terminal_from_row
 from gateway.risk import RiskHistory
+from ledger.accounts import AccountKind, create_account
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +143,8 @@ class _ContextRequest(NamedTuple):
                    ref.local_date, biller_code, day, with_risk)
 
 
-async def _load_contexts(pool: asyncpg.Pool, requests: list[_ContextRequest]) -> list[RequestContext | None]:
+async def _load_contexts(pool: asyncpg.Pool | asyncpg.Connection,
+                         requests: list[_ContextRequest]) -> list[RequestContext | None]:
     """The contexts of a batch of requests, in one statement (its arrays: the requests' columns)."""
     rows = await pool.fetch(_CONTEXT_QUERY, *map(list, zip(*requests)))
     return [_context_from_row(row, request.with_risk) for row, request in zip(rows, requests)]
@@ -277,12 +279,52 @@ def _settle(future: asyncio.Future[Any], *, result: Any = None, exception: BaseE
         future.set_result(result)
 
 
-async def _finish_many(pool: asyncpg.Pool, payloads: list[str]) -> list[dict[str, Any]]:
+async def _finish_many(pool: asyncpg.Pool | asyncpg.Connection, payloads: list[str]) -> list[dict[str, Any]]:
     """Group commit: record a batch of outcomes (``gw_finish_many``) in one
     transaction. A hot account (a busy merchant) is then locked once per
     batch, not once per request, and the batch shares one commit."""
     results = await pool.fetchval("SELECT gw_finish_many($1::jsonb[])", payloads)
     return [orjson.loads(result) for result in results]
+
+
+async def warm_up(conn: asyncpg.Connection) -> None:
+    """Ready a new pool connection before it serves a request: its backend
+    plans the context read and compiles the group commit's functions. (A
+    fresh backend's first batches took tens of milliseconds, and the queue
+    they built showed in the latency of every fresh gateway's first second.)
+    One transaction reads a context and records two purchases together and
+    one alone, between two accounts of its own, then rolls back: nothing of
+    it stays. Its keys name the backend, so that connections warming at the
+    same time never wait for each other."""
+    tag = f"warm-up:{conn.get_server_pid()}"
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        await _warm_up(conn, tag)
+    except asyncpg.exceptions.SyntaxOrAccessError:  # not migrated (yet): check_migrated says what is missing
+        pass
+    finally:
+        await transaction.rollback()
+
+
+async def _warm_up(conn: asyncpg.Connection, tag: str) -> None:
+    """The context read and the three purchases of ``warm_up``."""
+    await _load_contexts(conn, [_ContextRequest.of(
+        TxnKey(tag, 0, "000000", "0200"), bytes(32), VoidReference("000000000000", 0, "000000", "0101"),
+        tag, date.today(), True)])
+    debit, credit = [await create_account(conn, AccountKind.CASH, f"{tag}:{side}",
+                                          debits_must_not_exceed_credits=False) for side in ("from", "to")]
+
+    def purchase(stan: int) -> str:
+        return orjson.dumps({
+            "op": "purchase", "kind": "purchase", "tid": tag, "batch": 0, "stan": f"{stan:06d}",
+            "mti_class": "0200", "processing_code": "000000", "content": tag, "amount": 1, "card_id": None,
+            "pin": None, "response": {"local_time": "000000", "local_date": "0101", "rrn": "000000000000"},
+            "transfers": [{"debit": debit, "credit": credit, "amount": 1, "code": "warm-up"}]}).decode()
+
+    for results in (await _finish_many(conn, [purchase(1), purchase(2)]), await _finish_many(conn, [purchase(3)])):
+        if any(result["response"]["response_code"] != "00" for result in results):
+            raise RuntimeError(f"warm-up purchases not approved: {results}")
 
 
 class _PoolBatchers:
