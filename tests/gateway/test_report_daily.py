@@ -35,15 +35,6 @@ async def ok_json(cli, *argv):
 
 
 @pytest.fixture
-def today(settings):
-    """Today in the gateway's timezone; a test that crosses local midnight is skipped, not failed."""
-    day = datetime.now(settings.tz).date()
-    yield day
-    if datetime.now(settings.tz).date() != day:
-        pytest.skip("crossed local midnight during the test")
-
-
-@pytest.fixture
 async def registered(cli, world):
     for argv in (
         ("agent", "add", FEE_AGENT, "--name", "Second Agent"),

@@ -42,15 +42,6 @@ async def terminal(gateway, world, billers):
     await t.close()
 
 
-@pytest.fixture
-def today(settings):
-    """Today in the gateway's timezone; a test that crosses local midnight is skipped, not failed."""
-    day = datetime.now(settings.tz).date()
-    yield day
-    if datetime.now(settings.tz).date() != day:
-        pytest.skip("crossed local midnight during the test")
-
-
 def commission(amount_fen: int) -> int:
     return (amount_fen * COMMISSION_BP + 5_000) // 10_000
 
