@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +12,7 @@ from gateway.keys import SoftHsm
 from gateway.registry import ACTIVE, FROZEN
 from gateway.validate import InvalidInput
 from ledger import postings
-from ledger.accounts import CASH_ACCOUNT_CODE, AccountKind, account_id, balance_fen, create_account
+from ledger.accounts import CASH_ACCOUNT_CODE, AccountKind, account_id, balance_fen
 
 CARD_FIELDS = "id, status, expiry, pin_tries, pin_blocked, pvv, account_id"
 
@@ -42,24 +43,48 @@ def _expiry(value: str) -> str:
 
 async def issue_card(conn: asyncpg.Connection, hsm: SoftHsm, pan: str, pin: str, expiry: str,
                      balance_fen_opening: int) -> dict[str, Any]:
-    pan_hash = hsm.pan_hash(pan)
-    if await conn.fetchval("SELECT 1 FROM cards WHERE pan_hash = $1", pan_hash):
+    if await conn.fetchval("SELECT 1 FROM cards WHERE pan_hash = $1", hsm.pan_hash(pan)):
         raise InvalidInput(f"card {mask_pan(pan)} already exists")
-    expiry = _expiry(expiry)
-    account = await create_account(conn, AccountKind.CARD, f"card:{pan_hash.hex()[:24]}",
-                                   debits_must_not_exceed_credits=True)
-    card_id = await conn.fetchval(
-        """INSERT INTO cards (pan_hash, pan_lmk, pan_masked, pvv, expiry, account_id)
-           VALUES ($1, $2, $3, $4, $5, $6) RETURNING id""",
-        pan_hash, hsm.encrypt_pan(pan), mask_pan(pan), hsm.pin_verification_value(pan, pin), expiry, account,
-    )
-    if balance_fen_opening:
-        cash = await account_id(conn, CASH_ACCOUNT_CODE)
-        result = await postings.post(conn, f"card-issue:{card_id}", [
-            postings.Transfer(cash, account, balance_fen_opening, "card_issue")])
-        if result is not postings.PostResult.OK:
-            raise RuntimeError(f"opening balance not posted: {result}")
+    await issue_cards(conn, hsm, [(pan, pin, expiry)], balance_fen_opening)
     return await show_card(conn, hsm, pan)
+
+
+ISSUE_POSTINGS_MAX = 500  # opening balances posted per ledger_post_many call
+
+
+async def issue_cards(conn: asyncpg.Connection, hsm: SoftHsm, new: Sequence[tuple[str, str, str]],
+                      balance_fen_opening: int) -> None:
+    """Issue new cards, each (PAN, PIN, expiry), in a few statements for the
+    whole set: an account for each, the card, and its opening balance from the
+    cash account under the key ``card-issue:<card id>``. None may exist yet
+    (the unique PAN hash refuses a second). Call it in a transaction: a
+    failure part-way leaves cards without their opening balance."""
+    rows = []
+    for pan, pin, expiry in new:
+        pan_hash = hsm.pan_hash(pan)
+        rows.append((f"card:{pan_hash.hex()[:24]}", pan_hash, hsm.encrypt_pan(pan), mask_pan(pan),
+                     hsm.pin_verification_value(pan, pin), _expiry(expiry)))
+    if not rows:
+        return
+    codes, hashes, pans_lmk, masked, pvvs, expiries = map(list, zip(*rows))
+    accounts = dict(await conn.fetch(
+        """INSERT INTO ledger_accounts (kind, code, debits_must_not_exceed_credits)
+           SELECT $1, code, true FROM unnest($2::text[]) AS a (code) RETURNING code, id""",
+        AccountKind.CARD.value, codes))
+    issued = await conn.fetch(
+        """INSERT INTO cards (pan_hash, pan_lmk, pan_masked, pvv, expiry, account_id)
+           SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::text[], $4::bytea[], $5::text[], $6::bigint[])
+           RETURNING id, account_id""",
+        hashes, pans_lmk, masked, pvvs, expiries, [accounts[code] for code in codes])
+    if not balance_fen_opening:
+        return
+    cash = await account_id(conn, CASH_ACCOUNT_CODE)
+    openings = [(f"card-issue:{card['id']}", [postings.Transfer(cash, card["account_id"], balance_fen_opening,
+                                                                 "card_issue")]) for card in issued]
+    for start in range(0, len(openings), ISSUE_POSTINGS_MAX):
+        results = await postings.post_many(conn, openings[start:start + ISSUE_POSTINGS_MAX])
+        if any(result is not postings.PostResult.OK for result in results):
+            raise RuntimeError(f"opening balances not posted: {set(results)}")
 
 
 async def _card_row(conn: asyncpg.Connection, hsm: SoftHsm, pan: str) -> asyncpg.Record:
@@ -90,5 +115,5 @@ async def unblock_card(conn: asyncpg.Connection, hsm: SoftHsm, pan: str) -> None
     await conn.execute("UPDATE cards SET pin_blocked = false, pin_tries = 0 WHERE id = $1", row["id"])
 
 
-__all__ = ["ACTIVE", "FROZEN", "CardRecord", "issue_card", "mask_pan", "set_card_status", "show_card",
+__all__ = ["ACTIVE", "FROZEN", "CardRecord", "issue_card", "issue_cards", "mask_pan", "set_card_status", "show_card",
            "unblock_card"]

@@ -359,12 +359,14 @@ async def demo(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
         terminals.append({"tid": tid, "mid": DEMO_MERCHANT, "tmk": tmk.hex().upper()})
     if args.cards < 0 or args.cards > 1_000_000:
         raise InvalidInput("--cards must be 0 to 1000000")
-    card_list = []
-    for index in range(1, args.cards + 1):
-        pan = demo_pan(index)
-        if not await conn.fetchval("SELECT 1 FROM cards WHERE pan_hash = $1", ctx.hsm.pan_hash(pan)):
-            await cards.issue_card(conn, ctx.hsm, pan, DEMO_CARD_PIN, DEMO_CARD_EXPIRY, DEMO_CARD_BALANCE_FEN)
-        card_list.append({"pan": pan, "pin": DEMO_CARD_PIN, "expiry": DEMO_CARD_EXPIRY})
+    pans = [demo_pan(index) for index in range(1, args.cards + 1)]
+    hashes = [ctx.hsm.pan_hash(pan) for pan in pans]
+    issued = {r["pan_hash"] for r in await conn.fetch(
+        "SELECT pan_hash FROM cards WHERE pan_hash = ANY ($1::bytea[])", hashes)}
+    await cards.issue_cards(conn, ctx.hsm, [(pan, DEMO_CARD_PIN, DEMO_CARD_EXPIRY)
+                                            for pan, pan_hash in zip(pans, hashes) if pan_hash not in issued],
+                            DEMO_CARD_BALANCE_FEN)
+    card_list = [{"pan": pan, "pin": DEMO_CARD_PIN, "expiry": DEMO_CARD_EXPIRY} for pan in pans]
     if await bills.load_biller(conn, DEMO_POSTPAID) is None:
         await bills.add_biller(conn, DEMO_POSTPAID, "City Electricity", prepaid=False, exact=True,
                                commission_bp=50, commission_fixed_fen=0, connector="builtin", connector_url=None)

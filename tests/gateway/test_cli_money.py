@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncpg
 import pytest
 
+from gateway.cards import issue_cards
 from gateway.cli import demo_pan
+from gateway.keys import SoftHsm
+from tests.conftest import TEST_LMK
 
 PAN = demo_pan(3)
 
@@ -74,3 +78,35 @@ async def test_ledger_check_exits_1_naming_a_corrupted_balance(cli, db):
     assert result.json["ok"] is False
     assert any(code in problem for problem in result.json["problems"])
     assert "total debits" in " ".join(result.json["problems"])
+
+
+async def test_demo_issues_each_card_once_with_its_opening_balance(cli, db):
+    first = await cli("demo", "--terminals", "1", "--cards", "5", "--json")
+    assert first.code == 0, first.stderr
+    again = await cli("demo", "--terminals", "1", "--cards", "7", "--json")  # 5 there, 2 new
+    assert [c["pan"] for c in again.json["cards"]] == [demo_pan(i) for i in range(1, 8)]
+    assert again.json["cards"][:5] == first.json["cards"]
+    rows = await db.fetch(
+        """SELECT c.id, c.pan_masked, a.kind, a.debits_must_not_exceed_credits AS guarded,
+                  a.credits_posted - a.debits_posted AS balance, p.idempotency_key, t.code, t.amount
+             FROM cards c JOIN ledger_accounts a ON a.id = c.account_id
+             JOIN ledger_transfers t ON t.credit_account_id = a.id JOIN ledger_postings p ON p.id = t.posting_id
+            ORDER BY c.id""")
+    assert [r["pan_masked"] for r in rows] == [demo_pan(i)[:6] + "******" + demo_pan(i)[-4:] for i in range(1, 8)]
+    for r in rows:
+        assert (r["kind"], r["guarded"], r["balance"]) == ("card", True, 1_000_000)
+        assert (r["idempotency_key"], r["code"], r["amount"]) == (f"card-issue:{r['id']}", "card_issue", 1_000_000)
+    shown = await cli("card", "show", demo_pan(7), "--json")
+    assert shown.json["balance_fen"] == 1_000_000 and shown.json["expiry"] == "3012"
+    assert (await cli("ledger", "check", "--json")).code == 0
+
+
+async def test_issuing_a_set_with_a_card_that_exists_issues_none(cli, db):
+    await cli("card", "issue", demo_pan(2), "--pin", "1234", "--expiry", "2912", "--balance", "1")
+    hsm = SoftHsm(bytes.fromhex(TEST_LMK))
+    before = await db.fetchval("SELECT (SELECT count(*) FROM cards) + (SELECT count(*) FROM ledger_accounts)")
+    with pytest.raises(asyncpg.UniqueViolationError):
+        async with db.transaction():
+            await issue_cards(db, hsm, [(demo_pan(1), "1234", "2912"), (demo_pan(2), "1234", "2912")], 100)
+    after = await db.fetchval("SELECT (SELECT count(*) FROM cards) + (SELECT count(*) FROM ledger_accounts)")
+    assert after == before
