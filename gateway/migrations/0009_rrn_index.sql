@@ -5,6 +5,7 @@
 -- by (terminal, batch, STAN, class), through it: every row of the terminal
 -- scanned, PostgreSQL's time per purchase growing with them, until the first
 -- autoanalyze re-planned. Now only the key's unique index leads with the
--- terminal.
+-- terminal. (The rebuild blocks writes to gw_transactions while it runs: on a
+-- large live table, migrate in a quiet hour.)
 DROP INDEX gw_transactions_rrn;
 CREATE INDEX gw_transactions_rrn ON gw_transactions (rrn, tid);
