@@ -39,4 +39,3 @@ async def test_the_context_read_finds_a_stored_answer_by_its_key_index(db):
                                          None, date(2026, 11, 24), False) for n in range(3)]
     plan = await generic_plan(db, store._CONTEXT_QUERY, *map(list, zip(*requests)))
     assert re.search(rf"Index (Only )?Scan using {KEY_INDEX} on gw_transactions tx\b", plan), plan
-
