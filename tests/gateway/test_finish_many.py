@@ -10,17 +10,13 @@ from typing import Any
 
 import asyncpg
 
-from gateway.validate import luhn_valid
+from gateway.cli import demo_pan
 
 BATCH = 1
 
 
-def luhn_pan(prefix: str) -> str:
-    return next(prefix + str(d) for d in range(10) if luhn_valid(prefix + str(d)))
-
-
-async def issue(cli, db: asyncpg.Connection, prefix: str, balance: str) -> asyncpg.Record:
-    pan = luhn_pan(prefix)
+async def issue(cli, db: asyncpg.Connection, index: int, balance: str) -> asyncpg.Record:
+    pan = demo_pan(index)
     result = await cli("card", "issue", pan, "--pin", "1234", "--expiry", "3012", "--balance", balance)
     assert result.code == 0, result.stderr
     return await db.fetchrow("SELECT id, account_id FROM cards ORDER BY id DESC LIMIT 1")
@@ -65,9 +61,9 @@ async def state(db: asyncpg.Connection) -> tuple:
 
 async def test_a_batch_answers_and_moves_money_as_gw_finish_does_one_request_at_a_time(db, cli, world):
     merchant_account = await db.fetchval("SELECT account_id FROM merchants WHERE mid = $1", world.mid)
-    card1 = await issue(cli, db, "622202000000001", "10.00")
-    card2 = await issue(cli, db, "622202000000002", "5.00")
-    card3 = await issue(cli, db, "622202000000003", "5.00")
+    card1 = await issue(cli, db, 1, "10.00")
+    card2 = await issue(cli, db, 2, "5.00")
+    card3 = await issue(cli, db, 3, "5.00")
     await db.execute("UPDATE cards SET pin_tries = 2 WHERE id = $1", card2["id"])
     # Recorded before the batch: a purchase that the batch repeats, once as it was and once changed,
     # and a reversal whose purchase comes only in the batch.
@@ -112,7 +108,7 @@ async def test_a_batch_answers_and_moves_money_as_gw_finish_does_one_request_at_
 
 async def test_purchases_in_a_settled_batch_are_left_to_gw_finish_and_answered_12(db, cli, world):
     merchant_account = await db.fetchval("SELECT account_id FROM merchants WHERE mid = $1", world.mid)
-    card = await issue(cli, db, "622202000000001", "10.00")
+    card = await issue(cli, db, 1, "10.00")
     await db.execute("""INSERT INTO gw_batches (tid, batch, debit_fen, debit_count, credit_fen, credit_count,
                                                 terminal_totals, balanced)
                         VALUES ('TERM0001', $1, 0, 0, 0, 0, repeat('0', 30), true)""", BATCH)
