@@ -119,6 +119,7 @@ SELECT {TERMINAL_COLUMNS},
  ORDER BY r.ord
 """
 
+
 class _ContextRequest(NamedTuple):
     """One request's parameters of the context query, in the order of its arrays."""
 

@@ -10,7 +10,6 @@ from datetime import date
 from typing import Any
 
 import asyncpg
-import pytest
 
 from gateway import store
 
