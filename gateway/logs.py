@@ -2,25 +2,31 @@
 
 Logs go to stderr. Nothing may log a full PAN, a PIN block, track data or
 a key: callers pass masked values only (``cards.mask_pan``).
+
+A JSON line is written whole, newline included, in one write: the workers of
+``posgw serve --workers N`` share one stderr, and a line written in two
+pieces (as ``print`` writes it: the text, then the newline) could have
+another worker's line land between them.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from typing import Any, TextIO
 
 import orjson
 import structlog
 
 
-def _dumps(event: dict, **options: object) -> str:
-    """structlog's JSON serializer, by orjson (several times the standard library's speed)."""
-    return orjson.dumps(event, default=options.get("default")).decode()
-
-
-def configure(level: str = "info", fmt: str = "auto") -> None:
-    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
-    renderer = structlog.processors.JSONRenderer(_dumps) if use_json else structlog.dev.ConsoleRenderer()
+def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    stream = stream if stream is not None else sys.stderr
+    use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
+    if use_json:  # orjson renders bytes, several times faster than the standard library's json
+        renderer: Any = structlog.processors.JSONRenderer(orjson.dumps)
+        factory: Any = structlog.BytesLoggerFactory(stream.buffer)
+    else:
+        renderer, factory = structlog.dev.ConsoleRenderer(), structlog.PrintLoggerFactory(stream)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -29,6 +35,6 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=factory,
         cache_logger_on_first_use=True,
     )
