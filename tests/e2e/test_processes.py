@@ -13,7 +13,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from sim.load import LoadOptions, World, run_load
 from tests.conftest import TEST_LMK
 
 BIN = Path(sys.executable).parent
@@ -89,3 +91,50 @@ async def test_posgw_exit_code_2_for_bad_input_from_the_console_script(db_url, t
     code, out, err = await run(str(BIN / "posgw"), "agent", "show", "NOBODY", env=env_for(db_url, tmp_path))
     assert code == 2 and out == ""
     assert err.strip().splitlines()[-1] == "posgw: error: unknown agent NOBODY"
+
+
+@pytest.mark.slow
+async def test_serve_with_two_workers_shares_the_port_and_the_metrics_and_writes_whole_log_lines(db_url, tmp_path):
+    env = env_for(db_url, tmp_path)
+    code, out, err = await run(str(BIN / "posgw"), "demo", "--terminals", "20", "--cards", "20", "--json", env=env)
+    assert code == 0, err
+    world = World.from_json(json.loads(out))
+    port, metrics_port = free_port(), free_port()
+    server = await asyncio.create_subprocess_exec(  # a session of its own: a failing test kills the workers too
+        str(BIN / "posgw"), "serve", "--workers", "2", "--host", "127.0.0.1", "--port", str(port),
+        "--metrics-port", str(metrics_port), env=env, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+    lines: list[bytes] = []
+
+    async def drain() -> None:  # the two workers' stderr, as one pipe
+        while line := await server.stderr.readline():
+            lines.append(line)
+
+    async def both_listening() -> None:
+        while sum(b'"listening"' in line for line in lines) < 2:
+            await asyncio.sleep(0.05)
+
+    drainer = asyncio.create_task(drain())
+    try:
+        await asyncio.wait_for(both_listening(), 60)
+        report = (await run_load(world, LoadOptions(host="127.0.0.1", port=port, duration_s=2.0,
+                                                    mix={"purchase": 100}, timeout_s=5.0, seed=3))).to_dict()
+        assert report["errors_total"] == 0, report["errors"]
+        assert report["answered"] == report["requests"] > 20
+        metrics = (await asyncio.to_thread(http_get, metrics_port, "/metrics"))[1]
+        # Either worker's /metrics counts both workers' answers, code by code.
+        by_code = {sample.labels["response_code"]: int(sample.value)
+                   for family in text_string_to_metric_families(metrics) for sample in family.samples
+                   if sample.name == "posgw_requests_total" and sample.labels["kind"] == "purchase"}
+        assert by_code == report["by_code"]
+        server.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(server.wait(), 30) == 0
+        await asyncio.wait_for(drainer, 10)
+    finally:
+        if server.returncode is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            await server.wait()
+        drainer.cancel()
+    # Every line whole: one JSON object each, however the two workers' writes met.
+    events = [json.loads(line) for line in lines]
+    assert [e["port"] for e in events if e["event"] == "listening"] == [port, port]
+    assert sum(1 for e in events if e["event"] == "txn" and e["kind"] == "purchase") == report["requests"]
