@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import signal
 from collections.abc import Awaitable, Callable
 
@@ -64,7 +65,7 @@ class Gateway:
         if metrics_port is not None:
             self._http = await asyncio.start_server(self._serve_http, host, metrics_port,
                                                     reuse_port=reuse_port or None)
-        log.info("listening", host=host, port=self.server.port, metrics_port=self.metrics_port)
+        log.info("listening", host=host, port=self.server.port, metrics_port=self.metrics_port, pid=os.getpid())
 
     @property
     def metrics_port(self) -> int | None:
@@ -159,19 +160,44 @@ async def run(settings: Settings, host: str, port: int, metrics_port: int, *, re
     await gateway.serve_until_signalled()
 
 
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _stop_with_parent() -> Callable[[], None] | None:
+    """What a worker runs before its program (``preexec_fn``): ask the kernel
+    for SIGTERM when its parent dies, however it dies (SIGKILL included), so
+    that no orphaned worker goes on serving the shared port beside the next
+    gateway. None where there is no prctl (not Linux)."""
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except AttributeError:
+        return None
+    parent = os.getpid()
+
+    def arm() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the line above
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arm
+
+
 def run_workers(argv: list[str], workers: int) -> int:
     """``posgw serve --workers N``: N gateway processes sharing the terminal
     and metrics ports (SO_REUSEPORT), their metrics kept in one directory so
-    that a scrape of any worker covers all. SIGTERM/SIGINT are passed on; the
-    exit code is 0 when every worker drained and exited 0."""
-    import os
+    that a scrape of any worker covers all. SIGTERM/SIGINT are passed on, and
+    a worker whose parent dies is sent SIGTERM; the exit code is 0 when every
+    worker drained and exited 0."""
     import subprocess
     import sys
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="posgw-metrics-") as metrics_dir:
         env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=metrics_dir)
-        children = [subprocess.Popen([sys.executable, "-m", "gateway.cli", *argv, "--reuse-port"], env=env)
+        children = [subprocess.Popen([sys.executable, "-m", "gateway.cli", *argv, "--reuse-port"], env=env,
+                                     preexec_fn=_stop_with_parent())
                     for _ in range(workers)]
 
         def pass_on(signum: int, _frame: object) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -93,6 +94,50 @@ async def test_posgw_exit_code_2_for_bad_input_from_the_console_script(db_url, t
     assert err.strip().splitlines()[-1] == "posgw: error: unknown agent NOBODY"
 
 
+class Workers:
+    """``posgw serve --workers 2`` in a session of its own (a failing test kills
+    the workers too), its stderr (both workers') read line by line."""
+
+    def __init__(self, server: asyncio.subprocess.Process) -> None:
+        self.server = server
+        self.lines: list[bytes] = []
+        self.drainer = asyncio.create_task(self._drain())
+
+    @classmethod
+    async def start(cls, env: dict[str, str], port: int, metrics_port: int) -> Workers:
+        server = await asyncio.create_subprocess_exec(
+            str(BIN / "posgw"), "serve", "--workers", "2", "--host", "127.0.0.1", "--port", str(port),
+            "--metrics-port", str(metrics_port), env=env, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+        return cls(server)
+
+    async def _drain(self) -> None:
+        while line := await self.server.stderr.readline():
+            self.lines.append(line)
+
+    async def listening(self) -> list[dict]:
+        """The two workers' ``listening`` lines, once both are up."""
+        while True:
+            found = [json.loads(line) for line in self.lines if b'"listening"' in line]
+            if len(found) == 2:
+                return found
+            await asyncio.sleep(0.05)
+
+    async def close(self) -> None:
+        """Kill what is left of the session: the parent, and workers that outlived it."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.server.pid, signal.SIGKILL)
+        await asyncio.wait_for(self.server.wait(), 30)  # (it returns once the workers let go of stderr too)
+        self.drainer.cancel()
+
+
+def gone(pid: int) -> bool:
+    """Whether a process has exited (a zombie waiting for its reaper counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 @pytest.mark.slow
 async def test_serve_with_two_workers_shares_the_port_and_the_metrics_and_writes_whole_log_lines(db_url, tmp_path):
     env = env_for(db_url, tmp_path)
@@ -100,22 +145,11 @@ async def test_serve_with_two_workers_shares_the_port_and_the_metrics_and_writes
     assert code == 0, err
     world = World.from_json(json.loads(out))
     port, metrics_port = free_port(), free_port()
-    server = await asyncio.create_subprocess_exec(  # a session of its own: a failing test kills the workers too
-        str(BIN / "posgw"), "serve", "--workers", "2", "--host", "127.0.0.1", "--port", str(port),
-        "--metrics-port", str(metrics_port), env=env, stderr=asyncio.subprocess.PIPE, start_new_session=True)
-    lines: list[bytes] = []
-
-    async def drain() -> None:  # the two workers' stderr, as one pipe
-        while line := await server.stderr.readline():
-            lines.append(line)
-
-    async def both_listening() -> None:
-        while sum(b'"listening"' in line for line in lines) < 2:
-            await asyncio.sleep(0.05)
-
-    drainer = asyncio.create_task(drain())
+    workers = await Workers.start(env, port, metrics_port)
     try:
-        await asyncio.wait_for(both_listening(), 60)
+        listening = await asyncio.wait_for(workers.listening(), 60)
+        assert [line["port"] for line in listening] == [port, port]
+        assert len({line["pid"] for line in listening}) == 2
         report = (await run_load(world, LoadOptions(host="127.0.0.1", port=port, duration_s=2.0,
                                                     mix={"purchase": 100}, timeout_s=5.0, seed=3))).to_dict()
         assert report["errors_total"] == 0, report["errors"]
@@ -126,15 +160,34 @@ async def test_serve_with_two_workers_shares_the_port_and_the_metrics_and_writes
                    for family in text_string_to_metric_families(metrics) for sample in family.samples
                    if sample.name == "posgw_requests_total" and sample.labels["kind"] == "purchase"}
         assert by_code == report["by_code"]
-        server.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(server.wait(), 30) == 0
-        await asyncio.wait_for(drainer, 10)
+        workers.server.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(workers.server.wait(), 30) == 0
+        await asyncio.wait_for(workers.drainer, 10)
     finally:
-        if server.returncode is None:
-            os.killpg(server.pid, signal.SIGKILL)
-            await server.wait()
-        drainer.cancel()
+        await workers.close()
     # Every line whole: one JSON object each, however the two workers' writes met.
-    events = [json.loads(line) for line in lines]
-    assert [e["port"] for e in events if e["event"] == "listening"] == [port, port]
+    events = [json.loads(line) for line in workers.lines]
     assert sum(1 for e in events if e["event"] == "txn" and e["kind"] == "purchase") == report["requests"]
+
+
+@pytest.mark.slow
+async def test_workers_stop_when_their_parent_is_killed(db_url, tmp_path):
+    env = env_for(db_url, tmp_path)
+    port, metrics_port = free_port(), free_port()
+    workers = await Workers.start(env, port, metrics_port)
+    try:
+        pids = [line["pid"] for line in await asyncio.wait_for(workers.listening(), 60)]
+        assert workers.server.pid not in pids and not any(gone(pid) for pid in pids)
+        workers.server.kill()  # SIGKILL: nothing of the parent runs, its children are not told
+
+        async def all_gone() -> None:
+            while not all(gone(pid) for pid in pids):
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(all_gone(), 30)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        await asyncio.wait_for(workers.drainer, 10)  # the workers' own stop, in their last lines
+        assert [json.loads(line)["event"] for line in workers.lines].count("stopped") == 2
+    finally:
+        await workers.close()
