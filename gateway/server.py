@@ -56,9 +56,6 @@ _RECHECK_S = 1.0  # an idle connection with requests still pending is looked at 
 _TIMER_CONTEXT = contextvars.Context()
 
 
-WRITTEN = b"written"  # what ``_answer`` returns for an answer it wrote itself (compared by identity)
-
-
 def _request_done(task: asyncio.Task[bytes | None]) -> None:
     metrics.IN_FLIGHT.dec()
 
@@ -191,7 +188,7 @@ class TerminalConnection(asyncio.BufferedProtocol):
                 break
             metrics.FRAMES_RECEIVED.inc()
             metrics.IN_FLIGHT.inc()
-            task = self.loop.create_task(self._answer(frame))
+            task = self.loop.create_task(self.server.handler(frame))
             task.add_done_callback(_request_done)
             self.pending.append(task)
         if self.pending and self.writer is None:
@@ -212,23 +209,8 @@ class TerminalConnection(asyncio.BufferedProtocol):
                 self.frame_started_at = self.loop.time()
                 self._schedule_check(self.frame_started_at + self.settings.read_timeout_s)
 
-    async def _answer(self, frame: Frame) -> bytes | None:
-        """The request's answer, written here at once when it is the oldest
-        pending request and the client is reading (``WRITTEN``, then): a
-        database batch settles many requests in one turn of the event loop, and
-        the writer, woken only after every one of them has built its answer,
-        would hold the first answer back for the time of all the others."""
-        answer = await self.server.handler(frame)
-        if (answer is not None and self.pending and self.pending[0] is asyncio.current_task()
-                and not self.writing_paused and not self.transport.is_closing()):
-            self.transport.write(answer)
-            self.last_activity = self.loop.time()
-            return WRITTEN
-        return answer
-
     async def _write_answers(self) -> None:
-        """Write each answer in request order (unless ``_answer`` did); a
-        request leaves ``pending`` once written."""
+        """Write each answer in request order; a request leaves ``pending`` once written."""
         transport = self.transport
         try:
             while self.pending:
@@ -245,7 +227,7 @@ class TerminalConnection(asyncio.BufferedProtocol):
                 else:
                     if answer is None:  # the processor says: no answer (its money may have moved)
                         self._end_unanswered("unanswered")
-                    elif answer is not WRITTEN and not transport.is_closing():
+                    elif not transport.is_closing():
                         if self.writing_paused:
                             self._drained = self.loop.create_future()
                             await self._drained
