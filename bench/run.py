@@ -35,11 +35,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import itertools
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import signal
@@ -579,8 +581,9 @@ def fsync_ms(directory: Path, count: int = 100) -> dict[str, float | None]:
     return latency_summary(latencies)
 
 
-def postgres_info() -> dict[str, Any]:
-    async def query() -> dict[str, Any]:
+def on_postgres(work: Any) -> Any:
+    """``await work(conn)`` on a connection to the bench's PostgreSQL."""
+    async def connected() -> Any:
         import asyncpg
 
         from gateway.db import database_url
@@ -588,13 +591,80 @@ def postgres_info() -> dict[str, Any]:
 
         conn = await asyncpg.connect(database_url(Settings()))
         try:
-            names = ("server_version", "shared_buffers", "max_connections", "fsync", "synchronous_commit",
-                     "wal_level", "max_wal_size")
-            return {name: await conn.fetchval(f"SELECT current_setting('{name}')") for name in names}
+            return await work(conn)
         finally:
             await conn.close()
 
-    return asyncio.run(query())
+    return asyncio.run(connected())
+
+
+def postgres_info() -> dict[str, Any]:
+    async def query(conn: Any) -> dict[str, Any]:
+        names = ("server_version", "shared_buffers", "max_connections", "fsync", "synchronous_commit",
+                 "wal_level", "max_wal_size")
+        return {name: await conn.fetchval(f"SELECT current_setting('{name}')") for name in names}
+
+    return on_postgres(query)
+
+
+def log_autovacuum() -> None:
+    """Have PostgreSQL log every autovacuum and autoanalyze (its default: only those
+    over 10 minutes), so that ``background_events`` can say which ran during which
+    scenario. Logging only: nothing the load meets changes."""
+    async def switch(conn: Any) -> None:
+        await conn.execute("ALTER SYSTEM SET log_autovacuum_min_duration = 0")
+        await conn.execute("SELECT pg_reload_conf()")
+
+    on_postgres(switch)
+
+
+def postgres_writes() -> dict[str, int]:
+    """PostgreSQL's cumulative writes: WAL bytes, and the buffers written by the
+    checkpointer, by the background writer, and by backends themselves (a dirty
+    buffer evicted in a query's path, when shared_buffers has no clean one)."""
+    async def query(conn: Any) -> dict[str, int]:
+        row = await conn.fetchrow(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint AS wal_bytes,"
+            " buffers_checkpoint, buffers_clean, buffers_backend FROM pg_stat_bgwriter")
+        return dict(row)
+
+    return on_postgres(query)
+
+
+class Window:
+    """A scenario's span: its Unix times, for ``background_events``, and what
+    PostgreSQL wrote meanwhile (``postgres_writes`` differences)."""
+
+    def __init__(self, name: str, log: list[tuple[str, float, float]], writes: dict[str, dict[str, int]]) -> None:
+        self.name, self.log, self.writes = name, log, writes
+
+    def __enter__(self) -> Window:
+        self.start, self.before = time.time(), postgres_writes()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.log.append((self.name, self.start, time.time()))
+        after = postgres_writes()
+        self.writes[self.name] = {key: after[key] - self.before[key] for key in after}
+
+
+_PG_EVENT = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) UTC \[\d+\] LOG:  "
+                       r"(automatic vacuum|automatic analyze|checkpoint starting)(?: of table \"([^\"]+)\")?")
+
+
+def background_events(log: Path, windows: list[tuple[str, float, float]]) -> list[dict[str, Any]]:
+    """The autovacuums, autoanalyzes (logged as they end) and checkpoint starts in
+    PostgreSQL's log, each with the scenario it fell in (``windows``: name, start
+    and end as Unix times)."""
+    events = []
+    for line in log.read_text(errors="replace").splitlines() if log.exists() else ():
+        found = _PG_EVENT.match(line)
+        if found is None:
+            continue
+        at = datetime.strptime(found[1], "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=timezone.utc).timestamp()
+        during = next((name for name, start, end in windows if start <= at <= end), None)
+        events.append({"at": found[1], "event": found[2], "table": found[3], "scenario": during})
+    return events
 
 
 def git_info() -> dict[str, Any]:
@@ -812,9 +882,16 @@ def main(argv: list[str] | None = None) -> int:
         results["machine"]["fsync_8k_ms"] = fsync_ms(DATA)
         say(f"fdatasync of 8 KiB in {DATA.relative_to(ROOT)}: {results['machine']['fsync_8k_ms']} ms")
         results["baselines"], results["scenarios"] = {}, {}
+        log_autovacuum()
+        windows: list[tuple[str, float, float]] = []  # (scenario, start, end), Unix times
+        results["postgres_writes"] = {}
+
+        def window(name: str) -> Window:
+            return Window(name, windows, results["postgres_writes"])
 
         say(f"(a) ledger alone: {LEDGER_TASKS} coroutines over a pool of {LEDGER_POOL}, {dur['baseline']:.0f} s")
-        results["baselines"]["ledger"] = scenario_ledger(env, dur["baseline"])
+        with window("ledger"):
+            results["baselines"]["ledger"] = scenario_ledger(env, dur["baseline"])
         say(f"    {results['baselines']['ledger']['postings_per_s']:.0f} postings/s")
 
         steps: list[tuple[str, str, dict[str, Any]]] = [
@@ -831,20 +908,23 @@ def main(argv: list[str] | None = None) -> int:
         ]
         for key, title, options in steps:
             say(f"{title}, {options['duration']:.0f} s")
-            result = scenario_load(env, key, **options)
+            with window(key):
+                result = scenario_load(env, key, **options)
             (results["baselines"] if key == "wire" else results["scenarios"])[key] = result
             say(f"    {result['approved_rps']:.0f} approved/s, p50 {result['latency_ms']['p50']} ms, "
                 f"p99 {result['latency_ms']['p99']} ms, errors {result['errors_total']}")
 
         say(f"{idle_count:,} idle connections + {IDLE_ACTIVE} active terminals, closed loop, then open loop at "
             f"{IDLE_ACTIVE_RATE}/s, {dur['scenario']:.0f} s each")
-        idle = results["scenarios"]["idle_10k"] = scenario_idle(env, dur["scenario"], idle_count)
+        with window("idle_10k"):
+            idle = results["scenarios"]["idle_10k"] = scenario_idle(env, dur["scenario"], idle_count)
         say(f"    {idle['idle_opened']:,} idle opened in {idle['idle_connect_s']} s, "
             f"{idle['approved_rps']:.0f} approved/s, p99 {idle['latency_ms']['p99']} ms; at {IDLE_ACTIVE_RATE}/s: "
             f"p99 {idle['open_loop_run']['latency_ms']['p99']} ms; gateway RSS peak {idle['gateway_peak_rss_mb']} MB")
 
         say(f"sweep: open loop at {', '.join(map(str, SWEEP_RATES))}/s, {dur['sweep']:.0f} s each")
-        results["sweep"] = scenario_sweep(env, SWEEP_RATES, dur["sweep"])
+        with window("sweep"):
+            results["sweep"] = scenario_sweep(env, SWEEP_RATES, dur["sweep"])
 
         wire = results["baselines"]["wire"]["approved_rps"]
         ledger = results["baselines"]["ledger"]["postings_per_s"]
@@ -852,6 +932,18 @@ def main(argv: list[str] | None = None) -> int:
         results["ratios"] = {f"{k}_vs_ledger": round(v / ledger, 2) if ledger else None for k, v in closed.items()}
         results["ratios"].update({f"{k}_vs_wire": round(v / wire, 2) if wire else None for k, v in closed.items()})
         results["targets"] = targets(results)
+        results["background_events"] = background_events(DATA / "pg" / "log", windows)
+        during: dict[str, collections.Counter[str]] = {}
+        for event in results["background_events"]:
+            if event["scenario"]:
+                during.setdefault(event["scenario"], collections.Counter())[event["event"]] += 1
+        say("PostgreSQL's background work during the scenarios (bench/results.json: background_events): "
+            + ("; ".join(f"{name}: " + ", ".join(f"{n} {what}" for what, n in counts.items())
+                         for name, counts in during.items()) or "none logged"))
+        say("PostgreSQL's writes (bench/results.json: postgres_writes): " + "; ".join(
+            f"{name}: WAL {w['wal_bytes'] / 2**20:.0f} MiB, buffers by backends {w['buffers_backend']}, "
+            f"by the background writer {w['buffers_clean']}, at checkpoints {w['buffers_checkpoint']}"
+            for name, w in results["postgres_writes"].items()))
 
         check = run([POSGW, "ledger", "check", "--json"], env=env, check=False)
         results["ledger_check"] = {"exit_code": check.returncode,
