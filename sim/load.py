@@ -712,17 +712,33 @@ class LoadTerminal:
             block = self._pin_blocks[index] = encrypt_pin_block(self.terminal.keys.pik, card.pin, card.pan)
         return block
 
+    def _pool(self, kind: str) -> Sequence[Any]:
+        """What requests of ``kind`` take in turn: cards, meters, or nothing (echo)."""
+        return () if kind == "echo" else self.meters if kind.startswith("bill") else self.cards
+
     def template(self, kind: str) -> RequestTemplate:
         """The template of the next request of ``kind``: cards and meters are taken in turn."""
         self._turn += 1
-        pool = () if kind == "echo" else self.meters if kind.startswith("bill") else self.cards
-        index = self._turn % len(pool) if pool else 0
+        pool = self._pool(kind)
+        return self._template(kind, self._turn % len(pool) if pool else 0)
+
+    def _template(self, kind: str, index: int) -> RequestTemplate:
         key = (kind, index)
         found = self._templates.get(key)
         if found is None:
             found = self._templates[key] = RequestTemplate.of(self._request(kind, index),
                                                                macced=kind not in UNMACCED_TYPES)
         return found
+
+    def prepare(self, kinds: Iterable[str]) -> None:
+        """Encode every template the run can take for ``kinds`` now, before the clock
+        starts: building one costs more than a request from it, and a short run
+        would otherwise build most of them on the clock, on the CPU the gateway
+        under test shares. (A sign-on during the run clears them; they are then
+        built again as needed.)"""
+        for kind in kinds:
+            for index in range(len(self._pool(kind)) or 1):
+                self._template(kind, index)
 
     def _request(self, kind: str, index: int) -> Any:
         common = {"stan": "000000", "terminal_id": self.spec.tid, "merchant_id": self.spec.mid,
@@ -1121,6 +1137,8 @@ async def run_load(world: World, options: LoadOptions, *, progress: _Progress | 
     if not signed_on:
         reasons = ", ".join(f"{reason} ({n})" for reason, n in signon["failures"].items())
         raise UsageError(f"no terminal could sign on: {reasons}")
+    for terminal in signed_on:
+        terminal.prepare(kind for kind, weight in options.mix.items() if weight)
     runner = LoadRun(signed_on, options)
     runner.stats.errors["signon_failures"] = signon["failed"]
     runner.stats.error_total += signon["failed"]

@@ -245,6 +245,20 @@ def test_echo_template_is_an_unmacced_0820_301():
     assert terminal.template("echo") is template
 
 
+def test_prepare_encodes_before_the_run_every_template_the_run_takes():
+    world = World.from_json({**DEMO_JSON, "cards": []})
+    options = LoadOptions(mix={"bill-inquiry": 1, "echo": 1})
+    terminal = make_terminals(world, options, 1)[0]
+    terminal.prepare(["bill-inquiry", "echo"])
+    prepared = dict(terminal._templates)
+    assert sorted(prepared) == [("bill-inquiry", 0), ("bill-inquiry", 1), ("bill-inquiry", 2), ("echo", 0)]
+    taken = [terminal.template("bill-inquiry") for _ in range(3)] + [terminal.template("echo")]
+    assert terminal._templates == prepared  # nothing built on the clock
+    assert {id(t) for t in taken} == {id(t) for t in prepared.values()}
+    meters = {tlv.decode(decode_message(t.message).bill_data)[tlv.ACCOUNT] for t in taken[:3]}
+    assert meters == {"M00001", "M00002", "M00003"}
+
+
 async def test_echo_answered_00_without_a_mac_counts_as_approved():
     """A gateway answers an echo 0830 00 without a MAC (WIRE.md 4): approved, no MAC failure."""
 
