@@ -12,7 +12,7 @@ from gateway.keys import SoftHsm
 from gateway.registry import ACTIVE, FROZEN
 from gateway.validate import InvalidInput
 from ledger import postings
-from ledger.accounts import CASH_ACCOUNT_CODE, AccountKind, account_id, balance_fen
+from ledger.accounts import CASH_ACCOUNT_CODE, AccountKind, account_id, balance_fen, create_accounts
 
 CARD_FIELDS = "id, status, expiry, pin_tries, pin_blocked, pvv, account_id"
 
@@ -67,10 +67,7 @@ async def issue_cards(conn: asyncpg.Connection, hsm: SoftHsm, new: Sequence[tupl
     if not rows:
         return
     codes, hashes, pans_lmk, masked, pvvs, expiries = map(list, zip(*rows))
-    accounts = dict(await conn.fetch(
-        """INSERT INTO ledger_accounts (kind, code, debits_must_not_exceed_credits)
-           SELECT $1, code, true FROM unnest($2::text[]) AS a (code) RETURNING code, id""",
-        AccountKind.CARD.value, codes))
+    accounts = await create_accounts(conn, AccountKind.CARD, codes, debits_must_not_exceed_credits=True)
     issued = await conn.fetch(
         """INSERT INTO cards (pan_hash, pan_lmk, pan_masked, pvv, expiry, account_id)
            SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::text[], $4::bytea[], $5::text[], $6::bigint[])
