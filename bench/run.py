@@ -11,7 +11,8 @@ on free ports, stopped with SIGTERM after:
 - baseline (b), the wire alone: ``posgw serve --wire-only`` and
   ``posgw-sim load --mix echo=100``, 200 persistent terminals, 10 s;
 - purchases, closed loop, 200 persistent terminals, 15 s, 1 worker and 2;
-- purchases, open loop at 1,500/s, 15 s;
+- purchases, open loop at 1,500/s, 15 s, three times, each against a gateway
+  of its own (the target is met only if every run meets it);
 - purchases, closed loop, a new connection per transaction (per-txn), 15 s;
 - 10,000 idle connections held open while 100 terminals run, 15 s closed loop
   (how much they still carry), then 15 s open loop at 500/s, 5 requests a
@@ -73,6 +74,10 @@ IDLE_CONNECTIONS, IDLE_ACTIVE = 10_000, 100
 IDLE_ACTIVE_RATE = 500  # open loop, requests/s of the 100 active terminals together
 SWEEP_RATES = (250, 500, 1000, 1500, 2000, 2500)
 OPEN_RATE = 1500
+# The open-loop target's scenario runs this many times, each against a gateway
+# of its own: on this shared machine one run's p99 swings by a factor of two or
+# more between identical runs, so one run alone says little.
+OPEN_RUNS = 3
 DURATIONS = {"baseline": 10.0, "scenario": 15.0, "sweep": 6.0}
 LEDGER_TASKS, LEDGER_POOL = 64, 16
 MEMORY_POLL_S = 0.5
@@ -88,6 +93,11 @@ TARGETS = {
     "idle_rss_mb_max": 300.0,
     "per_txn_approved_rps_min": 1000,
 }
+
+
+def open_keys() -> list[str]:
+    """The open-loop scenario's result keys, one per run (the first keeps the plain name)."""
+    return ["open_1500"] + [f"open_1500_run{n}" for n in range(2, OPEN_RUNS + 1)]
 
 
 class BenchError(Exception):
@@ -700,14 +710,18 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 round(ratio, 2) if ratio else None, "x",
                 ratio is not None and ratio >= TARGETS["closed_loop_vs_ledger_min"],
                 f"{rps:.0f} / {ledger_rps:.0f}")
-    if "open_1500" in s:
-        o = s["open_1500"]
-        p99 = o["latency_ms"]["p99"]
-        ol = o.get("open_loop") or {}
-        row(f"open loop at {OPEN_RATE}/s: p99", f"<= {TARGETS['open_loop_p99_ms_max']} ms", p99, "ms",
-            p99 is not None and p99 <= TARGETS["open_loop_p99_ms_max"] and not ol.get("dropped")
-            and o["errors_total"] == 0,
-            f"{o['approved_rps']:.0f} approved/s, {ol.get('late', 0)} late, {ol.get('dropped', 0)} dropped")
+    runs = [s[key] for key in open_keys() if key in s]
+    if runs:  # met only if every run meets it; the worst run's p99 is the figure
+        p99s = [r["latency_ms"]["p99"] for r in runs]
+        worst = None if None in p99s else max(p99s)
+        loops = [r.get("open_loop") or {} for r in runs]
+        row(f"open loop at {OPEN_RATE}/s: p99 (worst of {len(runs)} runs)",
+            f"<= {TARGETS['open_loop_p99_ms_max']} ms", worst, "ms",
+            worst is not None and worst <= TARGETS["open_loop_p99_ms_max"]
+            and not any(ol.get("dropped") for ol in loops) and all(r["errors_total"] == 0 for r in runs),
+            "p99 of each run " + ", ".join(f"{p:g}" for p in p99s) + " ms; "
+            + ", ".join(f"{r['approved_rps']:.0f}" for r in runs) + " approved/s; "
+            f"{sum(ol.get('late', 0) for ol in loops)} late, {sum(ol.get('dropped', 0) for ol in loops)} dropped")
     if "idle_10k" in s:
         i = s["idle_10k"]
         held = i["idle_opened"] == i["idle_requested"] and i["idle_still_open_after_load"] == i["idle_requested"]
@@ -764,7 +778,8 @@ def table(results: dict[str, Any]) -> str:
     rows = [("(b) wire alone: --wire-only, echo", b.get("wire"))]
     names = {"closed_1_worker": "closed loop, 200 persistent, 1 worker",
              "closed_2_workers": "closed loop, 200 persistent, 2 workers",
-             "open_1500": f"open loop at {OPEN_RATE}/s, 200 persistent",
+             **{key: f"open loop at {OPEN_RATE}/s, 200 persistent" + (f", run {n}" if n > 1 else "")
+                for n, key in enumerate(open_keys(), 1)},
              "per_txn": "closed loop, 200 per-txn connections",
              "idle_10k": f"{IDLE_CONNECTIONS // 1000}k idle + {IDLE_ACTIVE} active, closed loop"}
     rows += [(label, results["scenarios"].get(key)) for key, label in names.items()]
@@ -901,8 +916,8 @@ def main(argv: list[str] | None = None) -> int:
              {"duration": dur["scenario"]}),
             ("closed_2_workers", "closed loop purchases, 200 persistent terminals, --workers 2",
              {"duration": dur["scenario"], "workers": 2}),
-            ("open_1500", f"open loop purchases at {OPEN_RATE}/s, 200 persistent terminals",
-             {"duration": dur["scenario"], "rate": OPEN_RATE}),
+            *((key, f"open loop purchases at {OPEN_RATE}/s, 200 persistent terminals, run {n} of {OPEN_RUNS}",
+               {"duration": dur["scenario"], "rate": OPEN_RATE}) for n, key in enumerate(open_keys(), 1)),
             ("per_txn", "closed loop purchases, 200 terminals, a connection per transaction",
              {"duration": dur["scenario"], "connect": "per-txn"}),
         ]
