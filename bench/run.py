@@ -636,9 +636,9 @@ def preallocate_wal(megabytes: int = WAL_PREALLOCATED_MB) -> dict[str, Any]:
     segment, zero-filled and synced while each commit waits for it: at
     1,500 purchases/s one every 5 s, each the start of an episode of slow
     requests. With ``min_wal_size`` at ``megabytes``, switching to a new
-    segment that many times and then checkpointing leaves the segments behind,
-    renamed for reuse (recycled), as a checkpoint does in any long-running
-    cluster; the scenarios then write into them. The shared buffers are left as
+    segment until that much WAL is behind, then checkpointing, leaves those
+    segments renamed for reuse (recycled), as a checkpoint does in any
+    long-running cluster; the scenarios then write into them. The shared buffers are left as
     the scenarios make them: no checkpoint runs between scenarios."""
     async def work(conn: Any) -> dict[str, Any]:
         segment = int(await conn.fetchval("SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'"))
