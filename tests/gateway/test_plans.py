@@ -39,3 +39,18 @@ async def test_the_context_read_finds_a_stored_answer_by_its_key_index(db):
                                          None, date(2026, 11, 24), False) for n in range(3)]
     plan = await generic_plan(db, store._CONTEXT_QUERY, *map(list, zip(*requests)))
     assert re.search(rf"Index (Only )?Scan using {KEY_INDEX} on gw_transactions tx\b", plan), plan
+
+
+async def test_analyze_gathers_no_statistics_for_the_stored_response_and_content_hash(db):
+    await db.execute(
+        """INSERT INTO gw_transactions (tid, batch, stan, mti_class, kind, content_hash, response, response_code,
+                                        status, rrn, local_date)
+           SELECT 'TERM' || n % 4, 1, lpad(n::text, 6, '0'), '0200', 'purchase', md5(n::text),
+                  jsonb_build_object('response_code', '00', 'rrn', lpad(n::text, 12, '0')), '00', 'approved',
+                  lpad(n::text, 12, '0'), '1124'
+             FROM generate_series(1, 50) n""")
+    await db.execute("ANALYZE gw_transactions")
+    analyzed = {row["attname"] for row in await db.fetch(
+        "SELECT attname FROM pg_stats WHERE schemaname = 'public' AND tablename = 'gw_transactions'")}
+    assert {"tid", "batch", "stan", "rrn", "status"} <= analyzed
+    assert not {"response", "content_hash"} & analyzed
