@@ -618,15 +618,17 @@ def postgres_info() -> dict[str, Any]:
     return on_postgres(query)
 
 
+async def _set_system(conn: Any, name: str, value: str) -> None:
+    """``ALTER SYSTEM SET name = value`` on the bench's cluster, in effect at once (a reload)."""
+    await conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+    await conn.execute("SELECT pg_reload_conf()")
+
+
 def log_autovacuum() -> None:
     """Have PostgreSQL log every autovacuum and autoanalyze (its default: only those
     over 10 minutes), so that ``background_events`` can say which ran during which
     scenario. Logging only: nothing the load meets changes."""
-    async def switch(conn: Any) -> None:
-        await conn.execute("ALTER SYSTEM SET log_autovacuum_min_duration = 0")
-        await conn.execute("SELECT pg_reload_conf()")
-
-    on_postgres(switch)
+    on_postgres(lambda conn: _set_system(conn, "log_autovacuum_min_duration", "0"))
 
 
 def preallocate_wal(megabytes: int = WAL_PREALLOCATED_MB) -> dict[str, Any]:
@@ -638,12 +640,12 @@ def preallocate_wal(megabytes: int = WAL_PREALLOCATED_MB) -> dict[str, Any]:
     requests. With ``min_wal_size`` at ``megabytes``, switching to a new
     segment until that much WAL is behind, then checkpointing, leaves those
     segments renamed for reuse (recycled), as a checkpoint does in any
-    long-running cluster; the scenarios then write into them. The shared buffers are left as
-    the scenarios make them: no checkpoint runs between scenarios."""
+    long-running cluster; the scenarios then write into them. The shared
+    buffers are left as the scenarios make them: no checkpoint runs between
+    scenarios."""
     async def work(conn: Any) -> dict[str, Any]:
         segment = int(await conn.fetchval("SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'"))
-        await conn.execute(f"ALTER SYSTEM SET min_wal_size = '{megabytes}MB'")
-        await conn.execute("SELECT pg_reload_conf()")
+        await _set_system(conn, "min_wal_size", f"{megabytes}MB")
         for _ in range(megabytes * 2**20 // segment):
             await conn.execute("SELECT pg_logical_emit_message(false, 'posgw-bench', 'wal')")  # a record to leave
             await conn.execute("SELECT pg_switch_wal()")
