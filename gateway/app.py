@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from gateway import metrics, reports, store
 from gateway.billers import Connectors
 from gateway.context import Services
+from gateway.context_cache import ContextCache
 from gateway.db import create_pool
 from gateway.keys import SoftHsm, load_lmk
 from gateway.migrate import check_migrated
@@ -46,7 +47,8 @@ async def build_services(settings: Settings, database_url: str | None = None) ->
 
     fee_account_id = await pool.fetchval("SELECT id FROM ledger_accounts WHERE code = $1", FEE_INCOME_ACCOUNT_CODE)
     return Services(settings, pool, SoftHsm(lmk), RrnAllocator(reserve_rrn_block), fee_account_id,
-                    Connectors(pool, settings.biller_timeout_s), load_risk_defaults(config_dir()))
+                    Connectors(pool, settings.biller_timeout_s), load_risk_defaults(config_dir()),
+                    ContextCache(0 if settings.risk_enabled else settings.context_cache_entries))
 
 
 class Gateway:

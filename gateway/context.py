@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 
 from gateway.billers import Connectors
+from gateway.context_cache import ContextCache
 from gateway.keys import SoftHsm
 from gateway.registry import TerminalRecord
 from gateway.rrn import RrnAllocator
@@ -27,6 +28,7 @@ class Services:
     fee_account_id: int
     connectors: Connectors
     risk_defaults: dict[str, int]
+    contexts: ContextCache  # empty and unused when the risk rules are on
 
 
 @dataclass(slots=True)
@@ -51,6 +53,7 @@ class Transaction:
     risk_rule: str | None = None  # the risk rule that declined it
     position: tuple[float, float] | None = None  # where the terminal is (reported LC or registered)
     recording_sent: bool = False  # its outcome left for the database: it may be recorded
+    cache_allowed: bool = True  # its context may come from the cache (not when it runs again: StaleContext)
 
     @property
     def terminal_record(self) -> TerminalRecord:
@@ -61,6 +64,17 @@ class Transaction:
     def ctx(self) -> RequestContext:
         assert self.context is not None, "load_context must run first"
         return self.context
+
+    def start_over(self) -> None:
+        """Forget what the steps found, to run them again on a freshly read context."""
+        fresh = Transaction(self.frame, self.request, self.now, self.kind, cache_allowed=False)
+        for name in self.__slots__:
+            setattr(self, name, getattr(fresh, name))
+
+
+class StaleContext(Exception):
+    """The cached records a request was checked against have changed, or the
+    checks declined it: run them again on a fresh read (gateway.context_cache)."""
 
 
 class Answered(Exception):

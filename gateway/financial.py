@@ -7,8 +7,8 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gateway import risk, store
-from gateway.context import Answered, Services, Transaction
+from gateway import metrics, risk, store
+from gateway.context import Answered, Services, StaleContext, Transaction
 from gateway.outcomes import Decline, Outcome
 from gateway.registry import ACTIVE
 from ledger.postings import Transfer, basis_points_fen
@@ -76,8 +76,13 @@ async def check_settlement_format(txn: Transaction, svc: Services) -> None:
 # -- who, keys, MAC, repeats -----------------------------------------------------
 
 
+# Requests whose checks need only their terminal and card: with the risk rules
+# off, their context comes from the cache when both are in it (gateway.context_cache).
+CACHED_KINDS = frozenset({"balance", "purchase"})
+
+
 async def load_context(txn: Transaction, svc: Services) -> None:
-    """Everything the checks need, in one query; the terminal is registered (97)."""
+    """Everything the checks need, in one query (or from the cache); the terminal is registered (97)."""
     request = txn.request
     txn.key = store.TxnKey(request.terminal_id, request.batch, request.stan, request.mti)
     void_ref = None
@@ -85,11 +90,19 @@ async def load_context(txn: Transaction, svc: Services) -> None:
         void_ref = store.VoidReference(request.rrn, request.original_batch, request.original_stan,
                                        request.original_date)
     txn.pan_hash = svc.hsm.pan_hash(txn.pan) if txn.pan else None
-    biller_code = txn.bill_fields.get(tlv.BILLER) if txn.bill_fields else None
-    txn.context = await store.load_context(svc.pool, txn.key, txn.pan_hash, void_ref, biller_code, txn.now.date(),
-                                           svc.settings.risk_enabled)
+    cacheable = txn.kind in CACHED_KINDS and not svc.settings.risk_enabled
+    if cacheable and txn.cache_allowed:
+        txn.context = svc.contexts.context(txn.key.tid, txn.pan_hash)
+        if txn.context is not None:
+            metrics.labelled(metrics.CONTEXT_CACHE, result="hit").inc()
     if txn.context is None:
-        raise Decline(Outcome.TERMINAL_UNKNOWN, "terminal not registered")
+        biller_code = txn.bill_fields.get(tlv.BILLER) if txn.bill_fields else None
+        txn.context = await store.load_context(svc.pool, txn.key, txn.pan_hash, void_ref, biller_code,
+                                               txn.now.date(), svc.settings.risk_enabled)
+        if txn.context is None:
+            raise Decline(Outcome.TERMINAL_UNKNOWN, "terminal not registered")
+        if cacheable:
+            svc.contexts.keep(txn.context, txn.pan_hash)
     txn.terminal = txn.context.terminal
 
 
@@ -246,6 +259,8 @@ async def _finish(txn: Transaction, svc: Services, op: str, response: dict[str, 
     def sent() -> None:
         txn.recording_sent = True
 
+    if txn.ctx.cached:  # recorded only if the terminal's and card's rows are as cached
+        params["versions"] = {"terminal": txn.ctx.terminal_version, "card": txn.ctx.card_version}
     result = await store.finish(svc.pool, {
         "op": op,
         "kind": txn.kind,
@@ -261,6 +276,8 @@ async def _finish(txn: Transaction, svc: Services, op: str, response: dict[str, 
         "response": response,
         **params,
     }, on_sent=sent)
+    if result.status == "stale":
+        raise StaleContext("cached terminal or card changed")
     if result.status == "conflict":
         raise Decline(Outcome.DUPLICATE_DIFFERENT_CONTENT, "same key, different content")
     txn.answer = result.response

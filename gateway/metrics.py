@@ -2,7 +2,8 @@
 STAN, no amount. Every label value comes from a fixed set: MTIs the router
 knows (else ``other``), processing codes it routes (else ``other``, or
 ``none`` when absent), response codes (``protocol.codes.ResponseCode``),
-transaction kinds (the router's route names), ledger operations (``OPS``).
+transaction kinds (the router's route names), ledger operations (``OPS``),
+context-cache results (hit, stale, declined).
 
 Gauges read from the database (``*_FROM_DB``) are refreshed when /metrics is
 scraped (``gateway.app``); a failed read keeps the last value.
@@ -55,6 +56,13 @@ LEDGER_LATENCY = Histogram(
     "posgw_ledger_posting_latency_seconds",
     "Time of one gw_finish call (idempotency, checks, postings, stored response), by operation",
     ["op"], buckets=_LATENCY_BUCKETS_S,
+)
+CONTEXT_CACHE = Counter(
+    "posgw_context_cache_total",
+    "Requests checked against cached terminal and card records (gateway.context_cache), by result: hit (checked "
+    "against them), stale (a row had changed: checked again on a fresh read), declined (checked again on a fresh "
+    "read, as every decline is)",
+    ["result"],
 )
 
 # -- read from the database at scrape time ----------------------------------------------

@@ -12,10 +12,10 @@ import structlog
 
 from gateway import metrics
 from gateway.cards import mask_pan
-from gateway.context import Answered, Services, Transaction
+from gateway.context import Answered, Services, StaleContext, Transaction
 from gateway.financial import record_decline
 from gateway.outcomes import Decline, Outcome
-from gateway.router import FINANCIAL_MTIS, FINANCIAL_ROUTES, KNOWN_MTIS, Route, route
+from gateway.router import FINANCIAL_MTIS, FINANCIAL_ROUTES, KNOWN_MTIS, Route, Step, route
 from protocol import tlv
 from protocol.codes import ResponseCode
 from protocol.framing import Frame, encode_frame
@@ -66,8 +66,7 @@ class Processor:
                 check_mandatory(request)
                 selected = self.route(request)
                 txn.kind = selected.kind
-                for step in selected.steps:
-                    await step(txn, self.svc)
+                await self._steps(txn, selected.steps)
             except Decline as decline:
                 outcome, reason = decline.outcome, decline.reason
                 if txn.recordable and outcome.storable:
@@ -81,6 +80,22 @@ class Processor:
             txn.answer = None
             log.error("txn_error", tid=request.terminal_id, stan=request.stan, error=reason)
         return outcome, reason
+
+    async def _steps(self, txn: Transaction, steps: tuple[Step, ...]) -> None:
+        """Run the steps; once more on a fresh read when its context came from
+        the cache and it was declined or the cache was stale (gateway.context_cache)."""
+        try:
+            for step in steps:
+                await step(txn, self.svc)
+        except (Decline, StaleContext) as exc:
+            if txn.context is None or not txn.context.cached:
+                raise
+            metrics.labelled(metrics.CONTEXT_CACHE, result="stale" if isinstance(exc, StaleContext) else "declined"
+                             ).inc()
+            self.svc.contexts.forget(txn.key.tid, txn.pan_hash)
+            txn.start_over()
+            for step in steps:
+                await step(txn, self.svc)
 
     async def handle(self, frame: Frame) -> bytes | None:
         """The response's bytes, or None when it must not be answered (a

@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     float_low_threshold_fen: int = Field(10_000, ge=0)
 
     risk_enabled: bool = True
+    # Terminals and cards kept in memory (each) for checks without a read (risk rules off); 0: none
+    context_cache_entries: int = Field(100_000, ge=0)
 
     mac_failures_freeze_after: int = Field(5, ge=0)  # MAC failures in a row that freeze a terminal; 0: never
     request_timeout_s: float = Field(30.0, gt=0)  # a request not done by then: 96, or no answer (see processor)

@@ -8,7 +8,7 @@ import hmac
 import structlog
 
 from gateway import metrics
-from gateway.context import Services, Transaction
+from gateway.context import Services, StaleContext, Transaction
 from gateway.outcomes import Decline, Outcome
 from gateway.registry import count_mac_failure, load_terminal, reset_mac_failures
 
@@ -40,6 +40,8 @@ async def verify_mac(txn: Transaction, svc: Services) -> None:
     received = txn.request.mac
     if received is None or not hmac.compare_digest(
             svc.hsm.mac(terminal.mak_lmk, terminal.mac_algorithm, txn.request.mac_input), received):
+        if txn.context is not None and txn.context.cached:  # the cached key may be an old one
+            raise StaleContext("MAC does not verify under the cached key")
         freeze_after = svc.settings.mac_failures_freeze_after
         if await count_mac_failure(svc.pool, terminal.tid, freeze_after):
             metrics.TERMINALS_FROZEN_FOR_MAC.inc()

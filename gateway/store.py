@@ -65,6 +65,11 @@ class RequestContext:
     merchant_limits: dict[str, int] | None
     terminal_limits: dict[str, int] | None
     history: RiskHistory | None  # None when the risk rules are off
+    # The row versions (xmin) of the terminal's rows (terminal, merchant, agent)
+    # and of the card's, as read (gateway.context_cache).
+    terminal_version: str = ""
+    card_version: str | None = None
+    cached: bool = False  # from this process's cache, not read for this request
 
 
 def _prefixed(alias: str, columns: str, prefix: str) -> str:
@@ -100,7 +105,8 @@ SELECT {TERMINAL_COLUMNS},
                                     WHERE scope = 'terminal' AND owner = t.tid
                                       AND day >= r.day - 30 AND day < r.day) END AS count_30_days,
        lp.latitude AS last_latitude, lp.longitude AS last_longitude,
-       extract(epoch FROM now() - lp.created_at)::float8 AS last_seen_s_ago
+       extract(epoch FROM now() - lp.created_at)::float8 AS last_seen_s_ago,
+       concat_ws(':', t.xmin, m.xmin, a.xmin) AS terminal_version, c.xmin::text AS card_version
   FROM terminals t
   JOIN merchants m ON m.mid = t.mid
   JOIN agents a ON a.code = m.agent_code
@@ -181,7 +187,8 @@ def _context_from_row(row: asyncpg.Record, with_risk: bool) -> RequestContext | 
         return orjson.loads(row[column]) if row[column] is not None else None
 
     return RequestContext(terminal_from_row(row), stored, card, original, biller, row["batch_settled"],
-                          limits("merchant_limits"), limits("terminal_limits"), history)
+                          limits("merchant_limits"), limits("terminal_limits"), history,
+                          row["terminal_version"], row["card_version"])
 
 
 async def load_context(pool: asyncpg.Pool, key: TxnKey, pan_hash: bytes | None,
@@ -195,7 +202,9 @@ async def load_context(pool: asyncpg.Pool, key: TxnKey, pan_hash: bytes | None,
 
 @dataclass(frozen=True, slots=True)
 class FinishResult:
-    status: str  # new, repeat (the stored answer of an earlier identical request), conflict (94)
+    # new, repeat (the stored answer of an earlier identical request), conflict
+    # (94), stale (checked against cached records that have changed: nothing recorded)
+    status: str
     stored: bool
     response: dict[str, Any]
     reversed: dict[str, Any] | None = None  # what a reversal undid, for the biller's connector

@@ -413,17 +413,34 @@ END $$;
 -- then updated once per batch, not once per request), then every other
 -- request in order. The requests of a batch arrived together, so any order
 -- among them is one in which they could have arrived.
+--
+-- A request checked against the gateway's cached terminal and card carries
+-- their row versions (versions: {terminal: the xmin of its terminal, merchant
+-- and agent rows, as 'x:y:z'; card: its card row's xmin}). If a row has
+-- changed since, nothing is done for it and its result is {status: stale}:
+-- the gateway checks it again on a fresh read.
 CREATE OR REPLACE FUNCTION gw_finish_many(p jsonb[]) RETURNS jsonb[]
 LANGUAGE plpgsql AS $$
 DECLARE
+    v_stale boolean[];
     v_plain boolean[];
     v_plain_count integer;
     v_results jsonb[];
     v_n integer;
 BEGIN
-    SELECT array_agg(plain ORDER BY n), count(*) FILTER (WHERE plain) INTO v_plain, v_plain_count
+    SELECT array_agg(stale ORDER BY n), array_agg(plain AND NOT stale ORDER BY n),
+           count(*) FILTER (WHERE plain AND NOT stale)
+      INTO v_stale, v_plain, v_plain_count
       FROM (SELECT n, item->>'op' = 'purchase' AND NOT item ? 'risk' AND item->>'pin' IS DISTINCT FROM 'wrong'
-                      AND count(*) OVER (PARTITION BY item->>'tid', item->>'batch', item->>'stan') = 1 AS plain
+                      AND count(*) OVER (PARTITION BY item->>'tid', item->>'batch', item->>'stan') = 1 AS plain,
+                   item ? 'versions' AND NOT EXISTS (
+                       SELECT 1 FROM terminals t
+                         JOIN merchants m ON m.mid = t.mid
+                         JOIN agents a ON a.code = m.agent_code
+                         LEFT JOIN cards c ON c.id = (item->>'card_id')::bigint
+                        WHERE t.tid = item->>'tid'
+                          AND concat_ws(':', t.xmin, m.xmin, a.xmin) = item->'versions'->>'terminal'
+                          AND c.xmin::text IS NOT DISTINCT FROM item->'versions'->>'card') AS stale
               FROM unnest(p) WITH ORDINALITY AS i (item, n)) requests;
     IF v_plain_count > 1 THEN  -- a lone purchase costs less through gw_finish
         v_results := gw_finish_purchases(p, v_plain);
@@ -431,7 +448,8 @@ BEGIN
         v_results := array_fill(NULL::jsonb, ARRAY[cardinality(p)]);
     END IF;
     FOR v_n IN SELECT n FROM unnest(v_results) WITH ORDINALITY AS r (result, n) WHERE result IS NULL LOOP
-        v_results[v_n] := gw_finish(p[v_n]);
+        v_results[v_n] := CASE WHEN v_stale[v_n] THEN '{"status": "stale", "stored": false}'::jsonb
+                               ELSE gw_finish(p[v_n]) END;
     END LOOP;
     RETURN v_results;
 END $$;

@@ -37,6 +37,7 @@ from gateway.billers import (
 )
 from gateway.cards import CardRecord
 from gateway.context import Services
+from gateway.context_cache import ContextCache
 from gateway.keys import SoftHsm
 from gateway.processor import Processor
 from gateway.registry import ACTIVE, FROZEN, TerminalRecord
@@ -375,7 +376,8 @@ def make_services(world: World) -> Services:
     pool = FakePool()
     connectors = Connectors(pool, settings.biller_timeout_s)  # type: ignore[arg-type]
     connectors._by_kind = {"builtin": FakeConnector(), "http": FakeConnector()}  # noqa: SLF001
-    return Services(settings, pool, world.hsm, FakeRrns(), 1, connectors, world.risk_defaults)  # type: ignore[arg-type]
+    return Services(settings, pool, world.hsm, FakeRrns(), 1, connectors, world.risk_defaults,  # type: ignore[arg-type]
+                    ContextCache(0))
 
 
 class StubGateway:

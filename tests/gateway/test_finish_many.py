@@ -118,3 +118,50 @@ async def test_purchases_in_a_settled_batch_are_left_to_gw_finish_and_answered_1
 
     assert [r["response"]["response_code"] for r in results] == ["12", "12"]
     assert await db.fetchval("SELECT count(*) FROM ledger_postings WHERE idempotency_key LIKE 'TERM0001:%'") == 0
+
+
+async def row_versions(db: asyncpg.Connection, card: asyncpg.Record) -> dict[str, str]:
+    """The terminal's (terminal, merchant, agent) and the card's row versions, as the gateway caches them."""
+    row = await db.fetchrow(
+        """SELECT t.xmin::text || ':' || m.xmin::text || ':' || a.xmin::text AS terminal, c.xmin::text AS card
+             FROM terminals t, merchants m, agents a, cards c
+            WHERE t.tid = 'TERM0001' AND m.mid = t.mid AND a.code = m.agent_code AND c.id = $1""", card["id"])
+    return dict(row)
+
+
+async def test_a_purchase_checked_against_changed_rows_is_answered_stale_and_nothing_of_it_is_done(db, cli, world):
+    merchant_account = await db.fetchval("SELECT account_id FROM merchants WHERE mid = $1", world.mid)
+    card1 = await issue(cli, db, 1, "10.00")
+    card2 = await issue(cli, db, 2, "10.00")
+    current1, old2 = await row_versions(db, card1), await row_versions(db, card2)
+    await db.execute("UPDATE cards SET pin_tries = 0 WHERE id = $1", card2["id"])  # a new version of card2
+    current2 = await row_versions(db, card2)
+    assert current2["card"] != old2["card"] and current2["terminal"] == old2["terminal"]
+
+    def cached(item: dict[str, Any], versions: dict[str, str]) -> dict[str, Any]:
+        return item | {"versions": versions}
+
+    results = await finish_many(db, [
+        cached(purchase(1, card1, merchant_account, 100), current1),
+        cached(purchase(2, card2, merchant_account, 100), old2),       # its card changed: stale
+        cached(purchase(3, card2, merchant_account, 100), current2),
+        purchase(4, card2, merchant_account, 100),                      # not from the cache: no check
+    ])
+    assert [r["status"] for r in results] == ["new", "stale", "new", "new"]
+    assert results[1] == {"status": "stale", "stored": False}
+    assert [r.get("response", {}).get("response_code") for r in results] == ["00", None, "00", "00"]
+    assert await db.fetchval("SELECT array_agg(stan ORDER BY stan) FROM gw_transactions") == [
+        "000001", "000003", "000004"]
+    assert await db.fetchval("SELECT count(*) FROM ledger_postings WHERE idempotency_key LIKE 'TERM0001:1:000002:%'") \
+        == 0
+
+    # A change to the merchant's row: every cached terminal version of it is stale, alone (gw_finish's path) too.
+    await db.execute("UPDATE merchants SET name = name WHERE mid = $1", world.mid)
+    [result] = await finish_many(db, [cached(purchase(5, card1, merchant_account, 100), current1)])
+    assert result["status"] == "stale"
+    [result] = await finish_many(db, [cached(purchase(5, card1, merchant_account, 100),
+                                             await row_versions(db, card1))])
+    assert result["status"] == "new" and result["response"]["response_code"] == "00"
+    balances = await db.fetch("SELECT a.credits_posted - a.debits_posted AS balance FROM cards c "
+                              "JOIN ledger_accounts a ON a.id = c.account_id ORDER BY c.id")
+    assert [r["balance"] for r in balances] == [800, 800]
