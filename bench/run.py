@@ -21,6 +21,12 @@ on free ports, stopped with SIGTERM after:
   5,000/s), with the gateway's peak resident memory;
 - a sweep, open loop at 250 to 2,500/s, 6 s each, for the plot.
 
+Every load run's measured seconds come after a warm-up of the same load, not
+counted (``posgw-sim load --warmup``: 10 s on a gateway just started, 3 s
+before the next run on the same gateway): its figures are kept beside the
+run's as ``warmup``, its errors count against the targets, and the CPU per
+request is over both.
+
 Everything runs on this machine: gateway, PostgreSQL, simulator. The gateway
 runs as in production (log level info, one JSON line per request, to a file:
 ``bench/data/logs/<scenario>.log``) except that the risk rules are off
@@ -78,7 +84,12 @@ OPEN_RATE = 1500
 # of its own: on this shared machine one run's p99 swings by a factor of two or
 # more between identical runs, so one run alone says little.
 OPEN_RUNS = 3
-DURATIONS = {"baseline": 10.0, "scenario": 15.0, "sweep": 6.0}
+# Before each measured load run the simulator drives the same load, not counted
+# (posgw-sim load --warmup; its figures are kept as "warmup"): the gateway's
+# context cache fills, and connections and buffers settle, as they have on a
+# gateway serving traffic. Longer on a gateway just started ("warmup") than
+# before the next run on one already loaded ("warmup_loaded").
+DURATIONS = {"baseline": 10.0, "scenario": 15.0, "sweep": 6.0, "warmup": 10.0, "warmup_loaded": 3.0}
 LEDGER_TASKS, LEDGER_POOL = 64, 16
 MEMORY_POLL_S = 0.5
 LISTEN_TIMEOUT_S = 60.0
@@ -336,9 +347,10 @@ class Gateway:
             return self.log_path.stat().st_size
         return 0
 
-    def own_latency(self, since: int = 0) -> dict[str, Any]:
-        """The gateway's own latency (``latency_ms`` of its ``txn`` log lines after byte ``since``),
-        by kind: from the request decoded to the response encoded, without socket or queue time."""
+    def own_latency(self, since: int = 0, *, after: float | None = None) -> dict[str, Any]:
+        """The gateway's own latency (``latency_ms`` of its ``txn`` log lines after byte ``since``,
+        and logged after Unix time ``after`` if given: the end of a warm-up), by kind: from the
+        request decoded to the response encoded, without socket or queue time."""
         by_kind: dict[str, list[float]] = {}
         with contextlib.suppress(OSError), self.log_path.open("rb") as log:
             log.seek(since)
@@ -347,7 +359,8 @@ class Gateway:
                     continue
                 with contextlib.suppress(json.JSONDecodeError, KeyError, TypeError):
                     record = json.loads(line)
-                    if record.get("event") == "txn":
+                    if record.get("event") == "txn" and (
+                            after is None or datetime.fromisoformat(record["timestamp"]).timestamp() >= after):
                         by_kind.setdefault(record["kind"], []).append(record["latency_ms"] / 1000)
         return {kind: {"count": len(values), **latency_summary(values)} for kind, values in sorted(by_kind.items())}
 
@@ -374,6 +387,12 @@ class Gateway:
         values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                   if line.startswith(name) and line[len(name):len(name) + 1] in (" ", "{")]
         return sum(values) if values else None
+
+    def context_cache(self) -> dict[str, int]:
+        """Requests checked against the context cache since the gateway started (warm-up
+        included), by result (posgw_context_cache_total: hit, stale, declined)."""
+        return {result: int(self.metric(f'posgw_context_cache_total{{result="{result}"}}') or 0)
+                for result in ("hit", "stale", "declined")}
 
     def stop(self) -> int | None:
         """SIGTERM, then wait for the drain; a gateway still up after STOP_TIMEOUT_S is killed."""
@@ -404,17 +423,17 @@ class Gateway:
 _batches = itertools.count(1)
 
 
-def load(env: dict[str, str], gateway: Gateway, *, duration: float, terminals: int = TERMINALS,
+def load(env: dict[str, str], gateway: Gateway, *, duration: float, warmup: float, terminals: int = TERMINALS,
          mix: str = "purchase=100", rate: float | None = None, connect: str = "persistent") -> dict[str, Any]:
     """One ``posgw-sim load`` run; its JSON report. Every run has a batch (60.2) of its own: the
     simulator starts each terminal at a random STAN, and a STAN a terminal used in an earlier run
     of the same batch would be a repeat (same key) with other content, answered 94."""
     cmd = [SIM, "load", "--world", str(WORLD), "--host", "127.0.0.1", "--port", str(gateway.port),
            "--terminals", str(terminals), "--duration", str(duration), "--mix", mix, "--connect", connect,
-           "--batch", str(next(_batches)), "--json", "--quiet"]
+           "--batch", str(next(_batches)), "--warmup", str(warmup), "--json", "--quiet"]
     if rate is not None:
         cmd += ["--rate", str(rate)]
-    result = run(cmd, env=env, timeout=duration + 180)
+    result = run(cmd, env=env, timeout=warmup + duration + 180)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -428,7 +447,14 @@ def load_summary(report: dict[str, Any]) -> dict[str, Any]:
            "errors": {k: v for k, v in report["errors"].items() if v}, "errors_total": report["errors_total"]}
     if report.get("open_loop"):
         out["open_loop"] = report["open_loop"]
+    if report.get("warmup"):
+        out["warmup"] = report["warmup"]
     return out
+
+
+def measured_from(report: dict[str, Any]) -> float | None:
+    """When the run's measured requests began (Unix time): the end of its warm-up."""
+    return (report.get("warmup") or {}).get("ended_at")
 
 
 # -- scenarios ---------------------------------------------------------------------------
@@ -449,19 +475,24 @@ def scenario_ledger(env: dict[str, str], seconds: float) -> dict[str, Any]:
 
 
 def _with_cpu(summary: dict[str, Any], meter: CpuMeter, cpu: dict[str, float]) -> dict[str, Any]:
+    """The CPU the meter saw, over the warm-up and the run: per request, the requests of both."""
     summary["cpu_cores"] = cpu
-    summary["cpu_ms_per_request"] = meter.per_request_ms(summary["answered"])
+    summary["cpu_ms_per_request"] = meter.per_request_ms(
+        summary["answered"] + (summary.get("warmup") or {}).get("answered", 0))
     return summary
 
 
-def scenario_load(env: dict[str, str], name: str, *, duration: float, workers: int = 1, wire_only: bool = False,
+def scenario_load(env: dict[str, str], name: str, *, duration: float, warmup: float, workers: int = 1,
+                  wire_only: bool = False,
                   **load_options: Any) -> dict[str, Any]:
     with Gateway(name, env, workers=workers, wire_only=wire_only) as gateway, MemoryPoller(gateway.pid) as memory:
         meter = CpuMeter(gateway)
-        report = load(env, gateway, duration=duration, **load_options)
+        report = load(env, gateway, duration=duration, warmup=warmup, **load_options)
         cpu = meter.read()
-        own = gateway.own_latency()
-    return {**_with_cpu(load_summary(report), meter, cpu), "gateway_latency_ms": own, "workers": workers,
+        own = gateway.own_latency(after=measured_from(report))
+        cache = None if workers > 1 else gateway.context_cache()
+    return {**_with_cpu(load_summary(report), meter, cpu), "gateway_latency_ms": own, "context_cache": cache,
+            "workers": workers,
             "wire_only": wire_only, "gateway_peak_rss_mb": round(memory.peak_kb / 1024, 1), "report": report}
 
 
@@ -483,7 +514,8 @@ def open_idle(port: int, count: int) -> tuple[list[socket.socket], int]:
     return sockets, failures
 
 
-def scenario_idle(env: dict[str, str], duration: float, idle_count: int) -> dict[str, Any]:
+def scenario_idle(env: dict[str, str], duration: float, idle_count: int, warmup: float,
+                  warmup_loaded: float) -> dict[str, Any]:
     with Gateway("idle", env) as gateway, MemoryPoller(gateway.pid) as memory:
         rss_before_kb = gateway.rss_kb()
         started = time.perf_counter()
@@ -498,13 +530,14 @@ def scenario_idle(env: dict[str, str], duration: float, idle_count: int) -> dict
                 time.sleep(0.2)
             rss_idle_kb = gateway.rss_kb()
             meter = CpuMeter(gateway)
-            report = load(env, gateway, duration=duration, terminals=IDLE_ACTIVE)
+            report = load(env, gateway, duration=duration, warmup=warmup, terminals=IDLE_ACTIVE)
             cpu = meter.read()
-            own = gateway.own_latency()
+            own = gateway.own_latency(after=measured_from(report))
             log_at, open_meter = gateway.log_size(), CpuMeter(gateway)
-            open_report = load(env, gateway, duration=duration, terminals=IDLE_ACTIVE, rate=IDLE_ACTIVE_RATE)
+            open_report = load(env, gateway, duration=duration, warmup=warmup_loaded, terminals=IDLE_ACTIVE,
+                               rate=IDLE_ACTIVE_RATE)
             open_cpu = open_meter.read()
-            open_own = gateway.own_latency(log_at)
+            open_own = gateway.own_latency(log_at, after=measured_from(open_report))
             held_after = gateway.metric("posgw_connections_open") or 0.0
             still_open = sum(1 for s in sockets if _still_open(s))
         finally:
@@ -534,18 +567,19 @@ def _still_open(s: socket.socket) -> bool:
         return False
 
 
-def scenario_sweep(env: dict[str, str], rates: tuple[int, ...], duration: float) -> list[dict[str, Any]]:
+def scenario_sweep(env: dict[str, str], rates: tuple[int, ...], duration: float, warmup: float,
+                   warmup_loaded: float) -> list[dict[str, Any]]:
     points = []
     with Gateway("sweep", env) as gateway:
-        for rate in rates:
+        for n, rate in enumerate(rates):
             meter = CpuMeter(gateway)
             since = gateway.log_size()
-            report = load(env, gateway, duration=duration, rate=rate)
+            report = load(env, gateway, duration=duration, rate=rate, warmup=warmup_loaded if n else warmup)
             cpu = meter.read()
             summary = _with_cpu(load_summary(report), meter, cpu)
             points.append({"offered_rps": rate, "approved_rps": summary["approved_rps"],
                            "latency_ms": summary["latency_ms"], "open_loop": summary.get("open_loop"),
-                           "gateway_latency_ms": gateway.own_latency(since),
+                           "gateway_latency_ms": gateway.own_latency(since, after=measured_from(report)),
                            "errors_total": summary["errors_total"], "cpu_cores": cpu,
                            "cpu_ms_per_request": summary["cpu_ms_per_request"]})
             say(f"  sweep {rate:>5}/s: approved {summary['approved_rps']:>7.1f}/s  "
@@ -723,6 +757,11 @@ def _ms(value: float | None) -> str:
     return "   -" if value is None else f"{value:6.1f}"
 
 
+def errors_total(r: dict[str, Any]) -> int:
+    """A run's errors, its warm-up's included."""
+    return r["errors_total"] + (r.get("warmup") or {}).get("errors_total", 0)
+
+
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     s, b = results["scenarios"], results["baselines"]
     ledger_rps = b["ledger"]["postings_per_s"]
@@ -735,7 +774,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         if key in s:
             rps = s[key]["approved_rps"]
             row(f"closed loop, 200 persistent terminals ({label})", f">= {TARGETS['closed_loop_approved_rps_min']}/s",
-                rps, "approved/s", rps >= TARGETS["closed_loop_approved_rps_min"] and s[key]["errors_total"] == 0)
+                rps, "approved/s", rps >= TARGETS["closed_loop_approved_rps_min"] and errors_total(s[key]) == 0)
             ratio = rps / ledger_rps if ledger_rps else None
             row(f"closed loop / ledger baseline (a) ({label})", f">= {TARGETS['closed_loop_vs_ledger_min']}",
                 round(ratio, 2) if ratio else None, "x",
@@ -749,8 +788,10 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         row(f"open loop at {OPEN_RATE}/s: p99 (worst of {len(runs)} runs)",
             f"<= {TARGETS['open_loop_p99_ms_max']} ms", worst, "ms",
             worst is not None and worst <= TARGETS["open_loop_p99_ms_max"]
-            and not any(ol.get("dropped") for ol in loops) and all(r["errors_total"] == 0 for r in runs),
-            "p99 of each run " + ", ".join(f"{p:g}" for p in p99s) + " ms; "
+            and not any(ol.get("dropped") for ol in loops) and all(errors_total(r) == 0 for r in runs),
+            "p99 of each run " + ", ".join(f"{p:g}" for p in p99s) + " ms"
+            + (" (of its warm-up " + ", ".join(f"{r['warmup']['latency_ms']['p99']:g}" for r in runs) + " ms)"
+               if all(r.get("warmup") for r in runs) else "") + "; "
             + ", ".join(f"{r['approved_rps']:.0f}" for r in runs) + " approved/s; "
             f"{sum(ol.get('late', 0) for ol in loops)} late, {sum(ol.get('dropped', 0) for ol in loops)} dropped")
     if "idle_10k" in s:
@@ -760,7 +801,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         p99 = o["latency_ms"]["p99"]
         row(f"{i['idle_requested']:,} idle + {IDLE_ACTIVE} active at {IDLE_ACTIVE_RATE}/s: p99",
             f"<= {TARGETS['idle_p99_ms_max']} ms", p99, "ms",
-            held and p99 is not None and p99 <= TARGETS["idle_p99_ms_max"] and o["errors_total"] == 0
+            held and p99 is not None and p99 <= TARGETS["idle_p99_ms_max"] and errors_total(o) == 0
             and not (o.get("open_loop") or {}).get("dropped"),
             f"{i['idle_still_open_after_load']:,} idle held to the end; closed loop before it: "
             f"{i['approved_rps']:.0f} approved/s, p99 {i['latency_ms']['p99']} ms")
@@ -771,7 +812,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     if "per_txn" in s:
         rps = s["per_txn"]["approved_rps"]
         row("per-txn connections, closed loop", f">= {TARGETS['per_txn_approved_rps_min']}/s", rps, "approved/s",
-            rps >= TARGETS["per_txn_approved_rps_min"] and s["per_txn"]["errors_total"] == 0)
+            rps >= TARGETS["per_txn_approved_rps_min"] and errors_total(s["per_txn"]) == 0)
     return rows
 
 
@@ -956,24 +997,27 @@ def main(argv: list[str] | None = None) -> int:
              {"duration": dur["scenario"], "connect": "per-txn"}),
         ]
         for key, title, options in steps:
-            say(f"{title}, {options['duration']:.0f} s")
+            say(f"{title}, {options['duration']:.0f} s after {dur['warmup']:.0f} s of warm-up")
             with window(key):
-                result = scenario_load(env, key, **options)
+                result = scenario_load(env, key, warmup=dur["warmup"], **options)
             (results["baselines"] if key == "wire" else results["scenarios"])[key] = result
             say(f"    {result['approved_rps']:.0f} approved/s, p50 {result['latency_ms']['p50']} ms, "
                 f"p99 {result['latency_ms']['p99']} ms, errors {result['errors_total']}")
 
         say(f"{idle_count:,} idle connections + {IDLE_ACTIVE} active terminals, closed loop, then open loop at "
-            f"{IDLE_ACTIVE_RATE}/s, {dur['scenario']:.0f} s each")
+            f"{IDLE_ACTIVE_RATE}/s, {dur['scenario']:.0f} s each (after {dur['warmup']:.0f} and "
+            f"{dur['warmup_loaded']:.0f} s of warm-up)")
         with window("idle_10k"):
-            idle = results["scenarios"]["idle_10k"] = scenario_idle(env, dur["scenario"], idle_count)
+            idle = results["scenarios"]["idle_10k"] = scenario_idle(env, dur["scenario"], idle_count, dur["warmup"],
+                                                                    dur["warmup_loaded"])
         say(f"    {idle['idle_opened']:,} idle opened in {idle['idle_connect_s']} s, "
             f"{idle['approved_rps']:.0f} approved/s, p99 {idle['latency_ms']['p99']} ms; at {IDLE_ACTIVE_RATE}/s: "
             f"p99 {idle['open_loop_run']['latency_ms']['p99']} ms; gateway RSS peak {idle['gateway_peak_rss_mb']} MB")
 
-        say(f"sweep: open loop at {', '.join(map(str, SWEEP_RATES))}/s, {dur['sweep']:.0f} s each")
+        say(f"sweep: open loop at {', '.join(map(str, SWEEP_RATES))}/s, {dur['sweep']:.0f} s each (after "
+            f"{dur['warmup']:.0f} s of warm-up at the first rate, {dur['warmup_loaded']:.0f} s at each other)")
         with window("sweep"):
-            results["sweep"] = scenario_sweep(env, SWEEP_RATES, dur["sweep"])
+            results["sweep"] = scenario_sweep(env, SWEEP_RATES, dur["sweep"], dur["warmup"], dur["warmup_loaded"])
 
         wire = results["baselines"]["wire"]["approved_rps"]
         ledger = results["baselines"]["ledger"]["postings_per_s"]

@@ -31,7 +31,7 @@ import time
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache, partial
 from pathlib import Path
@@ -600,6 +600,7 @@ class Report:
     mix: dict[str, int]
     signon: dict[str, Any]
     errors_total: int = field(default=0)
+    warmup: dict[str, Any] | None = None  # the warm-up before the run (--warmup), counted apart
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -660,6 +661,7 @@ class LoadOptions:
     stan_start: int | None = None  # None: a random start per terminal
     batch: int = 1
     seed: int | None = None
+    warmup_s: float = 0.0  # the same load first for this long, reported apart (Report.warmup)
 
 
 class LoadTerminal:
@@ -810,9 +812,11 @@ class LoadRun:
         self.ends = 0.0
         self._next_slot = 0
         self._total_slots = 0
+        self.stopped = False
 
     def stop(self) -> None:
         """End the run early (Ctrl-C): no new requests; those in flight complete."""
+        self.stopped = True
         self.ends = min(self.ends, time.perf_counter())
         self._total_slots = min(self._total_slots, self._next_slot)
 
@@ -1127,8 +1131,37 @@ def make_terminals(world: World, options: LoadOptions, count: int) -> list[LoadT
     ]
 
 
+def _warmup_summary(report: Report) -> dict[str, Any]:
+    """What the report keeps of a warm-up: its counts, latency and errors."""
+    keep = ("duration_s", "requests", "answered", "approved", "by_code", "throughput_rps", "approved_rps",
+            "latency_ms", "errors", "errors_total", "open_loop")
+    summary = {name: getattr(report, name) for name in keep}
+    summary["errors"] = {name: count for name, count in report.errors.items() if count}
+    return summary
+
+
+async def _drive(runner: LoadRun, progress: _Progress | None, label: str) -> float:
+    """Run the load with Ctrl-C stopping it and the progress display following it; its seconds."""
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGINT, runner.stop)
+    ticker = None
+    if progress is not None:
+        ticker = asyncio.create_task(progress.follow(runner, label))
+    try:
+        return await runner.run()
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGINT)
+        if ticker is not None:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+
+
 async def run_load(world: World, options: LoadOptions, *, progress: _Progress | None = None) -> Report:
-    """Sign on, run the load, and report. ``UsageError`` if no terminal could sign on."""
+    """Sign on, warm up (``options.warmup_s``), run the load, and report. ``UsageError`` if no
+    terminal could sign on."""
     count = check_world(world, options)
     terminals = make_terminals(world, options, count)
     if progress is not None:
@@ -1139,30 +1172,32 @@ async def run_load(world: World, options: LoadOptions, *, progress: _Progress | 
         raise UsageError(f"no terminal could sign on: {reasons}")
     for terminal in signed_on:
         terminal.prepare(kind for kind, weight in options.mix.items() if weight)
+
+    def report_of(runner: LoadRun, duration: float) -> Report:
+        return build_report(runner.stats, mode="open" if options.rate else "closed", connect=options.connect,
+                            terminals=len(signed_on), duration_s=duration, mix=options.mix,
+                            faults=options.faults, rate=options.rate, signon=signon)
+
     runner = LoadRun(signed_on, options)
     runner.stats.errors["signon_failures"] = signon["failed"]
     runner.stats.error_total += signon["failed"]
-    loop = asyncio.get_running_loop()
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGINT, runner.stop)
-    ticker = None
-    if progress is not None:
-        ticker = asyncio.create_task(progress.follow(runner))
+    warmup, duration = None, 0.0
     try:
-        duration = await runner.run()
+        if options.warmup_s > 0:
+            warm = LoadRun(signed_on, replace(options, duration_s=options.warmup_s))
+            warmup = _warmup_summary(report_of(warm, await _drive(warm, progress, "warm-up")))
+            warmup["ended_at"] = round(time.time(), 3)  # Unix time: the run's requests come after
+            if warm.stopped:
+                runner.stop()
+        if not runner.stopped:
+            duration = await _drive(runner, progress, "load")
     finally:
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.remove_signal_handler(signal.SIGINT)
-        if ticker is not None:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
         for terminal in signed_on:
             terminal.close()
     await asyncio.sleep(0)  # let the closed connections go
-    return build_report(runner.stats, mode="open" if options.rate else "closed", connect=options.connect,
-                        terminals=len(signed_on), duration_s=duration, mix=options.mix, faults=options.faults,
-                        rate=options.rate, signon=signon)
+    report = report_of(runner, duration)
+    report.warmup = warmup
+    return report
 
 
 # -- progress display ------------------------------------------------------------------
@@ -1209,8 +1244,8 @@ class _Progress:
         colour = "red" if errors else "green"
         return f"{runner.stats.requests} requests  {rate:7.0f}/s  [{colour}]{errors} errors[/]"
 
-    async def follow(self, runner: LoadRun) -> None:
-        task = self.progress.add_task("load", total=runner.options.duration_s, info=self._info(runner, 0.0))
+    async def follow(self, runner: LoadRun, label: str = "load") -> None:
+        task = self.progress.add_task(label, total=runner.options.duration_s, info=self._info(runner, 0.0))
         last_count, last_time = 0, time.perf_counter()
         try:
             while True:
@@ -1251,6 +1286,16 @@ def _positive(kind: type) -> Callable[[str], Any]:
     return parse
 
 
+def _non_negative_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 <= number < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a number of 0 or more, got {value!r}")
+    return number
+
+
 def _stan_start(value: str) -> int:
     if not (value.isascii() and value.isdigit() and 1 <= int(value) <= STAN_MAX):
         raise argparse.ArgumentTypeError(f"STAN must be from 1 to {STAN_MAX}")
@@ -1278,6 +1323,8 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
                       help="use the first N terminals (default all)")
     load.add_argument("--duration", type=_positive(float), default=10.0, metavar="S",
                       help="seconds (default 10)")
+    load.add_argument("--warmup", type=_non_negative_float, default=0.0, metavar="S",
+                      help="drive the same load for S seconds first, reported apart as warmup (default 0)")
     load.add_argument("--rate", type=_positive(float), metavar="R",
                       help="open loop: R requests/s overall (default: closed loop)")
     load.add_argument("--mix", type=_argument(parse_mix), default=parse_mix(DEFAULT_MIX),
@@ -1307,7 +1354,7 @@ def options_from(args: argparse.Namespace) -> LoadOptions:
     return LoadOptions(
         host=args.host, port=args.port, terminals=args.terminals, duration_s=args.duration, rate=args.rate,
         mix=args.mix, connect=args.connect, faults=args.faults, amount_fen=args.amount, timeout_s=args.timeout,
-        stan_start=args.stan_start, batch=args.batch, seed=args.seed,
+        stan_start=args.stan_start, batch=args.batch, seed=args.seed, warmup_s=args.warmup,
     )
 
 
@@ -1334,6 +1381,11 @@ def summary(report: dict[str, Any]) -> str:
     if reversals["sent"]:
         lines.append(f"reversals: {reversals['sent']} sent, {reversals['answered']} answered "
                      f"in {reversals['attempts']} attempts, {reversals['unanswered']} unanswered")
+    warmup = report.get("warmup")
+    if warmup is not None:
+        lines.append(f"warm-up before the run (not counted above): {warmup['duration_s']:.1f} s, "
+                     f"{warmup['requests']} requests, {warmup['approved']} approved, "
+                     f"latency ms {_latency_text(warmup['latency_ms'])}, errors {warmup['errors_total']}")
     open_loop = report["open_loop"]
     if open_loop is not None:
         lines.append(f"open loop at {open_loop['rate_rps']}/s: {open_loop['scheduled']} scheduled, "

@@ -4,7 +4,10 @@ the ledger clean."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
+from prometheus_client import REGISTRY
 
 from sim.load import LoadOptions, World, run_load
 
@@ -38,6 +41,10 @@ def assert_clean(report: dict) -> None:
     assert report["latency_ms"]["p50"] <= report["latency_ms"]["p99"] <= report["latency_ms"]["max"]
 
 
+def sign_ons() -> float:
+    return REGISTRY.get_sample_value("posgw_sign_ons_total", {"response_code": "00"}) or 0.0
+
+
 async def assert_ledger_clean(cli) -> None:
     result = await cli("ledger", "check", "--json")
     assert result.code == 0, result.stdout + result.stderr
@@ -68,6 +75,24 @@ async def test_open_loop_at_a_low_rate_keeps_the_schedule(gateway, cli, demo_wor
     assert open_loop["scheduled"] == 80 and open_loop["sent"] == 80 and open_loop["dropped"] == 0
     assert report["requests"] == 80
     assert 30 <= report["throughput_rps"] <= 45
+    await assert_ledger_clean(cli)
+
+
+async def test_warmup_is_driven_first_and_reported_apart(gateway, cli, demo_world):
+    sign_ons_before, started = sign_ons(), time.time()
+    report = (await run_load(demo_world, options(gateway, rate=40.0, duration_s=1.5, warmup_s=1.0))).to_dict()
+    assert_clean(report)
+    # the measured run is its own: 60 slots in 1.5 s, none of the warm-up's 40
+    assert report["open_loop"]["scheduled"] == report["requests"] == 60
+    warmup = report["warmup"]
+    assert warmup["open_loop"]["scheduled"] == warmup["requests"] == warmup["answered"] == 40
+    assert warmup["approved"] > 0 and warmup["errors_total"] == 0 and warmup["errors"] == {}
+    assert 0.9 <= warmup["duration_s"] < 2.5
+    assert started + 0.9 <= warmup["ended_at"] <= time.time() - 1.4  # the run's 1.5 s came after
+    assert sum(warmup["by_code"].values()) == 40
+    assert warmup["latency_ms"]["p50"] <= warmup["latency_ms"]["max"]
+    # one sign-on for both: the gateway saw each terminal sign on once
+    assert sign_ons() - sign_ons_before == report["signon"]["signed_on"] == 4
     await assert_ledger_clean(cli)
 
 

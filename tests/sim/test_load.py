@@ -357,7 +357,7 @@ def test_report_counts_codes_types_errors_and_latency():
     assert set(report) == {
         "mode", "connect", "terminals", "duration_s", "requests", "answered", "approved", "by_code", "by_type",
         "throughput_rps", "approved_rps", "latency_ms", "errors", "faults", "reversals", "open_loop", "mix",
-        "signon", "errors_total",
+        "signon", "errors_total", "warmup",
     }
     assert report["requests"] == 6 and report["answered"] == 5 and report["approved"] == 3
     assert report["by_code"] == {"00": 3, "51": 1, "94": 1}
@@ -377,7 +377,7 @@ def test_report_counts_codes_types_errors_and_latency():
     assert report["faults"]["repeat"] == {"percent": 5.0, "injected": 1, "matched": 1, "mismatched": 0,
                                           "skipped": 0, "failed": 0}
     assert set(report["faults"]) == {"drop", "repeat", "badmac", "garbage"}
-    assert report["open_loop"] is None
+    assert report["open_loop"] is None and report["warmup"] is None
     json.dumps(report)  # JSON-safe
     text = summary(report)
     assert "requests 6 (3.0/s), approved 3 (1.5/s)" in text and "unexpected_codes 1" in text
@@ -403,7 +403,8 @@ def test_load_usage_errors_exit_2(tmp_path, capsys):
     assert "missing.json" in capsys.readouterr().err
     assert cli.main(["load", "--world", str(world), "--terminals", "9", "--quiet"]) == 2
     assert "has 3 terminals" in capsys.readouterr().err
-    for argv in (["--mix", "refund=1"], ["--faults", "drop=200"], ["--duration", "0"], ["--connect", "carrier"]):
+    for argv in (["--mix", "refund=1"], ["--faults", "drop=200"], ["--duration", "0"], ["--connect", "carrier"],
+                 ["--warmup", "-1"], ["--warmup", "inf"], ["--warmup", "soon"]):
         with pytest.raises(SystemExit) as exit_info:
             cli.main(["load", "--world", str(world), *argv])
         assert exit_info.value.code == 2
