@@ -490,7 +490,7 @@ def scenario_load(env: dict[str, str], name: str, *, duration: float, warmup: fl
         report = load(env, gateway, duration=duration, warmup=warmup, **load_options)
         cpu = meter.read()
         own = gateway.own_latency(after=measured_from(report))
-        cache = None if workers > 1 else gateway.context_cache()
+        cache = gateway.context_cache()
     return {**_with_cpu(load_summary(report), meter, cpu), "gateway_latency_ms": own, "context_cache": cache,
             "workers": workers,
             "wire_only": wire_only, "gateway_peak_rss_mb": round(memory.peak_kb / 1024, 1), "report": report}
