@@ -884,6 +884,7 @@ def plot(points: list[dict[str, Any]], path: Path, machine: dict[str, Any]) -> s
         return None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     rates = [p["offered_rps"] for p in points]
     fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=110)
@@ -892,6 +893,9 @@ def plot(points: list[dict[str, Any]], path: Path, machine: dict[str, Any]) -> s
     ax.axhline(TARGETS["open_loop_p99_ms_max"], color="grey", linestyle="--", linewidth=1,
                label=f"p99 target {TARGETS['open_loop_p99_ms_max']:.0f} ms")
     ax.set_yscale("log")
+    plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")  # 20, not 2 x 10^1
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
     ax.set_xlabel("offered rate, purchases/s (open loop, 200 persistent terminals)")
     ax.set_ylabel("latency, ms (from the scheduled send)")
     load_avg = machine.get("loadavg_start") or [0.0]
