@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from gateway.cli import demo_pan
 from protocol.framing import Header, Tpdu, encode_frame, parse_frame_body
 from protocol.messages import Message, decode_message
 from sim.terminal import Terminal, build_request
@@ -11,9 +12,17 @@ from sim.terminal import Terminal, build_request
 TPDU = Tpdu(bytes.fromhex("6000010000"))
 HEADER = Header(bytes.fromhex("603100000000"))
 
+# The card of the ``card`` fixture (tests/e2e/conftest.py)
+CARD_PAN = demo_pan(7)
+CARD_PIN = "246810"
+
 
 def terminal_for(gateway, world, **kwargs) -> Terminal:
     return Terminal("127.0.0.1", gateway.server.port, world.tid, world.mid, world.tmk, **kwargs)
+
+
+async def card_balance(cli, pan: str = CARD_PAN) -> int:
+    return (await cli("card", "show", pan, "--json")).json["balance_fen"]
 
 
 async def raw_connection(gateway):

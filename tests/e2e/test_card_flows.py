@@ -13,30 +13,11 @@ from protocol import crypto
 from protocol.framing import Header
 from protocol.messages import Message
 from sim.terminal import Terminal, balance_fen, build_request
-from tests.e2e.helpers import terminal_for
+from tests.e2e.helpers import CARD_PAN as PAN
+from tests.e2e.helpers import CARD_PIN as PIN
+from tests.e2e.helpers import card_balance, terminal_for
 
-PAN = demo_pan(7)
-PIN = "246810"
 OTHER_PAN = demo_pan(8)
-
-
-@pytest.fixture
-async def card(cli, world):
-    result = await cli("card", "issue", PAN, "--pin", PIN, "--expiry", "3012", "--balance", "100", "--json")
-    assert result.code == 0, result.stderr
-    return PAN
-
-
-@pytest.fixture
-async def terminal(gateway, world, card):
-    t = terminal_for(gateway, world)
-    assert (await t.sign_on()).response_code == "00"
-    yield t
-    await t.close()
-
-
-async def card_balance(cli, pan=PAN) -> int:
-    return (await cli("card", "show", pan, "--json")).json["balance_fen"]
 
 
 async def merchant_balance(cli, world) -> int:

@@ -9,12 +9,10 @@ from __future__ import annotations
 import pytest
 from prometheus_client import REGISTRY
 
-from gateway.cli import demo_pan
 from tests.conftest import make_settings, running_gateway
-from tests.e2e.helpers import terminal_for
-
-PAN = demo_pan(7)
-PIN = "246810"
+from tests.e2e.helpers import CARD_PAN as PAN
+from tests.e2e.helpers import CARD_PIN as PIN
+from tests.e2e.helpers import card_balance, terminal_for
 
 
 def cache_counts() -> dict[str, float]:
@@ -30,25 +28,6 @@ class Counts:
 
     def since(self) -> dict[str, float]:
         return {name: value - self.start[name] for name, value in cache_counts().items()}
-
-
-@pytest.fixture
-async def card(cli, world):
-    result = await cli("card", "issue", PAN, "--pin", PIN, "--expiry", "3012", "--balance", "100")
-    assert result.code == 0, result.stderr
-    return PAN
-
-
-@pytest.fixture
-async def terminal(gateway, world, card):
-    t = terminal_for(gateway, world)
-    assert (await t.sign_on()).response_code == "00"
-    yield t
-    await t.close()
-
-
-async def card_balance(cli) -> int:
-    return (await cli("card", "show", PAN, "--json")).json["balance_fen"]
 
 
 async def test_a_purchase_and_a_balance_inquiry_after_the_first_read_are_checked_against_the_cache(
@@ -128,20 +107,11 @@ async def test_working_keys_from_a_sign_on_through_another_gateway_are_used_at_o
     assert await card_balance(cli) == 10000 - 200
 
 
-async def test_with_the_risk_rules_on_every_request_reads_its_context(db_url, tmp_path, world, card, cli):
-    async with running_gateway(make_settings(db_url, tmp_path, risk_enabled=True)) as risky:
-        terminal = terminal_for(risky, world)
-        assert (await terminal.sign_on()).response_code == "00"
-        counts = Counts()
-        for _ in range(3):
-            assert (await terminal.purchase(PAN, PIN, 100)).response_code == "00"
-        await terminal.close()
-    assert counts.since() == {"hit": 0, "stale": 0, "declined": 0}
-    assert await card_balance(cli) == 10000 - 300
-
-
-async def test_an_empty_cache_setting_reads_every_context(db_url, tmp_path, world, card, cli):
-    async with running_gateway(make_settings(db_url, tmp_path, context_cache_entries=0)) as uncached:
+@pytest.mark.parametrize("setting", [{"risk_enabled": True}, {"context_cache_entries": 0}],
+                         ids=["risk rules on", "no cache entries"])
+async def test_every_request_reads_its_context_with_the_risk_rules_on_or_no_cache_entries(
+        db_url, tmp_path, world, card, cli, setting):
+    async with running_gateway(make_settings(db_url, tmp_path, **setting)) as uncached:
         terminal = terminal_for(uncached, world)
         assert (await terminal.sign_on()).response_code == "00"
         counts = Counts()
@@ -149,6 +119,7 @@ async def test_an_empty_cache_setting_reads_every_context(db_url, tmp_path, worl
             assert (await terminal.purchase(PAN, PIN, 100)).response_code == "00"
         await terminal.close()
     assert counts.since() == {"hit": 0, "stale": 0, "declined": 0}
+    assert await card_balance(cli) == 10000 - 300
 
 
 async def test_on_a_cached_terminal_and_card_the_same_key_with_other_content_gets_94_and_a_repeat_the_stored_answer(
