@@ -483,8 +483,7 @@ def _with_cpu(summary: dict[str, Any], meter: CpuMeter, cpu: dict[str, float]) -
 
 
 def scenario_load(env: dict[str, str], name: str, *, duration: float, warmup: float, workers: int = 1,
-                  wire_only: bool = False,
-                  **load_options: Any) -> dict[str, Any]:
+                  wire_only: bool = False, **load_options: Any) -> dict[str, Any]:
     with Gateway(name, env, workers=workers, wire_only=wire_only) as gateway, MemoryPoller(gateway.pid) as memory:
         meter = CpuMeter(gateway)
         report = load(env, gateway, duration=duration, warmup=warmup, **load_options)
@@ -492,8 +491,8 @@ def scenario_load(env: dict[str, str], name: str, *, duration: float, warmup: fl
         own = gateway.own_latency(after=measured_from(report))
         cache = gateway.context_cache()
     return {**_with_cpu(load_summary(report), meter, cpu), "gateway_latency_ms": own, "context_cache": cache,
-            "workers": workers,
-            "wire_only": wire_only, "gateway_peak_rss_mb": round(memory.peak_kb / 1024, 1), "report": report}
+            "workers": workers, "wire_only": wire_only, "gateway_peak_rss_mb": round(memory.peak_kb / 1024, 1),
+            "report": report}
 
 
 def open_idle(port: int, count: int) -> tuple[list[socket.socket], int]:
