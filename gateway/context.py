@@ -73,8 +73,9 @@ class Transaction:
 
 
 class StaleContext(Exception):
-    """The cached records a request was checked against have changed, or the
-    checks declined it: run them again on a fresh read (gateway.context_cache)."""
+    """The cached records a request was checked against have changed, or its MAC
+    does not verify under the cached key: run the checks again on a fresh read
+    (gateway.context_cache)."""
 
 
 class Answered(Exception):

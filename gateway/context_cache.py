@@ -70,7 +70,7 @@ class ContextCache:
 
     def keep(self, context: RequestContext, pan_hash: bytes | None) -> None:
         """Remember a freshly read context's terminal and card."""
-        if not self.enabled or context.cached:
+        if not self.enabled:
             return
         self.terminals.put(context.terminal.tid, context.terminal, context.terminal_version)
         if context.card is not None and pan_hash is not None and context.card_version is not None:
