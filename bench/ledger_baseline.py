@@ -21,7 +21,7 @@ import os
 import time
 from typing import Any
 
-from gateway.db import create_pool
+from gateway.db.pool import create_pool
 from gateway.settings import Settings
 from ledger.postings import PostResult, Transfer, post
 from sim.load import latency_summary  # the simulator's percentiles (nearest rank), for like with like

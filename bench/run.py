@@ -630,7 +630,7 @@ def on_postgres(work: Any) -> Any:
     async def connected() -> Any:
         import asyncpg
 
-        from gateway.db import database_url
+        from gateway.db.pool import database_url
         from gateway.settings import Settings
 
         conn = await asyncpg.connect(database_url(Settings()))

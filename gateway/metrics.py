@@ -6,7 +6,7 @@ transaction kinds (the router's route names), ledger operations (``OPS``),
 context-cache results (hit, stale, declined).
 
 Gauges read from the database (``*_FROM_DB``) are refreshed when /metrics is
-scraped (``gateway.app``); a failed read keeps the last value.
+scraped (``gateway.server.app``); a failed read keeps the last value.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 
 _LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
-# -- connections and requests (gateway.server) ------------------------------------
+# -- connections and requests (gateway.server.tcp) ------------------------------------
 CONNECTIONS_OPEN = Gauge("posgw_connections_open", "Terminal connections open", multiprocess_mode="livesum")
 CONNECTIONS_REFUSED = Counter("posgw_connections_refused_total", "Connections closed at once: limit reached")
 CONNECTIONS_CLOSED = Counter(
@@ -29,7 +29,7 @@ FRAMES_RECEIVED = Counter("posgw_frames_received_total", "Frames received")
 IN_FLIGHT = Gauge("posgw_requests_in_flight", "Requests received and not yet processed",
                   multiprocess_mode="livesum")
 
-# -- transactions (gateway.processor, once per answered request) --------------------
+# -- transactions (gateway.acquiring.processor, once per answered request) --------------------
 REQUESTS = Counter(
     "posgw_requests_total", "Requests answered, by MTI, type and response code",
     ["mti", "kind", "response_code"],
@@ -49,7 +49,7 @@ RISK_DECLINES = Counter("posgw_risk_declines_total", "Declines by risk rule", ["
 # travel, spike): a fixed set, never a value that came from a request. Count
 # them in ``Processor._record`` next to REQUESTS (one place per transaction).
 
-# -- ledger (gateway.store.finish: the gw_finish round trip) -------------------------
+# -- ledger (gateway.acquiring.store.finish: the gw_finish round trip) -------------------------
 OPS = frozenset({"decline", "balance", "purchase", "void", "reversal", "bill_inquiry", "bill_payment",
                  "settlement"})
 LEDGER_LATENCY = Histogram(
@@ -59,7 +59,7 @@ LEDGER_LATENCY = Histogram(
 )
 CONTEXT_CACHE = Counter(
     "posgw_context_cache_total",
-    "Requests checked against cached terminal and card records (gateway.context_cache), by result: hit (checked "
+    "Requests checked against cached terminal and card records (gateway.acquiring.context_cache), by result: hit (checked "
     "against them), stale (a row had changed: checked again on a fresh read), declined (checked again on a fresh "
     "read, as every decline is)",
     ["result"],

@@ -24,10 +24,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from gateway.app import Gateway, build_services
-from gateway.cli import main as cli_main
+from gateway.server.app import Gateway, build_services
+from gateway.cli.main import main as cli_main
 from gateway.logs import configure as configure_logs
-from gateway.migrate import migrate
+from gateway.db.migrate import migrate
 from gateway.settings import Settings
 
 TEST_LMK = "2B7E151628AED2A6ABF7158809CF4F3C"
@@ -49,7 +49,7 @@ def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if url:
         yield url
         return
-    from gateway.db import embedded_server
+    from gateway.db.pool import embedded_server
 
     server = embedded_server(tmp_path_factory.mktemp("posgw-data"))
     yield server.get_uri()

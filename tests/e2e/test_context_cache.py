@@ -1,5 +1,5 @@
 """Purchases and balance inquiries checked against cached terminal and card
-records (gateway.context_cache), over TCP with a real PostgreSQL: a record
+records (gateway.acquiring.context_cache), over TCP with a real PostgreSQL: a record
 changed after it was cached (by the CLI, by another gateway, by anything that
 writes the row) is never decided on; the request is checked again on a fresh
 read, and its money moves once."""

@@ -22,9 +22,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from gateway.cli import demo_pan
-from gateway.cli import main as cli_main
-from gateway.migrate import migrate
+from gateway.cli.main import demo_pan
+from gateway.cli.main import main as cli_main
+from gateway.db.migrate import migrate
 from sim.terminal import Terminal
 from tests.conftest import TEST_LMK, TEST_TMK, make_settings, running_gateway
 
@@ -192,7 +192,7 @@ async def test_the_gateway_killed_at_random_moments_loses_and_doubles_nothing(db
 async def test_postgresql_restarted_under_load_loses_and_doubles_nothing(tmp_path):
     from pgserver._commands import pg_ctl
 
-    from gateway.db import embedded_server
+    from gateway.db.pool import embedded_server
 
     server = await asyncio.to_thread(embedded_server, tmp_path / "own-pg")
     pgdata, user, url = server.pgdata, server.system_user, server.get_uri()

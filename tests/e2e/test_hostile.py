@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from gateway import metrics
-from gateway.server import READ_BYTES, TerminalConnection
+from gateway.server.tcp import READ_BYTES, TerminalConnection
 from tests.conftest import make_settings, running_gateway
 from tests.e2e.helpers import echo_request, framed, terminal_for
 

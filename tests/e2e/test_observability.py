@@ -19,10 +19,10 @@ import asyncpg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.cli import demo_pan
-from gateway.cli import main as cli_main
-from gateway.migrate import migrate
-from gateway.processor import processing_code_label
+from gateway.cli.main import demo_pan
+from gateway.cli.main import main as cli_main
+from gateway.db.migrate import migrate
+from gateway.acquiring.processor import processing_code_label
 from protocol import crypto, tlv
 from protocol.framing import encode_frame
 from sim.terminal import Terminal, bill_fields, build_request
@@ -158,7 +158,7 @@ async def test_a_real_scrape_parses_and_moves_as_transactions_happen(gateway, wo
         return value(samples, bucket, op="purchase", le="+Inf") - value(samples, bucket, op="purchase", le="0.25")
 
     # One slow posting: the held one. (It may follow a quick one that found its
-    # cached terminal changed by the settlement: gateway.context_cache.)
+    # cached terminal changed by the settlement: gateway.acquiring.context_cache.)
     assert slow_postings(last) == slow_postings(after) + 1
 
     await terminal.close()
@@ -188,7 +188,7 @@ def cli_in(settings, *argv: str) -> None:
 @pytest.mark.slow
 async def test_health_goes_503_while_the_database_is_down_and_200_again_without_a_restart(tmp_path):
     """A PostgreSQL of its own, stopped and started under a running gateway."""
-    from gateway.db import embedded_server
+    from gateway.db.pool import embedded_server
 
     server = await asyncio.to_thread(embedded_server, tmp_path / "own-pg")
     from pgserver._commands import pg_ctl

@@ -8,8 +8,8 @@ import asyncio
 
 import pytest
 
-from gateway.cli import demo_pan
-from gateway.risk import LIMIT_NAMES
+from gateway.cli.main import demo_pan
+from gateway.acquiring.risk import LIMIT_NAMES
 from protocol import crypto, tlv
 from sim.terminal import Terminal, build_request
 from tests.conftest import make_settings, running_gateway

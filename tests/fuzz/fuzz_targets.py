@@ -61,8 +61,8 @@ else:
     _instrumented = contextlib.nullcontext()
 
 with _instrumented:
-    from gateway.processor import response_mti
-    from gateway.store import TxnKey
+    from gateway.acquiring.processor import response_mti
+    from gateway.acquiring.store import TxnKey
     from protocol.codes import ResponseCode
     from protocol.framing import (
         FRAME_MIN_LENGTH,

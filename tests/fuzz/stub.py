@@ -1,9 +1,9 @@
 """A gateway without a database, for fuzzing the request path.
 
 ``Services`` with a small fake pool, fake biller connectors and in-memory
-stand-ins for the only database calls of a request: ``gateway.store.load_context``
-and ``gateway.store.finish`` (financial requests) and
-``gateway.registry.load_terminal`` (network requests). Everything else is the
+stand-ins for the only database calls of a request: ``gateway.acquiring.store.load_context``
+and ``gateway.acquiring.store.finish`` (financial requests) and
+``gateway.domain.registry.load_terminal`` (network requests). Everything else is the
 real code: decode, route, the steps, the HSM, response building, MAC, framing.
 
 The fakes behave like PostgreSQL where hostile input could tell them apart:
@@ -25,8 +25,10 @@ from typing import Any
 
 import asyncpg
 
-from gateway import registry, steps, store
-from gateway.billers import (
+from gateway.domain import registry
+from gateway.acquiring import steps
+from gateway.acquiring import store
+from gateway.upstream.billers import (
     AmountNotAccepted,
     Biller,
     BillInfo,
@@ -35,15 +37,15 @@ from gateway.billers import (
     PaymentAccepted,
     PaymentOrder,
 )
-from gateway.cards import CardRecord
-from gateway.context import Services
-from gateway.context_cache import ContextCache
+from gateway.domain.cards import CardRecord
+from gateway.acquiring.context import Services
+from gateway.acquiring.context_cache import ContextCache
 from gateway.keys import SoftHsm
-from gateway.processor import Processor
-from gateway.registry import ACTIVE, FROZEN, TerminalRecord
-from gateway.risk import LIMIT_NAMES, RiskHistory, load_defaults
+from gateway.acquiring.processor import Processor
+from gateway.domain.registry import ACTIVE, FROZEN, TerminalRecord
+from gateway.acquiring.risk import LIMIT_NAMES, RiskHistory, load_defaults
 from gateway.settings import DEFAULT_CONFIG_DIR, Settings
-from gateway.store import FinishResult, OriginalPurchase, RequestContext, StoredAnswer, TxnKey
+from gateway.acquiring.store import FinishResult, OriginalPurchase, RequestContext, StoredAnswer, TxnKey
 from protocol import crypto
 
 TEST_LMK = "2B7E151628AED2A6ABF7158809CF4F3C"  # as tests/conftest.py
@@ -280,7 +282,7 @@ class World:
         """A PIN block as a terminal sends it, under the PIK every terminal has."""
         return crypto.encrypt_pin_block(PIK, pin, pan)
 
-    # -- the fakes of gateway.store and gateway.registry ------------------------
+    # -- the fakes of gateway.acquiring.store and gateway.domain.registry ------------------------
     async def load_terminal(self, conn: Any, tid: str, *_: Any, **__: Any) -> TerminalRecord | None:
         _pg_check(tid)
         return self.terminals.get(tid)

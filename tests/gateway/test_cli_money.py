@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from gateway.cards import issue_cards
-from gateway.cli import demo_pan
+from gateway.domain.cards import issue_cards
+from gateway.cli.main import demo_pan
 from gateway.keys import SoftHsm
 from tests.conftest import TEST_LMK
 

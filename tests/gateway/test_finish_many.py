@@ -1,7 +1,7 @@
 """Group commit of outcomes (``gw_finish_many``): a batch's plain purchases (two
 or more) are recorded together (``gw_finish_purchases``), the rest one by one; the answers,
 the money and the rows are those of ``gw_finish`` called for each request.
-Against a real PostgreSQL, with payloads shaped as ``gateway.financial`` sends them."""
+Against a real PostgreSQL, with payloads shaped as ``gateway.acquiring.card_flows`` sends them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from gateway.cli import demo_pan
+from gateway.cli.main import demo_pan
 
 BATCH = 1
 

@@ -1,4 +1,4 @@
-from gateway.outcomes import OUTCOME_CODES, Outcome
+from gateway.acquiring.outcomes import OUTCOME_CODES, Outcome
 from protocol.codes import ResponseCode
 
 

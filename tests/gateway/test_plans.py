@@ -12,7 +12,7 @@ from datetime import date
 
 import asyncpg
 
-from gateway import store
+from gateway.acquiring import store
 
 KEY_INDEX = "gw_transactions_tid_batch_stan_mti_class_key"
 

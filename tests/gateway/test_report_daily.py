@@ -10,8 +10,8 @@ from datetime import date, datetime, timedelta
 
 import pytest
 
-from gateway import reports
-from gateway.cli import demo_pan
+from gateway.reports import views as reports
+from gateway.cli.main import demo_pan
 from sim.terminal import Terminal
 from tests.e2e.helpers import terminal_for
 

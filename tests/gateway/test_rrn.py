@@ -1,6 +1,6 @@
 import asyncio
 
-from gateway.rrn import BLOCK_SIZE, RrnAllocator
+from gateway.acquiring.rrn import BLOCK_SIZE, RrnAllocator
 
 
 async def test_numbers_are_unique_and_waiters_share_one_reservation():

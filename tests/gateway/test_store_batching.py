@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from gateway import store
+from gateway.acquiring import store
 
 
 class StubSend:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from gateway import store
+from gateway.acquiring import store
 
 TABLES = ("ledger_accounts", "ledger_postings", "ledger_transfers", "gw_transactions")
 

@@ -14,10 +14,10 @@ import asyncpg
 import orjson
 
 from gateway import metrics
-from gateway.billers import BILLER_FIELDS, Biller
-from gateway.cards import CARD_FIELDS, CardRecord
-from gateway.registry import TERMINAL_COLUMNS, TerminalRecord, terminal_from_row
-from gateway.risk import RiskHistory
+from gateway.upstream.billers import BILLER_FIELDS, Biller
+from gateway.domain.cards import CARD_FIELDS, CardRecord
+from gateway.domain.registry import TERMINAL_COLUMNS, TerminalRecord, terminal_from_row
+from gateway.acquiring.risk import RiskHistory
 from ledger.accounts import AccountKind, create_account
 
 
@@ -66,7 +66,7 @@ class RequestContext:
     terminal_limits: dict[str, int] | None
     history: RiskHistory | None  # None when the risk rules are off
     # The row versions (xmin) of the terminal's rows (terminal, merchant, agent)
-    # and of the card's, as read (gateway.context_cache).
+    # and of the card's, as read (gateway.acquiring.context_cache).
     terminal_version: str = ""
     card_version: str | None = None
     cached: bool = False  # from this process's cache, not read for this request

@@ -1,9 +1,9 @@
 """Migrations: numbered plain SQL files, applied in order, recorded in a table.
 
 Files live in ``ledger/migrations`` (the ledger's tables) and
-``gateway/migrations`` (the gateway's); their numbers form one sequence,
+``gateway/db/migrations`` (the gateway's); their numbers form one sequence,
 ``NNNN_name.sql``. SQL functions live apart, in ``ledger/functions`` and
-``gateway/functions``: each file is ``CREATE OR REPLACE`` and is applied
+``gateway/acquiring/functions``: each file is ``CREATE OR REPLACE`` and is applied
 again whenever its content changes (its checksum is recorded), so a
 function's one true text is its file. Applying is idempotent and safe to run
 concurrently.
@@ -21,9 +21,9 @@ import asyncpg
 import gateway
 import ledger
 
-_PACKAGES = (Path(ledger.__file__).parent, Path(gateway.__file__).parent)  # ledger first
-MIGRATION_DIRS = tuple(package / "migrations" for package in _PACKAGES)
-FUNCTION_DIRS = tuple(package / "functions" for package in _PACKAGES)
+_LEDGER, _GATEWAY = Path(ledger.__file__).parent, Path(gateway.__file__).parent
+MIGRATION_DIRS = (_LEDGER / "migrations", _GATEWAY / "db" / "migrations")  # ledger first
+FUNCTION_DIRS = (_LEDGER / "functions", _GATEWAY / "acquiring" / "functions")
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 _LOCK_KEY = 0x706F7367  # advisory lock held while migrating
 

@@ -19,13 +19,18 @@ from typing import Any
 
 import asyncpg
 
-from gateway import bills, cards, registry, reports, risk, validate
-from gateway.db import database_url, stop_embedded
+from gateway.domain import bills
+from gateway.domain import cards
+from gateway.domain import registry
+from gateway.reports import views as reports
+from gateway.acquiring import risk
+from gateway.domain import validate
+from gateway.db.pool import database_url, stop_embedded
 from gateway.keys import LmkError, SoftHsm, load_lmk
 from gateway.logs import configure as configure_logs
-from gateway.migrate import UnmigratedDatabase, check_migrated, migrate
+from gateway.db.migrate import UnmigratedDatabase, check_migrated, migrate
 from gateway.settings import Settings, config_dir, get_settings
-from gateway.validate import InvalidInput
+from gateway.domain.validate import InvalidInput
 from ledger import postings
 from ledger.accounts import CASH_ACCOUNT_CODE, account_id
 from ledger.check import check as check_ledger
@@ -580,7 +585,7 @@ def _without_workers(argv: list[str]) -> list[str]:
 
 
 def _serve(args: argparse.Namespace, settings: Settings, argv: list[str]) -> int:
-    from gateway.app import run, run_workers
+    from gateway.server.app import run, run_workers
 
     if args.workers < 1:
         raise InvalidInput("--workers must be at least 1")

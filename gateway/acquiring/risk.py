@@ -24,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from gateway.outcomes import Decline, Outcome
+from gateway.acquiring.outcomes import Decline, Outcome
 from protocol import tlv
 
 log = structlog.get_logger("posgw.risk")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, time, timedelta
 
-from gateway.context import Services, Transaction
-from gateway.registry import end_working_keys, store_working_keys, touch_terminal
+from gateway.acquiring.context import Services, Transaction
+from gateway.domain.registry import end_working_keys, store_working_keys, touch_terminal
 
 KEY_COUNT_BY_NETWORK_CODE = {"003": 2, "004": 3}  # PIK+MAK, PIK+MAK+TDK
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import asyncpg
 
-from gateway.billers import BILLER_FIELDS, Biller
-from gateway.validate import InvalidInput
+from gateway.upstream.billers import BILLER_FIELDS, Biller
+from gateway.domain.validate import InvalidInput
 from ledger.accounts import AccountKind, create_account
 
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from gateway import bill_flows, financial, network, steps
-from gateway.context import Services, Transaction
-from gateway.outcomes import Decline, Outcome
+from gateway.acquiring import bill_flows
+from gateway.acquiring import card_flows
+from gateway.acquiring import network
+from gateway.acquiring import steps
+from gateway.acquiring.context import Services, Transaction
+from gateway.acquiring.outcomes import Decline, Outcome
 from protocol.messages import Message
 
 Step = Callable[[Transaction, Services], Awaitable[None]]
@@ -34,28 +37,28 @@ ECHO = Route("echo", _WHO + (steps.check_not_frozen, network.echo))
 UNKNOWN = Route("unknown", _WHO + (unknown_transaction,))
 
 # Financial requests: load everything at once, then the checks in WIRE.md order.
-_FINANCIAL = (financial.load_context, steps.check_merchant, steps.check_keys_current, steps.verify_mac,
-              financial.check_repeat, financial.check_currency, financial.check_batch_open)
-_CARD_FORMAT = (financial.check_card_request_format,)
+_FINANCIAL = (card_flows.load_context, steps.check_merchant, steps.check_keys_current, steps.verify_mac,
+              card_flows.check_repeat, card_flows.check_currency, card_flows.check_batch_open)
+_CARD_FORMAT = (card_flows.check_card_request_format,)
 BALANCE = Route("balance", _CARD_FORMAT + _FINANCIAL + (
-    financial.check_permitted("balance"), financial.check_card(status=True), financial.verify_pin,
-    financial.check_risk, financial.finish_balance))
+    card_flows.check_permitted("balance"), card_flows.check_card(status=True), card_flows.verify_pin,
+    card_flows.check_risk, card_flows.finish_balance))
 PURCHASE = Route("purchase", _CARD_FORMAT + _FINANCIAL + (
-    financial.check_permitted("purchase"), financial.check_card(status=True), financial.verify_pin,
-    financial.check_amount, financial.check_risk, financial.finish_purchase))
+    card_flows.check_permitted("purchase"), card_flows.check_card(status=True), card_flows.verify_pin,
+    card_flows.check_amount, card_flows.check_risk, card_flows.finish_purchase))
 VOID = Route("void", _CARD_FORMAT + _FINANCIAL + (
-    financial.check_permitted("void"), financial.check_void_original, financial.check_card(status=False),
-    financial.verify_pin, financial.check_amount, financial.finish_void))
+    card_flows.check_permitted("void"), card_flows.check_void_original, card_flows.check_card(status=False),
+    card_flows.verify_pin, card_flows.check_amount, card_flows.finish_void))
 # Reversals always go through once their MAC verifies (WIRE.md 8).
-REVERSAL = Route("reversal", (financial.check_reversal_format,) + _FINANCIAL + (financial.finish_reversal,))
+REVERSAL = Route("reversal", (card_flows.check_reversal_format,) + _FINANCIAL + (card_flows.finish_reversal,))
 UNKNOWN_FINANCIAL = Route("unknown", _FINANCIAL + (unknown_transaction,))
-SETTLEMENT = Route("settlement", (financial.check_settlement_format,) + _FINANCIAL + (
-    financial.check_not_frozen, financial.finish_settlement))
+SETTLEMENT = Route("settlement", (card_flows.check_settlement_format,) + _FINANCIAL + (
+    card_flows.check_not_frozen, card_flows.finish_settlement))
 _BILL = (bill_flows.check_bill_request_format,) + _FINANCIAL + (
-    bill_flows.check_biller_known, financial.check_permitted("bill"))
-BILL_INQUIRY = Route("bill_inquiry", _BILL + (financial.check_risk, bill_flows.inquire_bill))
+    bill_flows.check_biller_known, card_flows.check_permitted("bill"))
+BILL_INQUIRY = Route("bill_inquiry", _BILL + (card_flows.check_risk, bill_flows.inquire_bill))
 BILL_PAYMENT = Route("bill_payment", _BILL + (
-    bill_flows.check_payer_card, financial.check_amount, financial.check_risk, bill_flows.pay_bill))
+    bill_flows.check_payer_card, card_flows.check_amount, card_flows.check_risk, bill_flows.pay_bill))
 
 FINANCIAL_ROUTES = {
     ("0200", "310000", "01"): BALANCE,

@@ -11,12 +11,12 @@ from collections.abc import Callable
 
 import asyncpg
 
-from gateway import steps
-from gateway.context import Services, Transaction
-from gateway.network import KEY_COUNT_BY_NETWORK_CODE
-from gateway.outcomes import Decline, Outcome
-from gateway.registry import TERMINAL_COLUMNS, TerminalRecord, terminal_from_row
-from gateway.router import Route, unknown_transaction
+from gateway.acquiring import steps
+from gateway.acquiring.context import Services, Transaction
+from gateway.acquiring.network import KEY_COUNT_BY_NETWORK_CODE
+from gateway.acquiring.outcomes import Decline, Outcome
+from gateway.domain.registry import TERMINAL_COLUMNS, TerminalRecord, terminal_from_row
+from gateway.acquiring.router import Route, unknown_transaction
 from protocol.messages import Message
 
 

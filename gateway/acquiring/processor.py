@@ -11,11 +11,11 @@ from datetime import datetime
 import structlog
 
 from gateway import metrics
-from gateway.cards import mask_pan
-from gateway.context import Answered, Services, StaleContext, Transaction
-from gateway.financial import record_decline
-from gateway.outcomes import Decline, Outcome
-from gateway.router import FINANCIAL_MTIS, FINANCIAL_ROUTES, KNOWN_MTIS, Route, Step, route
+from gateway.domain.cards import mask_pan
+from gateway.acquiring.context import Answered, Services, StaleContext, Transaction
+from gateway.acquiring.card_flows import record_decline
+from gateway.acquiring.outcomes import Decline, Outcome
+from gateway.acquiring.router import FINANCIAL_MTIS, FINANCIAL_ROUTES, KNOWN_MTIS, Route, Step, route
 from protocol import tlv
 from protocol.codes import ResponseCode
 from protocol.framing import Frame, encode_frame
@@ -83,7 +83,7 @@ class Processor:
 
     async def _steps(self, txn: Transaction, steps: tuple[Step, ...]) -> None:
         """Run the steps; once more on a fresh read when its context came from
-        the cache and it was declined or the cache was stale (gateway.context_cache)."""
+        the cache and it was declined or the cache was stale (gateway.acquiring.context_cache)."""
         try:
             for step in steps:
                 await step(txn, self.svc)

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 
 from gateway.keys import SoftHsm
-from gateway.validate import InvalidInput
+from gateway.domain.validate import InvalidInput
 from ledger.accounts import AccountKind, balance_fen, create_account
 
 ACTIVE = "active"

@@ -18,8 +18,8 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from gateway import validate
-from gateway.validate import InvalidInput
+from gateway.domain import validate
+from gateway.domain.validate import InvalidInput
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 

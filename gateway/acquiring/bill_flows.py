@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import structlog
 
-from gateway.billers import AmountNotAccepted, Biller, BillerUnavailable, BillNotFound, PaymentOrder
-from gateway.bills import load_biller
-from gateway.context import Services, Transaction
-from gateway.financial import _finish, _require, check_card, check_card_request_format, risk_params, verify_pin
-from gateway.outcomes import Decline, Outcome
+from gateway.upstream.billers import AmountNotAccepted, Biller, BillerUnavailable, BillNotFound, PaymentOrder
+from gateway.domain.bills import load_biller
+from gateway.acquiring.context import Services, Transaction
+from gateway.acquiring.card_flows import _finish, _require, check_card, check_card_request_format, risk_params, verify_pin
+from gateway.acquiring.outcomes import Decline, Outcome
 from ledger.postings import Transfer
 from protocol import tlv
 

@@ -7,10 +7,12 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gateway import metrics, risk, store
-from gateway.context import Answered, Services, StaleContext, Transaction
-from gateway.outcomes import Decline, Outcome
-from gateway.registry import ACTIVE
+from gateway import metrics
+from gateway.acquiring import risk
+from gateway.acquiring import store
+from gateway.acquiring.context import Answered, Services, StaleContext, Transaction
+from gateway.acquiring.outcomes import Decline, Outcome
+from gateway.domain.registry import ACTIVE
 from ledger.postings import Transfer, basis_points_fen
 from protocol import tlv
 from protocol.crypto import PinBlockError
@@ -77,8 +79,8 @@ async def check_settlement_format(txn: Transaction, svc: Services) -> None:
 
 
 # Requests whose checks need only their terminal and card: their context comes
-# from the cache when both are in it (gateway.context_cache; the cache is empty
-# with the risk rules on, see gateway.app).
+# from the cache when both are in it (gateway.acquiring.context_cache; the cache is empty
+# with the risk rules on, see gateway.server.app).
 CACHED_KINDS = frozenset({"balance", "purchase"})
 
 
@@ -321,7 +323,7 @@ async def finish_settlement(txn: Transaction, svc: Services) -> None:
 
 
 async def finish_reversal(txn: Transaction, svc: Services) -> None:
-    from gateway.bill_flows import cancel_reversed_payment  # bills build on these steps
+    from gateway.acquiring.bill_flows import cancel_reversed_payment  # bills build on these steps
 
     result = await _finish(txn, svc, "reversal")
     await cancel_reversed_payment(svc, result.reversed)

@@ -11,19 +11,21 @@ from collections.abc import Awaitable, Callable
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 
-from gateway import metrics, reports, store
-from gateway.billers import Connectors
-from gateway.context import Services
-from gateway.context_cache import ContextCache
-from gateway.db import create_pool
+from gateway import metrics
+from gateway.reports import views as reports
+from gateway.acquiring import store
+from gateway.upstream.billers import Connectors
+from gateway.acquiring.context import Services
+from gateway.acquiring.context_cache import ContextCache
+from gateway.db.pool import create_pool
 from gateway.keys import SoftHsm, load_lmk
-from gateway.migrate import check_migrated
-from gateway.processor import Processor
-from gateway.router import Route, route
+from gateway.db.migrate import check_migrated
+from gateway.acquiring.processor import Processor
+from gateway.acquiring.router import Route, route
 from protocol.messages import Message
-from gateway.rrn import RrnAllocator
-from gateway.server import GatewayServer
-from gateway.risk import load_defaults as load_risk_defaults
+from gateway.acquiring.rrn import RrnAllocator
+from gateway.server.tcp import GatewayServer
+from gateway.acquiring.risk import load_defaults as load_risk_defaults
 from gateway.settings import Settings, config_dir
 from ledger.accounts import FEE_INCOME_ACCOUNT_CODE
 
@@ -150,7 +152,7 @@ async def run(settings: Settings, host: str, port: int, metrics_port: int, *, re
     services = await build_services(settings)
     router = route
     if wire_only:
-        from gateway.wire_only import load_terminals, wire_only_router
+        from gateway.acquiring.wire_only import load_terminals, wire_only_router
 
         router = wire_only_router(await load_terminals(services.pool))
         log.warning("wire_only", detail="benchmark baseline: sign-on and echo from memory, all else 12")
@@ -198,7 +200,7 @@ def run_workers(argv: list[str], workers: int) -> int:
 
     with tempfile.TemporaryDirectory(prefix="posgw-metrics-") as metrics_dir:
         env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=metrics_dir)
-        children = [subprocess.Popen([sys.executable, "-m", "gateway.cli", *argv, "--reuse-port"], env=env,
+        children = [subprocess.Popen([sys.executable, "-m", "gateway.cli.main", *argv, "--reuse-port"], env=env,
                                      preexec_fn=_stop_with_parent())
                     for _ in range(workers)]
 

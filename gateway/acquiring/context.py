@@ -8,13 +8,13 @@ from typing import Any
 
 import asyncpg
 
-from gateway.billers import Connectors
-from gateway.context_cache import ContextCache
+from gateway.upstream.billers import Connectors
+from gateway.acquiring.context_cache import ContextCache
 from gateway.keys import SoftHsm
-from gateway.registry import TerminalRecord
-from gateway.rrn import RrnAllocator
+from gateway.domain.registry import TerminalRecord
+from gateway.acquiring.rrn import RrnAllocator
 from gateway.settings import Settings
-from gateway.store import RequestContext, TxnKey
+from gateway.acquiring.store import RequestContext, TxnKey
 from protocol.framing import Frame
 from protocol.messages import Message
 
@@ -75,7 +75,7 @@ class Transaction:
 class StaleContext(Exception):
     """The cached records a request was checked against have changed, or its MAC
     does not verify under the cached key: run the checks again on a fresh read
-    (gateway.context_cache)."""
+    (gateway.acquiring.context_cache)."""
 
 
 class Answered(Exception):

@@ -8,9 +8,9 @@ import hmac
 import structlog
 
 from gateway import metrics
-from gateway.context import Services, StaleContext, Transaction
-from gateway.outcomes import Decline, Outcome
-from gateway.registry import count_mac_failure, load_terminal, reset_mac_failures
+from gateway.acquiring.context import Services, StaleContext, Transaction
+from gateway.acquiring.outcomes import Decline, Outcome
+from gateway.domain.registry import count_mac_failure, load_terminal, reset_mac_failures
 
 log = structlog.get_logger("posgw.security")
 

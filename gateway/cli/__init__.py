@@ -1,0 +1,1 @@
+"""The ``posgw`` command line."""

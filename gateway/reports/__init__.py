@@ -1,0 +1,1 @@
+"""Read-only views of the day for people and files."""

@@ -1,0 +1,1 @@
+"""Every change a person makes, as one call with an actor, audited."""
