@@ -1,13 +1,13 @@
 # posgw: two commands on a fresh machine.
 #   make run    set everything up (venv, install, embedded PostgreSQL, migrations, demo data), start the gateway
-#   make test   set everything up and run the whole test suite
+#   make test   set everything up (the Debian packages the tests need too) and run the whole test suite
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test install migrate demo clean db-stop
+.PHONY: run test test-tools install migrate demo clean db-stop
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,11 @@ demo: migrate
 run: demo
 	exec $(BIN)/posgw serve
 
-test: install
+# Debian packages the tests need (HAProxy, Prometheus): installed when missing.
+test-tools:
+	@deploy/test-tools.sh
+
+test: install test-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # make fuzz: each atheris target of tests/fuzz/fuzz_targets.py for FUZZ_SECONDS.

@@ -24,6 +24,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from deploy.cluster import find_tool
 from gateway.server.app import Gateway, build_services
 from gateway.cli.main import main as cli_main
 from gateway.logs import configure as configure_logs
@@ -182,3 +183,23 @@ async def world(cli) -> TerminalWorld:
         result = await cli(*argv)
         assert result.code == 0, result.stderr
     return TerminalWorld("TERM0001", "MERCHANT0000001", TEST_TMK, "AG01")
+
+
+# -- tests that need a tool outside Python -----------------------------------------------------
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "needs_tools(*names): the test runs programs (haproxy, prometheus, ...) that "
+        "`make test` installs (deploy/test-tools.sh); missing, it skips, or fails under CI=true")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    marker = item.get_closest_marker("needs_tools")
+    if marker is None:
+        return
+    missing = [name for name in marker.args if find_tool(name) is None]
+    if not missing:
+        return
+    reason = f"{' and '.join(missing)} not installed (make test installs them: deploy/test-tools.sh)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true: {reason}", pytrace=False)
+    pytest.skip(reason)

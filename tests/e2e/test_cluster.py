@@ -17,15 +17,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from deploy.cluster import Cluster, ClusterConfig, find_tool, http_get
+from deploy.cluster import Cluster, ClusterConfig, http_get
 from tests.conftest import TEST_LMK
 
 pytestmark = pytest.mark.slow
 
-MISSING = [name for name in ("haproxy", "prometheus") if find_tool(name) is None]
-needs_haproxy_and_prometheus = pytest.mark.skipif(
-    bool(MISSING), reason=f"{' and '.join(MISSING)} not installed "
-    "(apt-get install -y haproxy prometheus; .ci/run installs them)")
+needs_haproxy_and_prometheus = pytest.mark.needs_tools("haproxy", "prometheus")
 
 BIN = Path(sys.executable).parent
 TERMINALS = 16

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The Debian packages that `make test` needs beyond Python: HAProxy and Prometheus
+# for the scale-out test (tests/e2e/test_cluster.py). Installs whichever is
+# missing, with apt-get as root (or passwordless sudo). Where that cannot be
+# done it says so and exits 0: the tests that need a missing tool then skip,
+# except under CI=true, where they fail (tests/conftest.py, needs_tools).
+set -uo pipefail
+
+PACKAGES=(haproxy prometheus)  # package = the command it installs
+
+sbin_path="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+missing=()
+for package in "${PACKAGES[@]}"; do
+    PATH="$sbin_path" command -v "$package" >/dev/null || missing+=("$package")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+as_root=()
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+        as_root=(sudo -n)
+    else
+        echo "test-tools: not root and no sudo: ${missing[*]} not installed"
+        exit 0
+    fi
+fi
+if ! command -v apt-get >/dev/null; then
+    echo "test-tools: no apt-get: ${missing[*]} not installed"
+    exit 0
+fi
+echo "test-tools: installing ${missing[*]} (Debian packages)"
+log=$(mktemp)
+if ${as_root[@]+"${as_root[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get update -qq >"$log" 2>&1 \
+    && ${as_root[@]+"${as_root[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends "${missing[@]}" >>"$log" 2>&1; then
+    for package in "${missing[@]}"; do
+        echo "test-tools: $(PATH="$sbin_path" "$package" --version 2>&1 | head -n 1)"
+    done
+else
+    echo "test-tools: installing ${missing[*]} failed:"
+    tail -n 5 "$log" | sed 's/^/test-tools:   /'
+fi
+rm -f "$log"
+exit 0
