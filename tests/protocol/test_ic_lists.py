@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from protocol import emv
 from protocol import ic_lists
@@ -169,3 +170,30 @@ def test_what_does_not_parse_as_triples_is_kept_raw():
 def test_broken_devices_are_those_reported_0():
     assert ic_lists.broken_devices({"03": "0", "04": "0", "01": "1", "99": "0"}) == ["reader", "printer"]
     assert ic_lists.broken_devices(None) == []
+
+
+# -- properties: field 62 from a terminal or a host, whatever its bytes --------------------------------
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=600))
+def test_random_62_parses_or_raises_only_our_error(data):
+    for parse in (ic_lists.parse_query, ic_lists.parse_capk_download, ic_lists.parse_aid_download,
+                  ic_lists.parse_query_answer, ic_lists.parse_download_answer):
+        try:
+            parse(data)
+        except IcListError:
+            pass
+    status = ic_lists.parse_status(data)  # never refused: what does not parse is kept raw
+    assert all(isinstance(value, str) for value in status.values())
+
+
+@given(st.lists(st.binary(min_size=5, max_size=16), max_size=99, unique=True), st.integers(0, 99))
+def test_pages_hold_what_follows_nn_in_order_within_512_bytes(aids, have):
+    entries = [ic_lists.aid_entry(aid) for aid in sorted(aids)]
+    answer = ic_lists.query_answer(entries, have)
+    assert len(answer) <= ic_lists.FIELD_62_BYTES_MAX
+    parsed = ic_lists.parse_query_answer(answer)
+    got = [ic_lists.aid_entry(entry["9F06"]) for entry in parsed.entries]
+    assert got == entries[have : have + len(got)]
+    assert parsed.more == (have + len(got) < len(entries))
