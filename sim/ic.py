@@ -169,3 +169,20 @@ async def sign_on_following_prompts(terminal: Terminal, *, network_code: str = "
         else:
             return followed
     raise IcExchangeError(f"still prompted after {FOLLOW_STEPS_MAX} steps: {followed.actions}")
+
+
+def download_report(downloads: dict[str, ListDownload]) -> dict[str, Any]:
+    """What ``posgw-sim ic-download --json`` prints: ``capks`` and ``aids`` as downloaded, and per list
+    the ``queries`` and ``downloads`` it took; never anything secret (CAPKs are public keys)."""
+    report: dict[str, Any] = {"capks": [], "aids": [], "queries": {}, "downloads": {}}
+    for which, download in downloads.items():
+        report["capks" if which == CAPK else "aids"] = download.summary()
+        report["queries"][which] = download.queries
+        report["downloads"][which] = download.downloads
+    return report
+
+
+def prompts_report(followed: FollowedPrompts) -> dict[str, Any]:
+    """What ``posgw-sim signon --follow-prompts --json`` prints: the ``actions`` taken and what was downloaded."""
+    return {"actions": followed.actions,
+            "downloaded": {d.which: len(d.records) for d in followed.downloads}}

@@ -82,6 +82,10 @@ async def test_a_terminal_downloads_both_lists_as_registered(db, chip_terminal):
     assert [ic_lists.parse_capk_record(r) for r in capks.records] == published  # check sums verified
     assert aids.summary() == await ic.list_aids(db)
     assert sim_ic.prompt_digit(aids.last) == "0"
+    report = sim_ic.download_report(got)
+    assert report["queries"] == {"capk": 1, "aid": 1}
+    assert report["aids"] == await ic.list_aids(db)
+    assert [c["modulus_bits"] for c in report["capks"] if c["rid"] == "A000000333"] == [1152, 1408, 1024, 1984]
 
 
 async def test_a_list_of_50_capks_takes_three_queries_on_the_wire(db, chip_terminal):
@@ -145,6 +149,7 @@ async def test_an_aid_added_after_a_download_prompts_5_until_the_terminal_downlo
     await ic.seed_test_lists(db)
     first_day = await sim_ic.sign_on_following_prompts(chip_terminal, holding_nothing=True)
     assert first_day.actions == ["signon", "capk", "aid"]
+    assert sim_ic.prompts_report(first_day)["downloaded"] == {"capk": 6, "aid": 4}
     assert sim_ic.prompt_digit(await chip_terminal.echo()) == "0"
 
     await ic.add_aid(db, *ic.parse_aid("A0000000031010"))
