@@ -4,8 +4,6 @@ LMK and is never in a record."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import asyncpg
 
 from gateway.domain import registry
@@ -29,17 +27,22 @@ async def terminal_state(conn: asyncpg.Connection, tid: str) -> State:
     return state | {"limits": await registry.limit_overrides(conn, "terminal", tid)}
 
 
-async def add_terminal(conn: asyncpg.Connection, actor: str, hsm: SoftHsm, tid: str, mid: str, tmk: bytes,
-                       **options: Any) -> None:
-    """Register a terminal of the merchant; ``options`` as ``registry.set_terminal``'s."""
+async def add_terminal(conn: asyncpg.Connection, actor: str, hsm: SoftHsm, tid: str, mid: str, tmk: bytes, *,
+                       permit: list[str] | None, mac_algorithm: str | None, location: tuple[float, float] | None,
+                       radius_km: float | None) -> None:
+    """Register a terminal of the merchant (None: the default permits, MAC algorithm; no location)."""
     await audited(conn, actor, "terminal.add", terminal_entity(tid), lambda: terminal_state(conn, tid),
-                  lambda: registry.add_terminal(conn, hsm, tid, mid, tmk, **options))
+                  lambda: registry.add_terminal(conn, hsm, tid, mid, tmk, permit=permit, mac_algorithm=mac_algorithm,
+                                                location=location, radius_km=radius_km))
 
 
-async def set_terminal(conn: asyncpg.Connection, actor: str, tid: str, **options: Any) -> None:
+async def set_terminal(conn: asyncpg.Connection, actor: str, tid: str, *, permit: list[str] | None,
+                       mac_algorithm: str | None, location: tuple[float, float] | None,
+                       radius_km: float | None) -> None:
     """Change the permits, MAC algorithm, location or radius (None: unchanged)."""
     await audited(conn, actor, "terminal.set", terminal_entity(tid), lambda: terminal_state(conn, tid),
-                  lambda: registry.set_terminal(conn, tid, **options))
+                  lambda: registry.set_terminal(conn, tid, permit=permit, mac_algorithm=mac_algorithm,
+                                                location=location, radius_km=radius_km))
 
 
 async def set_terminal_status(conn: asyncpg.Connection, actor: str, tid: str, status: str) -> None:
