@@ -1,1 +1,1 @@
-"""The ``posgw`` command line."""
+"""The ``posgw`` command line: ``main`` assembles one module per group of commands."""

@@ -30,6 +30,13 @@ async def _biller(conn: asyncpg.Connection, code: str) -> Biller:
     return biller
 
 
+def biller_view(biller: Biller) -> dict[str, Any]:
+    """What ``biller add`` prints (not the connector's URL, which may carry credentials)."""
+    return {"code": biller.code, "name": biller.name, "prepaid": biller.prepaid, "exact": biller.exact,
+            "commission_bp": biller.commission_bp, "commission_fixed_fen": biller.commission_fixed_fen,
+            "connector": biller.connector}
+
+
 async def add_biller(conn: asyncpg.Connection, code: str, name: str, *, prepaid: bool, exact: bool,
                      commission_bp: int, commission_fixed_fen: int, connector: str,
                      connector_url: str | None) -> dict[str, Any]:
@@ -43,12 +50,12 @@ async def add_biller(conn: asyncpg.Connection, code: str, name: str, *, prepaid:
                                 connector_url, account_id)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
         code, name, prepaid, exact, commission_bp, commission_fixed_fen, connector, connector_url, account)
-    return {"code": code, "name": name, "prepaid": prepaid, "exact": exact, "commission_bp": commission_bp,
-            "commission_fixed_fen": commission_fixed_fen, "connector": connector}
+    return biller_view(await _biller(conn, code))
 
 
 async def add_bill(conn: asyncpg.Connection, biller_code: str, account: str, name: str, amount_fen: int,
-                   period: str, due: str | None) -> dict[str, Any]:
+                   period: str, due: str | None, reference: str | None = None) -> dict[str, Any]:
+    """An open bill under ``reference`` (default a new one)."""
     biller = await _biller(conn, biller_code)
     if biller.prepaid:
         raise InvalidInput(f"biller {biller_code} is prepaid: register meters, not bills")
@@ -58,7 +65,7 @@ async def add_bill(conn: asyncpg.Connection, biller_code: str, account: str, nam
         due_date = None if due is None else date.fromisoformat(due)
     except ValueError:
         raise InvalidInput(f"--due must be YYYY-MM-DD: {due!r}") from None
-    reference = new_reference()
+    reference = reference or new_reference()
     await conn.execute(
         """INSERT INTO bills (biller_code, account, name, period, amount_fen, due, reference)
            VALUES ($1, $2, $3, $4, $5, $6, $7)""",
@@ -85,6 +92,27 @@ async def add_meter(conn: asyncpg.Connection, biller_code: str, meter: str, name
     await conn.execute("INSERT INTO meters (biller_code, meter, name, reference) VALUES ($1, $2, $3, $4)",
                        biller_code, meter, name, new_reference())
     return {"biller": biller_code, "meter": meter, "name": name}
+
+
+async def find_bill(conn: asyncpg.Connection, reference: str) -> dict[str, Any] | None:
+    """The bill with this reference as ``bill add`` prints it, or None."""
+    row = await conn.fetchrow(
+        """SELECT biller_code AS biller, account, name, period, amount_fen, status, reference FROM bills
+            WHERE reference = $1""", reference)
+    return None if row is None else dict(row)
+
+
+async def find_meter(conn: asyncpg.Connection, biller_code: str, meter: str) -> dict[str, Any] | None:
+    """The meter as ``meter add`` prints it, or None."""
+    row = await conn.fetchrow(
+        "SELECT biller_code AS biller, meter, name FROM meters WHERE biller_code = $1 AND meter = $2",
+        biller_code, meter)
+    return None if row is None else dict(row)
+
+
+async def list_meters(conn: asyncpg.Connection, biller_code: str) -> list[str]:
+    rows = await conn.fetch("SELECT meter FROM meters WHERE biller_code = $1 ORDER BY meter", biller_code)
+    return [row["meter"] for row in rows]
 
 
 async def show_tokens(conn: asyncpg.Connection, meter: str) -> dict[str, Any]:

@@ -65,16 +65,17 @@ async def issue_cards(conn: asyncpg.Connection, hsm: SoftHsm, new: Sequence[tupl
         rows.append((f"card:{pan_hash.hex()[:24]}", pan_hash, hsm.encrypt_pan(pan), mask_pan(pan),
                      hsm.pin_verification_value(pan, pin), _expiry(expiry)))
     if not rows:
-        return
+        return []
     codes, hashes, pans_lmk, masked, pvvs, expiries = map(list, zip(*rows))
     accounts = await create_accounts(conn, AccountKind.CARD, codes, debits_must_not_exceed_credits=True)
     issued = await conn.fetch(
         """INSERT INTO cards (pan_hash, pan_lmk, pan_masked, pvv, expiry, account_id)
            SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::text[], $4::bytea[], $5::text[], $6::bigint[])
-           RETURNING id, account_id""",
+           RETURNING id, account_id, pan_masked, status, pin_blocked, expiry""",
         hashes, pans_lmk, masked, pvvs, expiries, [accounts[code] for code in codes])
+    views = [_card_view(card, balance_fen_opening) for card in issued]
     if not balance_fen_opening:
-        return
+        return views
     cash = await account_id(conn, CASH_ACCOUNT_CODE)
     openings = [(f"card-issue:{card['id']}", [postings.Transfer(cash, card["account_id"], balance_fen_opening,
                                                                  "card_issue")]) for card in issued]
@@ -82,6 +83,13 @@ async def issue_cards(conn: asyncpg.Connection, hsm: SoftHsm, new: Sequence[tupl
         results = await postings.post_many(conn, openings[start:start + ISSUE_POSTINGS_MAX])
         if any(result is not postings.PostResult.OK for result in results):
             raise RuntimeError(f"opening balances not posted: {set(results)}")
+    return views
+
+
+async def issued_pan_hashes(conn: asyncpg.Connection, pan_hashes: list[bytes]) -> set[bytes]:
+    """Those of ``pan_hashes`` whose card is issued."""
+    rows = await conn.fetch("SELECT pan_hash FROM cards WHERE pan_hash = ANY ($1::bytea[])", pan_hashes)
+    return {row["pan_hash"] for row in rows}
 
 
 async def _card_row(conn: asyncpg.Connection, hsm: SoftHsm, pan: str) -> asyncpg.Record:
@@ -91,14 +99,25 @@ async def _card_row(conn: asyncpg.Connection, hsm: SoftHsm, pan: str) -> asyncpg
     return row
 
 
+async def find_card(conn: asyncpg.Connection, hsm: SoftHsm, pan: str) -> dict[str, Any] | None:
+    """``show_card``, or None for an unknown card."""
+    row = await conn.fetchrow("SELECT * FROM cards WHERE pan_hash = $1", hsm.pan_hash(pan))
+    return None if row is None else _card_view(row, await balance_fen(conn, row["account_id"]))
+
+
 async def show_card(conn: asyncpg.Connection, hsm: SoftHsm, pan: str) -> dict[str, Any]:
     row = await _card_row(conn, hsm, pan)
+    return _card_view(row, await balance_fen(conn, row["account_id"]))
+
+
+def _card_view(row: asyncpg.Record, balance: int) -> dict[str, Any]:
+    """What ``card show`` prints: no PAN but its masked form, no PIN."""
     return {
         "pan_masked": row["pan_masked"],
         "status": row["status"],
         "pin_blocked": row["pin_blocked"],
         "expiry": row["expiry"],
-        "balance_fen": await balance_fen(conn, row["account_id"]),
+        "balance_fen": balance,
     }
 
 
@@ -112,5 +131,5 @@ async def unblock_card(conn: asyncpg.Connection, hsm: SoftHsm, pan: str) -> None
     await conn.execute("UPDATE cards SET pin_blocked = false, pin_tries = 0 WHERE id = $1", row["id"])
 
 
-__all__ = ["ACTIVE", "FROZEN", "CardRecord", "issue_card", "issue_cards", "mask_pan", "set_card_status", "show_card",
-           "unblock_card"]
+__all__ = ["ACTIVE", "FROZEN", "CardRecord", "find_card", "issue_card", "issue_cards", "issued_pan_hashes", "mask_pan",
+           "set_card_status", "show_card", "unblock_card"]

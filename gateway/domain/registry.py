@@ -137,8 +137,22 @@ async def _agent_row(conn: asyncpg.Connection, code: str) -> asyncpg.Record:
     return row
 
 
+async def agent_float_account(conn: asyncpg.Connection, code: str) -> int:
+    """The ledger account of the agent's float (unknown agent: InvalidInput)."""
+    return (await _agent_row(conn, code))["float_account_id"]
+
+
+async def find_agent(conn: asyncpg.Connection, code: str) -> dict[str, Any] | None:
+    """``show_agent``, or None for an unknown agent."""
+    row = await conn.fetchrow("SELECT * FROM agents WHERE code = $1", code)
+    return None if row is None else await _agent_view(conn, row)
+
+
 async def show_agent(conn: asyncpg.Connection, code: str) -> dict[str, Any]:
-    row = await _agent_row(conn, code)
+    return await _agent_view(conn, await _agent_row(conn, code))
+
+
+async def _agent_view(conn: asyncpg.Connection, row: asyncpg.Record) -> dict[str, Any]:
     return {
         "code": row["code"],
         "name": row["name"],
@@ -176,8 +190,17 @@ async def _merchant_row(conn: asyncpg.Connection, mid: str) -> asyncpg.Record:
     return row
 
 
+async def find_merchant(conn: asyncpg.Connection, mid: str) -> dict[str, Any] | None:
+    """``show_merchant``, or None for an unknown merchant."""
+    row = await conn.fetchrow("SELECT * FROM merchants WHERE mid = $1", mid)
+    return None if row is None else await _merchant_view(conn, row)
+
+
 async def show_merchant(conn: asyncpg.Connection, mid: str) -> dict[str, Any]:
-    row = await _merchant_row(conn, mid)
+    return await _merchant_view(conn, await _merchant_row(conn, mid))
+
+
+async def _merchant_view(conn: asyncpg.Connection, row: asyncpg.Record) -> dict[str, Any]:
     return {
         "mid": row["mid"],
         "name": row["name"],
@@ -229,10 +252,7 @@ async def set_terminal(conn: asyncpg.Connection, tid: str, *, permit: list[str] 
         tid, permit, mac_algorithm, lat, lon, radius_km,
     )
     if radius_km is not None:  # the radius is the terminal's own location_radius_km limit (CLI.md)
-        await conn.execute(
-            """INSERT INTO risk_limits (scope, owner, name, value) VALUES ('terminal', $1, 'location_radius_km', $2)
-               ON CONFLICT (scope, owner, name) DO UPDATE SET value = $2""",
-            tid, max(1, round(radius_km)))
+        await set_limit_overrides(conn, "terminal", tid, {"location_radius_km": max(1, round(radius_km))})
 
 
 async def _terminal_row(conn: asyncpg.Connection, tid: str) -> asyncpg.Record:
@@ -262,9 +282,20 @@ def _terminal_view(row: asyncpg.Record, now: datetime) -> dict[str, Any]:
     }
 
 
+async def find_terminal(conn: asyncpg.Connection, tid: str) -> dict[str, Any] | None:
+    """``show_terminal``, or None for an unknown terminal."""
+    row = await conn.fetchrow("SELECT * FROM terminals WHERE tid = $1", tid)
+    return None if row is None else _terminal_view(row, await conn.fetchval("SELECT now()"))
+
+
 async def show_terminal(conn: asyncpg.Connection, tid: str) -> dict[str, Any]:
     row = await _terminal_row(conn, tid)
     return _terminal_view(row, await conn.fetchval("SELECT now()"))
+
+
+async def existing_tids(conn: asyncpg.Connection, tids: list[str]) -> set[str]:
+    """Those of ``tids`` that are registered."""
+    return {row["tid"] for row in await conn.fetch("SELECT tid FROM terminals WHERE tid = ANY ($1::text[])", tids)}
 
 
 async def list_terminals(conn: asyncpg.Connection) -> list[dict[str, Any]]:
@@ -290,3 +321,21 @@ async def count_mac_failure(conn: asyncpg.Connection | asyncpg.Pool, tid: str, f
 
 async def reset_mac_failures(conn: asyncpg.Connection | asyncpg.Pool, tid: str) -> None:
     await conn.execute("UPDATE terminals SET mac_failures = 0 WHERE tid = $1 AND mac_failures <> 0", tid)
+
+
+# -- risk limit overrides -----------------------------------------------------
+
+
+async def set_limit_overrides(conn: asyncpg.Connection, scope: str, owner: str, values: dict[str, int]) -> None:
+    """Override limits of config/risk.toml for one merchant or terminal (``scope``), by name."""
+    for name, value in values.items():
+        await conn.execute(
+            """INSERT INTO risk_limits (scope, owner, name, value) VALUES ($1, $2, $3, $4)
+               ON CONFLICT (scope, owner, name) DO UPDATE SET value = $4""", scope, owner, name, value)
+
+
+async def limit_overrides(conn: asyncpg.Connection, scope: str, owner: str) -> dict[str, int]:
+    """A merchant's or terminal's overrides, by name."""
+    rows = await conn.fetch("SELECT name, value FROM risk_limits WHERE scope = $1 AND owner = $2 ORDER BY name",
+                            scope, owner)
+    return {row["name"]: row["value"] for row in rows}

@@ -10,6 +10,10 @@ class InvalidInput(ValueError):
     """Bad usage or bad input: the CLI exits 2 with this message."""
 
 
+class Problem(Exception):
+    """The command ran and found a problem: the CLI exits 1 with this message."""
+
+
 _CODE = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
 _ACCOUNT = re.compile(r"^[A-Za-z0-9]{1,32}$")
 _AMOUNT = re.compile(r"^\d+(\.\d{1,2})?$")

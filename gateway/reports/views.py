@@ -20,6 +20,7 @@ import asyncpg
 
 from gateway.domain import validate
 from gateway.domain.validate import InvalidInput
+from ledger import queries
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -63,62 +64,32 @@ def _local(ts: datetime, tz: ZoneInfo) -> str:
 
 # -- agent statement ------------------------------------------------------------
 
-_OPENING_QUERY = """
-SELECT coalesce(sum(CASE WHEN credit_account_id = $1 THEN amount ELSE -amount END), 0)::bigint
-  FROM ledger_transfers
- WHERE (debit_account_id = $1 OR credit_account_id = $1) AND created_at < $2
-"""
-
-# One row per posting that moved the agent's float or commission in the day.
-_MOVEMENTS_QUERY = """
-WITH moves AS (
-    SELECT t.posting_id,
-           min(t.created_at) AS created_at,
-           sum(CASE WHEN t.credit_account_id = $1 THEN t.amount
-                    WHEN t.debit_account_id = $1 THEN -t.amount ELSE 0 END)::bigint AS float_fen,
-           sum(CASE WHEN t.credit_account_id = $2 THEN t.amount
-                    WHEN t.debit_account_id = $2 THEN -t.amount ELSE 0 END)::bigint AS commission_fen,
-           array_agg(DISTINCT t.code ORDER BY t.code) AS codes
-      FROM ledger_transfers t
-     WHERE (t.debit_account_id IN ($1, $2) OR t.credit_account_id IN ($1, $2))
-       AND t.created_at >= $3 AND t.created_at < $4
-     GROUP BY t.posting_id
-),
-keyed AS (
-    SELECT m.*, p.idempotency_key, p.reverses_posting_id
-      FROM moves m JOIN ledger_postings p ON p.id = m.posting_id
-),
--- The row that made a posting. (Reversing a void hands the void's new posting
--- key to the purchase too; the row that made the posting is the newest.)
-gw AS (
-    SELECT DISTINCT ON (g.posting_key)
-           g.posting_key, g.tid, g.receipt, g.biller_code, g.bill_account, g.original_id
-      FROM gw_transactions g
-     WHERE g.posting_key IN (SELECT idempotency_key FROM keyed)
-       AND g.created_at >= $3 - $5::interval AND g.created_at < $4 + $5::interval
-     ORDER BY g.posting_key, g.id DESC
-)
-SELECT k.created_at, k.float_fen, k.commission_fen, k.codes, k.reverses_posting_id,
-       gw.tid,
-       coalesce(gw.receipt, o.receipt) AS receipt,
-       coalesce(gw.biller_code, o.biller_code) AS biller,
-       coalesce(gw.bill_account, o.bill_account) AS account
-  FROM keyed k
-  LEFT JOIN gw ON gw.posting_key = k.idempotency_key
-  LEFT JOIN gw_transactions o ON o.id = gw.original_id
- ORDER BY k.created_at, k.posting_id
+# The row that made each posting, by the posting's key, with the receipt, biller
+# and account of the transaction a reversal undid. (Reversing a void hands the
+# void's new posting key to the purchase too; the row that made the posting is
+# the newest.)
+_STATEMENT_ROWS_QUERY = """
+SELECT DISTINCT ON (g.posting_key)
+       g.posting_key, g.tid,
+       coalesce(g.receipt, o.receipt) AS receipt,
+       coalesce(g.biller_code, o.biller_code) AS biller,
+       coalesce(g.bill_account, o.bill_account) AS account
+  FROM gw_transactions g
+  LEFT JOIN gw_transactions o ON o.id = g.original_id
+ WHERE g.posting_key = ANY ($1::text[])
+   AND g.created_at >= $2::timestamptz - $4::interval AND g.created_at < $3::timestamptz + $4::interval
+ ORDER BY g.posting_key, g.id DESC
 """
 
 
-def _movement_kind(row: asyncpg.Record) -> str:
-    codes = list(row["codes"])
-    if row["reverses_posting_id"] is not None:
+def _movement_kind(posting: queries.PostingMoves, float_fen: int) -> str:
+    if posting.reverses_posting_id is not None:
         return "reversal"
-    if "float_topup" in codes:
+    if "float_topup" in posting.codes:
         return "topup"
-    if "bill_payment" in codes and row["float_fen"] < 0:
+    if "bill_payment" in posting.codes and float_fen < 0:
         return "collection"
-    return "+".join(codes)
+    return "+".join(posting.codes)
 
 
 async def agent_statement(conn: asyncpg.Connection, code: str, day: date, tz: ZoneInfo) -> dict[str, Any]:
@@ -128,19 +99,22 @@ async def agent_statement(conn: asyncpg.Connection, code: str, day: date, tz: Zo
         raise InvalidInput(f"unknown agent {code}")
     float_id, commission_id = agent["float_account_id"], agent["commission_account_id"]
     start, end = day_bounds(day, tz)
-    opening = await conn.fetchval(_OPENING_QUERY, float_id, start)
-    rows = await conn.fetch(_MOVEMENTS_QUERY, float_id, commission_id, start, end, _GW_MARGIN)
+    opening = await queries.balance_before(conn, float_id, start)
+    postings = await queries.postings_moving(conn, (float_id, commission_id), start, end)
+    made_by = {row["posting_key"]: dict(row) for row in await conn.fetch(
+        _STATEMENT_ROWS_QUERY, [posting.idempotency_key for posting in postings], start, end, _GW_MARGIN)}
 
     movements = []
     totals = {"collections_fen": 0, "collections_count": 0, "reversals_fen": 0, "reversals_count": 0,
               "topups_fen": 0, "topups_count": 0, "commission_fen": 0}
-    for row in rows:
-        kind = _movement_kind(row)
-        amount, commission = row["float_fen"], row["commission_fen"]
+    for posting in postings:
+        amount, commission = posting.net(float_id), posting.net(commission_id)
+        kind = _movement_kind(posting, amount)
+        row = made_by.get(posting.idempotency_key, {})  # none for a top-up
         movements.append({
-            "time": _local(row["created_at"], tz), "kind": kind, "amount_fen": amount,
-            "receipt": row["receipt"], "biller": row["biller"], "account": row["account"], "tid": row["tid"],
-            "commission_fen": commission,
+            "time": _local(posting.created_at, tz), "kind": kind, "amount_fen": amount,
+            "receipt": row.get("receipt"), "biller": row.get("biller"), "account": row.get("account"),
+            "tid": row.get("tid"), "commission_fen": commission,
         })
         totals["commission_fen"] += commission
         if kind == "collection":
@@ -216,6 +190,14 @@ SELECT kind, response_code, count(*) AS count, coalesce(sum(amount_fen), 0)::big
 
 # The day's rows with their merchant and agent, and what the posting each made
 # moved, by kind of account (credits minus debits).
+#
+# This query and the top-ups of the agents' query below read the ledger's
+# tables themselves, where the rest of the reports ask ledger.queries: each
+# joins the day's gateway rows (tens of thousands) to the posting its own key
+# made, one index look-up per row inside one statement. Through the ledger's
+# API it would be every key of the day sent over and the movements matched in
+# Python, a round trip of the day's size for each of the two tables, where the
+# report stays one statement in one snapshot.
 _DAILY_ROWS = f"""
 WITH day_rows AS (
     SELECT g.id, g.kind, g.response_code, g.amount_fen, coalesce(g.paid_in_cash, false) AS paid_in_cash,
@@ -282,7 +264,7 @@ per_agent AS (
       FROM txns
      GROUP BY agent_code
 ),
-topups AS (  -- money from outside (the cash account) into the agent's float
+topups AS (  -- money from outside (the cash account) into the agent's float; in SQL, see _DAILY_ROWS
     SELECT a.code AS agent_code, sum(t.amount)::bigint AS topups_fen
       FROM ledger_transfers t
       JOIN agents a ON a.float_account_id = t.credit_account_id
@@ -320,22 +302,6 @@ SELECT count(*) AS postings,
  WHERE g.created_at >= $1 AND g.created_at < $2
    AND ((g.kind IN ('purchase', 'void', 'bill_payment') AND g.response_code = '00')
         OR (g.kind = 'reversal' AND g.posting_key IS NOT NULL))
-"""
-
-# What the ledger moved in the day: every transfer, but those with the cash
-# account (money from outside: the operator's float top-ups and card loads).
-_DAILY_LEDGER_MOVEMENT_QUERY = """
-WITH day AS (
-    SELECT t.posting_id, t.amount, (d.kind = 'cash' OR c.kind = 'cash') AS external
-      FROM ledger_transfers t
-      JOIN ledger_accounts d ON d.id = t.debit_account_id
-      JOIN ledger_accounts c ON c.id = t.credit_account_id
-     WHERE t.created_at >= $1 AND t.created_at < $2
-)
-SELECT count(DISTINCT posting_id) FILTER (WHERE NOT external) AS postings,
-       coalesce(sum(amount) FILTER (WHERE NOT external), 0)::bigint AS movement_fen,
-       coalesce(sum(amount) FILTER (WHERE external), 0)::bigint AS external_fen
-  FROM day
 """
 
 _DAILY_EXCEPTIONS_QUERY = """
@@ -401,13 +367,13 @@ async def daily_report(conn: asyncpg.Connection, day: date, tz: ZoneInfo) -> dic
         item = dict(row)
         exceptions.append({"time": _local(item.pop("created_at"), tz), **item})
     report_side = await conn.fetchrow(_DAILY_REPORT_MOVEMENT_QUERY, start, end)
-    ledger_side = await conn.fetchrow(_DAILY_LEDGER_MOVEMENT_QUERY, start, end)
+    ledger_side = await queries.window_totals(conn, start, end)  # every transfer but those with the cash account
     problems = []
-    if report_side["movement_fen"] != ledger_side["movement_fen"]:
-        problems.append(f"the day's ledger transfers move {ledger_side['movement_fen']} fen,"
+    if report_side["movement_fen"] != ledger_side.movement_fen:
+        problems.append(f"the day's ledger transfers move {ledger_side.movement_fen} fen,"
                         f" the day's transactions say {report_side['movement_fen']}")
-    if report_side["postings"] != ledger_side["postings"]:
-        problems.append(f"the day has {ledger_side['postings']} ledger postings,"
+    if report_side["postings"] != ledger_side.postings:
+        problems.append(f"the day has {ledger_side.postings} ledger postings,"
                         f" the day's transactions say {report_side['postings']}")
     return {
         "date": day.isoformat(),
@@ -418,12 +384,12 @@ async def daily_report(conn: asyncpg.Connection, day: date, tz: ZoneInfo) -> dic
         "exceptions": exceptions,
         "ledger_check": {
             "ok": not problems,
-            "ledger_movement_fen": ledger_side["movement_fen"],
+            "ledger_movement_fen": ledger_side.movement_fen,
             "report_movement_fen": report_side["movement_fen"],
-            "difference_fen": ledger_side["movement_fen"] - report_side["movement_fen"],
-            "ledger_postings_count": ledger_side["postings"],
+            "difference_fen": ledger_side.movement_fen - report_side["movement_fen"],
+            "ledger_postings_count": ledger_side.postings,
             "report_postings_count": report_side["postings"],
-            "external_fen": ledger_side["external_fen"],
+            "external_fen": ledger_side.external_fen,
             "problems": problems,
         },
     }
@@ -443,14 +409,10 @@ def to_csv(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
     return out.getvalue()
 
 
-AGENTS_FLOAT_BELOW_QUERY = """
-SELECT count(*) FROM agents a JOIN ledger_accounts l ON l.id = a.float_account_id
- WHERE l.credits_posted - l.debits_posted < $1
-"""
-
-
 async def agents_float_below(conn: asyncpg.Connection | asyncpg.Pool, threshold_fen: int) -> int:
-    return await conn.fetchval(AGENTS_FLOAT_BELOW_QUERY, threshold_fen)
+    """How many agents' floats are below ``threshold_fen`` (for /metrics)."""
+    floats = [row["float_account_id"] for row in await conn.fetch("SELECT float_account_id FROM agents")]
+    return await queries.count_below(conn, floats, threshold_fen)
 
 
 async def batches_unbalanced(conn: asyncpg.Connection | asyncpg.Pool) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.cli.main import demo_pan
+from gateway.domain.demo import demo_pan
 from protocol.framing import Header, Tpdu, encode_frame, parse_frame_body
 from protocol.messages import Message, decode_message
 from sim.terminal import Terminal, build_request

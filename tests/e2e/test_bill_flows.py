@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from gateway.cli.main import demo_pan
+from gateway.domain.demo import demo_pan
 from protocol import tlv
 from sim.terminal import bill_fields, build_request
 from tests.conftest import make_settings, running_gateway

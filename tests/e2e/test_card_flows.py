@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from gateway.cli.main import demo_pan
+from gateway.domain.demo import demo_pan
 from protocol import crypto
 from protocol.framing import Header
 from protocol.messages import Message

@@ -22,7 +22,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from gateway.cli.main import demo_pan
+from gateway.domain.demo import demo_pan
 from gateway.cli.main import main as cli_main
 from gateway.db.migrate import migrate
 from sim.terminal import Terminal

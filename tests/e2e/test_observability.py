@@ -19,7 +19,7 @@ import asyncpg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.cli.main import demo_pan
+from gateway.domain.demo import demo_pan
 from gateway.cli.main import main as cli_main
 from gateway.db.migrate import migrate
 from gateway.acquiring.processor import processing_code_label

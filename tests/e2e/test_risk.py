@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from gateway.cli.main import demo_pan
+from gateway.domain.demo import demo_pan
 from gateway.acquiring.risk import LIMIT_NAMES
 from protocol import crypto, tlv
 from sim.terminal import Terminal, build_request

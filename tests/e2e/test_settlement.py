@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from gateway.cli.main import demo_pan
+from gateway.domain.demo import demo_pan
 from sim.terminal import build_request
 from tests.e2e.helpers import terminal_for
 

@@ -8,7 +8,7 @@ import asyncio
 import asyncpg
 import pytest
 
-from gateway.cli.main import demo_pan
+from gateway.domain.demo import demo_pan
 from tests.conftest import make_settings, running_gateway
 from tests.e2e.helpers import balance_request, terminal_for
 

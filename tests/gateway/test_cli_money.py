@@ -6,7 +6,7 @@ import asyncpg
 import pytest
 
 from gateway.domain.cards import issue_cards
-from gateway.cli.main import demo_pan
+from gateway.domain.demo import demo_pan
 from gateway.keys import SoftHsm
 from tests.conftest import TEST_LMK
 

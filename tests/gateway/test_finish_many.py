@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from gateway.cli.main import demo_pan
+from gateway.domain.demo import demo_pan
 
 BATCH = 1
 

@@ -11,7 +11,7 @@ from datetime import date, datetime, timedelta
 import pytest
 
 from gateway.reports import views as reports
-from gateway.cli.main import demo_pan
+from gateway.domain.demo import demo_pan
 from sim.terminal import Terminal
 from tests.e2e.helpers import terminal_for
 

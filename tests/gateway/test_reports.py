@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.reports import views as reports
-from gateway.cli.main import demo_pan
+from gateway.domain.demo import demo_pan
 from tests.e2e.helpers import terminal_for
 
 PAN, PIN = demo_pan(21), "135790"
