@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from gateway.cli.common import Context, Subcommands, add_command
-from gateway.domain.demo import build_world
+from gateway.services.demo import build_world
 
 
 async def demo(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
