@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import sys
 from datetime import timedelta
 
 import asyncpg
@@ -181,6 +183,54 @@ async def test_a_connection_killed_half_way_leaves_nothing_and_the_rerun_pays_ea
     result = await book.run()
     assert (result["count"], result["total_fen"]) == (3, 6_006)
     assert [await book.balance(n) for n in range(1, 4)] == [0, 0, 0]
+    await book.assert_books_exact()
+
+
+# A payout run in another process that stops, its money posted and its payouts written, before it commits.
+STALLING_RUN = """
+import asyncio, sys
+from datetime import date, datetime
+import asyncpg
+from gateway.jobs import payouts
+from gateway.settings import Settings
+
+async def main(url, day, now):
+    conn = await asyncpg.connect(url)
+    real_post_many = payouts.post_many
+
+    async def post_then_stall(c, postings):
+        results = await real_post_many(c, postings)
+        print("posted", len(postings), flush=True)
+        await asyncio.sleep(60)
+        return results
+
+    payouts.post_many = post_then_stall
+    await payouts.run_payouts(conn, Settings(), date.fromisoformat(day), now=datetime.fromisoformat(now))
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def test_a_run_killed_half_way_leaves_nothing_and_the_rerun_pays_each_merchant_once(book: Book, db_url: str):
+    for n in range(1, 5):
+        await book.merchant(n, 3_000 + n)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", STALLING_RUN, db_url, book.day.isoformat(), book.after().isoformat(),
+        stdout=asyncio.subprocess.PIPE)
+    try:
+        async with asyncio.timeout(30):
+            assert await proc.stdout.readline() == b"posted 4\n"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+    async with asyncio.timeout(30):  # the killed run's transaction ends with its connection; nothing of it stays
+        result = await book.run()
+    assert (result["count"], result["total_fen"]) == (4, 12_010)
+    assert await book.db.fetchval("SELECT count(*) FROM ledger_transfers WHERE code = 'payout'") == 4
+    assert [await book.balance(n) for n in range(1, 5)] == [0, 0, 0, 0]
+    assert await book.system_balance(CLEARING_ACCOUNT_CODE) == 12_010
     await book.assert_books_exact()
 
 
