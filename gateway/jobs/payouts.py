@@ -56,6 +56,11 @@ OWNER_PAYOUT_CODES = (PAYOUT_CODE, RETURN_CODE)
 PENDING = "pending"
 STATUSES = (PENDING, PAID, RETURNED)
 FORMATS = ("csv", "pain001")
+# ledger_post_many's time grows faster than its batch (every posting of a confirmation
+# debits the guarded clearing account, which it then checks posting by posting).
+# 5,000 payouts, measured: run 8.2 s and confirm 56 s in one call each; in calls
+# of 100, 1.0 s and 2.8 s.
+POSTINGS_PER_CALL = 100
 _RUN_LOCK_KEY = 0x706F7570  # pg advisory lock: one payout run or confirmation at a time, across gateways
 
 # Why a merchant with enough balance was not paid (the run's `skipped`).
@@ -156,10 +161,14 @@ async def _system_account(conn: asyncpg.Connection, code: str) -> int:
     return await account_id(conn, code)  # type: ignore[return-value]
 
 
-def _check_posted(results: list[PostResult], what: str) -> None:
-    failed = [result for result in results if result not in (PostResult.OK, PostResult.EXISTS)]
-    if failed:  # the transaction rolls back: nothing of the run stays
-        raise RuntimeError(f"{what}: {len(failed)} posting(s) failed ({', '.join(sorted(set(failed)))})")
+async def _post_all(conn: asyncpg.Connection, postings: list[tuple[str, list[Transfer]]], what: str) -> None:
+    """Post every posting (in calls of ``POSTINGS_PER_CALL``), or raise: the caller's
+    transaction then rolls back, and nothing of it stays."""
+    for start in range(0, len(postings), POSTINGS_PER_CALL):
+        results = await post_many(conn, postings[start:start + POSTINGS_PER_CALL])
+        failed = [result for result in results if result not in (PostResult.OK, PostResult.EXISTS)]
+        if failed:
+            raise RuntimeError(f"{what}: {len(failed)} posting(s) failed ({', '.join(sorted(set(failed)))})")
 
 
 async def _run_result(conn: asyncpg.Connection, day: date) -> dict[str, Any] | None:
@@ -205,9 +214,9 @@ async def run_payouts(conn: asyncpg.Connection, settings: Settings, day: date, *
             [c.row["bank_account_lmk"] for c in paying], [c.row["bank_account_last4"] for c in paying],
             [c.row["version"] for c in paying])
         if created:
-            _check_posted(await post_many(conn, [
+            await _post_all(conn, [
                 (f"payout:{row['id']}", [Transfer(row["account_id"], clearing, row["amount_fen"], PAYOUT_CODE)])
-                for row in created]), f"payout run {day.isoformat()}")
+                for row in created], f"payout run {day.isoformat()}")
         totals = await conn.fetchrow(
             """SELECT count(*) AS count, coalesce(sum(amount_fen), 0)::bigint AS total_fen
                  FROM payouts WHERE payout_date = $1""", day)
@@ -313,7 +322,7 @@ async def confirm_payouts(conn: asyncpg.Connection, data: bytes) -> dict[str, An
             status[line.payout_id] = move.status
             counts[move.status] += 1
         if moves:
-            _check_posted(await post_many(conn, [(move.key, [move.transfer]) for move in moves]), "payout confirm")
+            await _post_all(conn, [(move.key, [move.transfer]) for move in moves], "payout confirm")
             final = {move.payout_id: move for move in moves}  # the last move of each payout
             paid = {move.payout_id for move in moves if move.status == PAID}
             await conn.execute(

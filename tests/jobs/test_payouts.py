@@ -133,6 +133,21 @@ async def test_two_runs_at_once_pay_once(book: Book, db_url: str):
     await book.assert_books_exact()
 
 
+async def test_more_payouts_than_one_ledger_call_takes_are_run_and_confirmed_whole(book: Book):
+    count = 2 * payouts.POSTINGS_PER_CALL + 7
+    for n in range(1, count + 1):
+        await book.merchant(n, 100 + n)
+    result = await book.run()
+    assert (result["count"], result["total_fen"]) == (count, sum(100 + n for n in range(1, count + 1)))
+    pain001 = await payouts.payout_file(book.db, book.hsm, book.settings, book.day, "pain001")
+    rejected = range(1, count + 1, 3)  # merchants 1, 4, 7, ...
+    answer = bank.answer(pain001, {account_number(n) for n in rejected})
+    confirmed = await payouts.confirm_payouts(book.db, answer)
+    assert (confirmed["paid"], confirmed["returned"]) == (count - len(rejected), len(rejected))
+    assert [await book.balance(n) for n in (1, 2, 3, 4, count)] == [101, 0, 0, 104, 0]
+    await book.assert_books_exact()
+
+
 # -- a crash half-way --------------------------------------------------------------------------
 
 
