@@ -66,6 +66,10 @@ class Settings(BaseSettings):
 
     mac_failures_freeze_after: int = Field(5, ge=0)  # MAC failures in a row that freeze a terminal; 0: never
     request_timeout_s: float = Field(30.0, gt=0)  # a request not done by then: 96, or no answer (see processor)
+    payout_min_fen: int = Field(100, ge=0)  # a balance below this waits for a later payout run (0: any)
+    payer_name: str = Field("posgw", min_length=1, max_length=140)  # the payer of payout files (pain.001 Dbtr)
+    payer_account: str = Field("0000000000000000", pattern=r"^[A-Za-z0-9]{1,34}$")  # its account (DbtrAcct)
+    payer_bank_code: str = Field("000000000000", pattern=r"^[A-Za-z0-9]{1,35}$")  # its bank's CNAPS code (DbtrAgt)
 
     @field_validator("timezone")
     @classmethod

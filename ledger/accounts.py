@@ -21,6 +21,7 @@ class AccountKind(StrEnum):
     BILLER = "biller"
     FEE_INCOME = "fee_income"
     CASH = "cash"
+    PAYOUT_CLEARING = "payout_clearing"
 
 
 CASH_ACCOUNT_CODE = "system:cash"
