@@ -7,21 +7,18 @@ config/prometheus.yml and evaluates them against a real gateway's /metrics."""
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from deploy.cluster import PROMETHEUS_YML, find_tool, http_get
-from tests.deploy.promql import exported_metric_names, metric_names_in, promtool
-from tests.e2e.test_processes import free_port
+from deploy.cluster import PROMETHEUS_YML
+from tests.deploy.promql import (RULES_DIR, exported_metric_names, metric_names_in, prometheus_scraping, promtool,
+                                 wait_for)
 
-RULES_DIR = Path(__file__).resolve().parents[2] / "config" / "prometheus"
 ALERTS = RULES_DIR / "alerts.yml"
 ALERTS_TEST = RULES_DIR / "alerts_test.yml"
 
@@ -165,50 +162,20 @@ def test_the_metric_name_tokenizer():
 
 # -- a real Prometheus, a real gateway ------------------------------------------------------------
 
-def wait_for(check, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"not within {timeout_s} s: {what}")
-
-
 @pytest.mark.slow
 @pytest.mark.needs_tools("prometheus")
 async def test_prometheus_loads_the_rules_and_evaluates_them_on_a_real_gateway(gateway, tmp_path):
-    """config/prometheus.yml as make cluster runs it (copied, with the rules beside it), scraping a
-    gateway on the test PostgreSQL (every second instead of 5 s), which has no standby: every rule evaluates without error, and
+    """config/prometheus.yml loads the rules beside it, and scraping a gateway on the test
+    PostgreSQL, which has no standby, every rule evaluates without error and
     PosgwNoSynchronousStandby goes pending, the others staying quiet."""
-    home = tmp_path / "prometheus"
-    (home / "targets").mkdir(parents=True)
-    config = PROMETHEUS_YML.read_text()  # as it is, but scraping and evaluating every second, to be quick
-    for interval in ("scrape_interval: 5s", "evaluation_interval: 5s"):
-        assert interval in config
-        config = config.replace(interval, interval.replace("5s", "1s"))
-    (home / "prometheus.yml").write_text(config.replace("scrape_timeout: 4s", "scrape_timeout: 1s"))
-    shutil.copytree(RULES_DIR, home / "prometheus")
-    targets = [{"targets": [f"127.0.0.1:{gateway.metrics_port}"], "labels": {"gateway": "gw1"}}]
-    (home / "targets" / "posgw.json").write_text(json.dumps(targets))
-    (home / "targets" / "haproxy.json").write_text("[]")
-    port = free_port()
-    argv = [find_tool("prometheus"), f"--config.file={home / 'prometheus.yml'}",
-            f"--storage.tsdb.path={home / 'data'}", f"--web.listen-address=127.0.0.1:{port}"]
-    log = open(tmp_path / "prometheus.log", "wb")
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        def api(path: str) -> Any:
-            status, body = http_get(f"http://127.0.0.1:{port}{path}", 2.0)
-            return json.loads(body)["data"] if status == 200 else None
-
+    with prometheus_scraping(gateway.metrics_port, tmp_path / "prometheus") as prometheus:
         def evaluated() -> list[dict[str, Any]] | None:
-            data = api("/api/v1/rules")
+            data = prometheus.api("/api/v1/rules")
             if not data or not data["groups"]:
                 return None
             group_rules = [rule for group in data["groups"] for rule in group["rules"]]
-            pending = {rule["name"] for rule in group_rules if rule.get("state") in ("pending", "firing")}
-            return group_rules if "PosgwNoSynchronousStandby" in pending else None
+            active = {rule["name"] for rule in group_rules if rule.get("state") in ("pending", "firing")}
+            return group_rules if "PosgwNoSynchronousStandby" in active else None
 
         group_rules = await asyncio.to_thread(wait_for, evaluated, 60, "PosgwNoSynchronousStandby pending")
         assert {rule["name"] for rule in group_rules} == {rule["alert"] for rule in rules()}
@@ -216,9 +183,5 @@ async def test_prometheus_loads_the_rules_and_evaluates_them_on_a_real_gateway(g
             assert rule["health"] == "ok", (rule["name"], rule.get("lastError"))
         active = {rule["name"] for rule in group_rules if rule["state"] != "inactive"}
         assert active == {"PosgwNoSynchronousStandby"}
-        [target] = (await asyncio.to_thread(api, "/api/v1/targets"))["activeTargets"]
+        [target] = (await asyncio.to_thread(prometheus.api, "/api/v1/targets"))["activeTargets"]
         assert target["health"] == "up"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
