@@ -27,19 +27,20 @@ from gateway import metrics
 
 log = structlog.get_logger("posgw.metrics")
 
-# One row whatever the number of standbys. pg_current_wal_lsn() fails during
-# recovery: the CASE evaluates it only for a standby's row, and a standby has
-# none in pg_stat_replication (no cascading here). replay_lag is NULL once a
-# standby has caught up and no WAL is coming: that is no lag.
+# One row whatever the number of standbys. A standby is a walsender whose client
+# replays: pg_receivewal and pg_basebackup stream too but replay nothing (their
+# replay_lsn is NULL), and are not counted. pg_current_wal_lsn() fails during
+# recovery: the CASE evaluates it only for a standby's row, and a standby has none
+# in pg_stat_replication (no cascading here). replay_lag is NULL once a standby
+# has caught up and no WAL is coming: that is no lag.
 REPLICATION_QUERY = """
 SELECT pg_is_in_recovery() AS in_recovery,
        count(r.pid) FILTER (WHERE r.state = 'streaming') AS standbys,
        count(r.pid) FILTER (WHERE r.state = 'streaming' AND r.sync_state IN ('sync', 'quorum')) AS sync_standbys,
-       max(CASE WHEN r.replay_lsn IS NOT NULL THEN pg_wal_lsn_diff(pg_current_wal_lsn(), r.replay_lsn) END)
-           AS lag_bytes,
-       max(extract(epoch FROM coalesce(r.replay_lag, interval '0'))) FILTER (WHERE r.replay_lsn IS NOT NULL)
-           AS lag_s
-  FROM (SELECT 1) AS one LEFT JOIN pg_stat_replication AS r ON true
+       max(CASE WHEN r.pid IS NOT NULL THEN pg_wal_lsn_diff(pg_current_wal_lsn(), r.replay_lsn) END) AS lag_bytes,
+       max(extract(epoch FROM coalesce(r.replay_lag, interval '0'))) FILTER (WHERE r.pid IS NOT NULL) AS lag_s
+  FROM (SELECT 1) AS one
+  LEFT JOIN pg_stat_replication AS r ON r.replay_lsn IS NOT NULL
 """
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from pgserver._commands import pg_basebackup, pg_ctl  # the binaries pgserver ships, run as its user
+from pgserver._commands import POSTGRES_BIN_PATH, pg_basebackup, pg_ctl  # pgserver's binaries, run as its user
 
 from gateway.db.migrate import migrate
 from gateway.db.pool import embedded_server
@@ -92,6 +92,7 @@ class Pair:
     standby_url: str
     primary_pgdata: Path
     user: str | None
+    base: Path  # a directory both the tests and the servers' user can write in
 
 
 @pytest.fixture
@@ -112,7 +113,7 @@ def pair() -> Iterator[Pair]:
                        "-h", str(server.get_postmaster_info().socket_dir)], user=user)
         pg_ctl(["-w", "-l", str(standby / "log"), "-o", f'-h "" -k {socket_dir} -c cluster_name={STANDBY_NAME}',
                 "start"], pgdata=standby, user=user)
-        yield Pair(server.get_uri(), f"postgresql://postgres:@/postgres?host={socket_dir}", server.pgdata, user)
+        yield Pair(server.get_uri(), f"postgresql://postgres:@/postgres?host={socket_dir}", server.pgdata, user, base)
     finally:
         for pgdata in (standby, server.pgdata):
             try:
@@ -136,7 +137,21 @@ async def test_a_synchronous_standby_its_lag_and_the_standby_itself(pair, tmp_pa
                 samples = await scrape(gateway.metrics_port)
                 return samples if gauge(samples, "posgw_db_sync_standbys") == 1 else None
 
-            samples = await eventually(synchronous, 10, "the standby synchronous")
+            # pg_receivewal streams the WAL too, and is no standby: it replays nothing
+            wal_dir = pair.base / "wal"
+            wal_dir.mkdir(mode=0o700)
+            if pair.user is not None:
+                shutil.chown(wal_dir, pair.user)
+            receiver = subprocess.Popen([str(POSTGRES_BIN_PATH / "pg_receivewal"), "-D", str(wal_dir), "--no-loop",
+                                         "-d", pair.primary_url], user=pair.user,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                await eventually(lambda: primary.fetchval("SELECT count(*) = 2 FROM pg_stat_replication"), 10,
+                                 "pg_receivewal streaming")
+                samples = await eventually(synchronous, 10, "the standby synchronous")
+            finally:
+                receiver.terminate()
+                receiver.wait(10)
             assert gauge(samples, "posgw_db_primary") == 1
             assert gauge(samples, "posgw_db_standbys") == 1
 
