@@ -28,6 +28,7 @@ GRAFANA = REPO / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "posgw.json"
 DATASOURCES = GRAFANA / "provisioning" / "datasources" / "prometheus.yml"
 PROVIDERS = GRAFANA / "provisioning" / "dashboards" / "posgw.yml"
+README = GRAFANA / "README.md"
 COMPOSE = REPO / "docker-compose.yml"
 TARGETS = REPO / "config" / "prometheus-targets" / "posgw.json"
 GRID_COLUMNS = 24
@@ -179,14 +180,25 @@ def test_the_dashboard_provider_reads_a_directory_of_files():
     assert provider["allowUiUpdates"] is False
 
 
-def test_compose_mounts_the_provisioning_where_grafana_reads_it():
-    services = yaml.safe_load(COMPOSE.read_text())["services"]
-    if "grafana" not in services:
-        pytest.skip("docker-compose.yml has no grafana service yet (the lead adds it with this branch)")
-    mounts = dict(volume.rsplit(":", 2)[:2] for volume in services["grafana"]["volumes"])
+def assert_mounts_the_provisioning(service: dict[str, Any]) -> None:
+    mounts = dict(volume.rsplit(":", 2)[:2] for volume in service["volumes"])
     [provider] = yaml.safe_load(PROVIDERS.read_text())["providers"]
     assert mounts["./deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
     assert mounts["./deploy/grafana/dashboards"] == provider["options"]["path"]
+
+
+def test_the_compose_service_of_the_readme_mounts_the_provisioning_where_grafana_reads_it():
+    blocks = re.findall(r"```yaml\n(.*?)```", README.read_text(), re.S)
+    service = yaml.safe_load("services:\n" + blocks[0])["services"]["grafana"]
+    assert_mounts_the_provisioning(service)
+    assert service["depends_on"] == ["prometheus"]
+
+
+def test_compose_mounts_the_provisioning_where_grafana_reads_it():
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    if "grafana" not in services:
+        pytest.skip("docker-compose.yml has no grafana service yet (deploy/grafana/README.md has the lines to add)")
+    assert_mounts_the_provisioning(services["grafana"])
 
 
 # -- on a real Prometheus -------------------------------------------------------------------------
