@@ -7,7 +7,6 @@ config/prometheus.yml and evaluates them against a real gateway's /metrics."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
