@@ -103,3 +103,43 @@ UNANSWERED = Counter(
     "posgw_requests_unanswered_total",
     "Requests not answered: failed or timed out after their outcome left for the database "
     "(the terminal reverses them)")
+
+# -- the database behind the pool, read at scrape time (gateway.server.db_gauges) ---------------
+# With --workers N these describe the worker that served the scrape (livemostrecent).
+DB_PRIMARY = Gauge(
+    "posgw_db_primary",
+    "1: the pool reaches a primary (not in recovery); 0: it reaches a standby, or no database answered in time",
+    multiprocess_mode="livemostrecent",
+)
+DB_STANDBYS = Gauge(
+    "posgw_db_standbys", "Standbys streaming from the primary (pg_stat_replication); 0 is a value too",
+    multiprocess_mode="livemostrecent",
+)
+DB_SYNC_STANDBYS = Gauge(
+    "posgw_db_sync_standbys", "Of those, the synchronous ones (sync_state sync or quorum)",
+    multiprocess_mode="livemostrecent",
+)
+DB_REPLICATION_LAG_BYTES = Gauge(
+    "posgw_db_replication_lag_bytes",
+    "WAL the standby furthest behind has still to replay (pg_current_wal_lsn - replay_lsn); NaN: no standby",
+    multiprocess_mode="livemostrecent",
+)
+DB_REPLICATION_LAG_SECONDS = Gauge(
+    "posgw_db_replication_lag_seconds",
+    "Replay lag of the standby furthest behind (pg_stat_replication.replay_lag; none, once caught up and idle: 0); "
+    "NaN: no standby",
+    multiprocess_mode="livemostrecent",
+)
+DB_POOL_CONNECTIONS = Gauge(
+    "posgw_db_pool_connections", "Connections open in the asyncpg pool", multiprocess_mode="livemostrecent")
+DB_POOL_CONNECTIONS_IN_USE = Gauge(
+    "posgw_db_pool_connections_in_use", "Pool connections acquired (open less idle); at the maximum, requests wait",
+    multiprocess_mode="livemostrecent",
+)
+DB_POOL_CONNECTIONS_MAX = Gauge(
+    "posgw_db_pool_connections_max", "The pool's max_size (db_pool_max)", multiprocess_mode="livemostrecent")
+DB_POOL_ACQUIRE_SECONDS = Gauge(
+    "posgw_db_pool_acquire_seconds",
+    "Time the scrape waited for a pool connection, as a request would (asyncpg counts no waiters)",
+    multiprocess_mode="livemostrecent",
+)

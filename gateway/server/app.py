@@ -24,6 +24,7 @@ from gateway.acquiring.processor import Processor
 from gateway.acquiring.router import Route, route
 from protocol.messages import Message
 from gateway.acquiring.rrn import RrnAllocator
+from gateway.server import db_gauges
 from gateway.server.tcp import GatewayServer
 from gateway.acquiring.risk import load_defaults as load_risk_defaults
 from gateway.settings import Settings, config_dir
@@ -100,7 +101,9 @@ class Gateway:
             except Exception as exc:  # never fail the scrape
                 log.warning("metrics_refresh_failed", metric=name, error=str(exc) or type(exc).__name__)
 
-        await asyncio.gather(*(refresh(*reading) for reading in readings))
+        db_gauges.record_pool_usage(pool)  # before the reads below take connections
+        await asyncio.gather(*(refresh(*reading) for reading in readings),
+                             db_gauges.refresh(pool, HEALTH_DB_TIMEOUT_S))
 
     async def _serve_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
