@@ -69,10 +69,6 @@ AMOUNT_FEN_MAX = 10**12 - 1
 # Declines a correct terminal meets in business as usual; any other non-00 code
 # on a request of the load is counted as an unexpected code (an error).
 BUSINESS_DECLINES = frozenset({"51", "54", "58", "59", "61", "62", "65", "75", "91"})
-# Answers the gateway does not store: a repeat of them is processed afresh (WIRE.md 8).
-NOT_STORED = frozenset({"30", "97", "03", "77", "A0", "64"})
-# Answers sent before the request's MAC is verified carry no MAC (WIRE.md 8); 30 may go either way.
-UNMACCED = frozenset({"97", "03", "77", "A0"})
 REVERSAL_TRIES = 5
 REVERSAL_RETRY_DELAY_S = 0.2
 CONNECT_RETRY_DELAY_S = 0.1
@@ -943,7 +939,8 @@ class LoadRun:
         if view.mac is not None:
             mac_ok = terminal.verify_mac(view)
         else:
-            mac_ok = code in UNMACCED or code == "30" or kind in UNMACCED_TYPES
+            known = ResponseCode.of(code)
+            mac_ok = kind in UNMACCED_TYPES or (known is not None and not known.always_macced)
         stats.answer(kind, code, latency)
         if not mac_ok:
             stats.error("mac_failures")
@@ -996,7 +993,8 @@ class LoadRun:
         """Send the same request again: its answer must be the first one, byte for byte."""
         counts = self.stats.faults["repeat"]
         counts["injected"] += 1
-        if code in NOT_STORED:
+        known = ResponseCode.of(code)
+        if known is not None and not known.stored:  # a repeat of it is processed afresh (WIRE.md 8)
             counts["skipped"] += 1
             return
         try:
