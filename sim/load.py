@@ -42,7 +42,7 @@ from protocol.codes import ResponseCode
 from protocol.crypto import encrypt_pin_block
 from protocol.framing import FrameDecoder, FramingError, Header, Tpdu, encode_frame
 from protocol.messages import MAC_BYTES, FormatError, decode_message
-from protocol.spec import DIALECT_FIELDS, SPEC
+from protocol.spec import FIELD_NUMBERS, FIELDS
 from sim.terminal import (
     CURRENCY,
     ENTRY_MODE_READ,
@@ -79,7 +79,8 @@ PROGRESS_INTERVAL_S = 0.25
 _RESPONSE_BYTES_MAX = 0xFFFF
 _TPDU = bytes.fromhex("6000010000")
 _HEADER = bytes.fromhex("603100000000")
-_STAN_FIELD, _AMOUNT_FIELD, _CODE_FIELD, _TID_FIELD, _MAC_FIELD = 11, 4, 39, 41, 64
+_STAN_FIELD, _AMOUNT_FIELD, _CODE_FIELD, _TID_FIELD, _MAC_FIELD = (
+    FIELD_NUMBERS[name] for name in ("stan", "amount", "response_code", "terminal_id", "mac"))
 _ERROR_KEYS = (
     "timeouts", "disconnects", "connect_failures", "bad_responses", "mac_failures", "unexpected_codes",
     "repeat_mismatches", "badmac_accepted", "garbage_not_closed", "reversals_unanswered", "signon_failures",
@@ -294,15 +295,15 @@ def latency_summary(seconds: Iterable[float]) -> dict[str, float | None]:
 
 
 def _field_layout() -> dict[int, tuple[int, int, bool]]:
-    """Per dialect field, from the spec: (length-prefix bytes, fixed size in bytes, length counts digits)."""
+    """Per dialect field, from the field table: (length-prefix bytes, fixed size in bytes, length counts digits)."""
     layout = {}
-    for number in DIALECT_FIELDS:
-        spec = SPEC[str(number)]
+    for field_ in FIELDS:
+        spec = field_.encoding
         digits = spec.get("len_count") == "nibbles"
         if spec["len_type"] == 0:
-            layout[number] = (0, (spec["max_len"] + 1) // 2 if digits else spec["max_len"], False)
+            layout[field_.number] = (0, (spec["max_len"] + 1) // 2 if digits else spec["max_len"], False)
         else:
-            layout[number] = (spec["len_type"], 0, digits)
+            layout[field_.number] = (spec["len_type"], 0, digits)
     return layout
 
 
