@@ -63,7 +63,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sim.load import latency_summary  # the simulator's percentiles (nearest rank), for like with like
+from sim.load.stats import latency_summary  # the simulator's percentiles (nearest rank), for like with like
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
