@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import math
 import sys
@@ -11,13 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sim.cli_support import batch_number, run_async
 from sim.load.loops import run_load
 from sim.load.options import (
-    BATCH_MAX,
     CONNECT_MODES,
     DEFAULT_AMOUNT,
     DEFAULT_MIX,
-    STAN_MAX,
     TXN_TYPES,
     LoadOptions,
     UsageError,
@@ -28,6 +26,7 @@ from sim.load.options import (
 from sim.load.progress import ProgressDisplay
 from sim.load.terminals import check_world
 from sim.load.world import load_world
+from sim.terminal import STAN_MAX
 
 EXIT_COMPLETED, EXIT_FAILED = 0, 2
 
@@ -69,12 +68,6 @@ def _stan_start(value: str) -> int:
     return int(value)
 
 
-def _batch(value: str) -> int:
-    if not (value.isascii() and value.isdigit() and int(value) <= BATCH_MAX):
-        raise argparse.ArgumentTypeError(f"batch must be a whole number from 0 to {BATCH_MAX}")
-    return int(value)
-
-
 def add_parser(commands: Any) -> argparse.ArgumentParser:
     """The ``load`` subcommand, added to ``posgw-sim``'s subparsers."""
     load = commands.add_parser(
@@ -109,7 +102,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
                       help="per response (default 5)")
     load.add_argument("--stan-start", type=_stan_start, metavar="N",
                       help="first STAN of every terminal (default: random per terminal)")
-    load.add_argument("--batch", type=_batch, default=1, help="open batch (60.2) of the terminals")
+    load.add_argument("--batch", type=batch_number, default=1, help="open batch (60.2) of the terminals")
     load.add_argument("--seed", type=int, help="seed of the mix, fault and amount choices")
     load.add_argument("--json", action="store_true", help="print the report as one JSON object")
     load.add_argument("--out", metavar="FILE", help="also write the report as JSON to FILE")
@@ -167,14 +160,6 @@ def _latency_text(latency: dict[str, float | None]) -> str:
     return " ".join(f"{k} {v:.1f}" for k, v in latency.items())
 
 
-def _run_async(main: Any) -> Any:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    return uvloop.run(main)
-
-
 def main(args: argparse.Namespace) -> int:
     """Run ``posgw-sim load``; returns the exit code."""
     options = options_from(args)
@@ -188,9 +173,9 @@ def main(args: argparse.Namespace) -> int:
     try:
         if live:
             with ProgressDisplay(options.duration_s) as progress:
-                report = _run_async(run_load(world, options, progress=progress))
+                report = run_async(run_load(world, options, progress=progress))
         else:
-            report = _run_async(run_load(world, options))
+            report = run_async(run_load(world, options))
     except UsageError as exc:
         print(f"posgw-sim load: error: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -13,9 +13,8 @@ from typing import Any
 from protocol.framing import Header, Tpdu, encode_frame
 from protocol.messages import MAC_BYTES
 from protocol.spec import FIELD_NUMBERS, FIELDS
+from sim.terminal import HEADER, TPDU
 
-_TPDU = bytes.fromhex("6000010000")
-_HEADER = bytes.fromhex("603100000000")
 _STAN_FIELD, _AMOUNT_FIELD, _CODE_FIELD, _TID_FIELD, _MAC_FIELD = (
     FIELD_NUMBERS[name] for name in ("stan", "amount", "response_code", "terminal_id", "mac"))
 
@@ -123,7 +122,7 @@ class RequestTemplate:
     macced: bool = True  # False: no field 64 (echo)
 
     @classmethod
-    def of(cls, request: Any, tpdu: bytes = _TPDU, header: bytes = _HEADER, *,
+    def of(cls, request: Any, tpdu: bytes = TPDU, header: bytes = HEADER, *,
            macced: bool = True) -> RequestTemplate:
         message = request.encode_with_mac(lambda _: bytes(MAC_BYTES)) if macced else request.encode()
         spans = field_spans(message)

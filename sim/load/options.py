@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
+from sim.terminal import AMOUNT_FEN_MAX
+
 TXN_TYPES = ("purchase", "balance", "bill-pay", "bill-inquiry", "echo")
 MONEY_TYPES = frozenset({"purchase", "bill-pay"})  # what a terminal reverses when it gets no answer
 AMOUNT_TYPES = MONEY_TYPES
@@ -15,9 +17,6 @@ FAULTS = ("drop", "repeat", "badmac", "garbage")
 DEFAULT_MIX = "purchase=70,balance=10,bill-pay=20"
 DEFAULT_AMOUNT = "0.01-0.10"
 CONNECT_MODES = ("persistent", "per-txn")
-STAN_MAX = 999_999
-BATCH_MAX = 999_999
-AMOUNT_FEN_MAX = 10**12 - 1
 
 
 class UsageError(Exception):

@@ -15,13 +15,14 @@ from protocol.crypto import encrypt_pin_block
 from protocol.framing import FramingError
 from sim.load.connection import Connection
 from sim.load.frames import RequestTemplate, ResponseView
-from sim.load.options import STAN_MAX, UNMACCED_TYPES, LoadOptions, UsageError
+from sim.load.options import UNMACCED_TYPES, LoadOptions, UsageError
 from sim.load.world import CardSpec, TerminalSpec, World
 from sim.terminal import (
     CURRENCY,
     ENTRY_MODE_READ,
     MAC_ALGORITHMS,
     SECURITY_CONTROL,
+    STAN_MAX,
     KeyCheckError,
     ResponseMacError,
     Terminal,
