@@ -30,6 +30,9 @@ MAC_BYTES = 8
 _MAC_FIELD = FIELD_NUMBERS["mac"]
 _ZERO_MAC = bytes(MAC_BYTES)
 
+# Field 53 of a request with a PIN block: PIN format 0 (ISO 9564), 3DES (WIRE.md 6).
+SECURITY_CONTROL = "2600000000000000"
+
 # Fields every response echoes when the request had them (WIRE.md section 3).
 ECHOED_ALWAYS = ("stan", "terminal_id", "merchant_id")
 ECHOED_WHEN_PRESENT = ("pan", "processing_code", "amount", "currency", "txn_data")

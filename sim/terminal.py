@@ -18,7 +18,7 @@ from typing import Any
 from protocol import tlv
 from protocol.crypto import cup_ecb_mac, encrypt_pin_block, key_check_value, unwrap_key, x919_mac
 from protocol.framing import LENGTH_BYTES, Header, Tpdu, encode_frame, parse_frame_body
-from protocol.messages import FIELD_NUMBERS, Message, decode_message
+from protocol.messages import FIELD_NUMBERS, SECURITY_CONTROL, Message, decode_message
 
 MAC_ALGORITHMS: dict[str, Callable[[bytes, bytes], bytes]] = {"cup-ecb": cup_ecb_mac, "x9.19": x919_mac}
 KEY_NAMES_BY_NETWORK_CODE = {"003": ("pik", "mak"), "004": ("pik", "mak", "tdk")}
@@ -33,7 +33,6 @@ HEADER = bytes.fromhex("603100000000")
 _SECRET_FIELDS = ("key_data", "pin_block", "mac")  # shown as their length only
 CURRENCY = "156"
 ENTRY_MODE_READ = "021"
-SECURITY_CONTROL = "2600000000000000"  # field 53: PIN block format 0, 3DES
 _FINANCIAL_NETWORK_CODE = "000"
 _BALANCE_LENGTH = 20  # AA TT CCC S NNNNNNNNNNNN
 _BALANCE_SIGNS = {"C": 1, "D": -1}

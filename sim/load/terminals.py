@@ -13,6 +13,7 @@ from typing import Any
 from protocol import tlv
 from protocol.crypto import encrypt_pin_block
 from protocol.framing import FramingError
+from protocol.messages import SECURITY_CONTROL
 from sim.load.connection import Connection
 from sim.load.frames import RequestTemplate, ResponseView
 from sim.load.options import UNMACCED_TYPES, LoadOptions, UsageError
@@ -21,7 +22,6 @@ from sim.terminal import (
     CURRENCY,
     ENTRY_MODE_READ,
     MAC_ALGORITHMS,
-    SECURITY_CONTROL,
     STAN_MAX,
     KeyCheckError,
     ResponseMacError,
