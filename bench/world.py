@@ -17,7 +17,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 from bench.config import CARDS, DATA, LOGS, POSGW, ROOT, TERMINALS, WAL_PREALLOCATED_MB, WORLD, run, say
+from gateway.db.pool import database_url
+from gateway.settings import Settings
 from sim.load.stats import latency_summary  # the simulator's percentiles (nearest rank), for like with like
 
 
@@ -78,11 +82,6 @@ def fsync_ms(directory: Path, count: int = 100) -> dict[str, float | None]:
 def on_postgres(work: Any) -> Any:
     """``await work(conn)`` on a connection to the bench's PostgreSQL."""
     async def connected() -> Any:
-        import asyncpg
-
-        from gateway.db.pool import database_url
-        from gateway.settings import Settings
-
         conn = await asyncpg.connect(database_url(Settings()))
         try:
             return await work(conn)
