@@ -70,7 +70,7 @@ def scenario_ledger(env: dict[str, str], seconds: float) -> dict[str, Any]:
     report = json.loads(result.stdout.strip().splitlines()[-1])
     report["cpu_cores"] = meter.read()
     report["cpu_cores"]["ledger_client"] = report["cpu_cores"].pop("load_generator")
-    per = meter.per_requestms_text(report["postings"])
+    per = meter.per_request_ms(report["postings"])
     per.pop("gateway", None)
     per["ledger_client"] = per.pop("load_generator", None)
     report["cpu_ms_per_request"] = per
@@ -80,7 +80,7 @@ def scenario_ledger(env: dict[str, str], seconds: float) -> dict[str, Any]:
 def _with_cpu(summary: dict[str, Any], meter: CpuMeter, cpu: dict[str, float]) -> dict[str, Any]:
     """The CPU the meter saw, over the warm-up and the run: per request, the requests of both."""
     summary["cpu_cores"] = cpu
-    summary["cpu_ms_per_request"] = meter.per_requestms_text(
+    summary["cpu_ms_per_request"] = meter.per_request_ms(
         summary["answered"] + (summary.get("warmup") or {}).get("answered", 0))
     return summary
 
