@@ -24,7 +24,7 @@ from typing import Any
 from gateway.db.pool import create_pool
 from gateway.settings import Settings
 from ledger.postings import PostResult, Transfer, post
-from sim.load import latency_summary  # the simulator's percentiles (nearest rank), for like with like
+from sim.load.stats import latency_summary  # the simulator's percentiles (nearest rank), for like with like
 
 DEMO_MERCHANT = "898100000000001"
 

@@ -26,7 +26,6 @@ import os
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,59 +37,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.procs import cpu_s, free_ports, machine_busy, postmaster_pid, tree_cpu_s  # noqa: E402
 from deploy.cluster import Cluster, ClusterConfig, find_tool  # noqa: E402
-
-TICKS_S = os.sysconf("SC_CLK_TCK")
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def _stat(pid: int) -> list[str] | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rindex(")") + 2:].split()  # fields from the 3rd (state) on
-
-
-def cpu_s(pid: int | None, *, children: bool = False) -> float:
-    """CPU seconds (user + system) a process used; with its reaped children's."""
-    fields = _stat(pid) if pid else None
-    if fields is None:
-        return 0.0
-    ticks = int(fields[11]) + int(fields[12])  # utime, stime
-    if children:
-        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
-    return ticks / TICKS_S
-
-
-def process_tree_cpu_s(root: int | None) -> float:
-    """CPU seconds of a process, its reaped children, and its live children (PostgreSQL's backends)."""
-    if not root:
-        return 0.0
-    total = cpu_s(root, children=True)
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            fields = _stat(int(entry.name))
-            if fields is not None and int(fields[1]) == root:
-                total += cpu_s(int(entry.name))
-    return total
-
-
-def machine_busy() -> tuple[float, float]:
-    """(busy, total) jiffies of all CPUs so far."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + values[4]
-    return sum(values) - idle, sum(values)
 
 
 @dataclass
@@ -103,19 +51,12 @@ class Sample:
     total: float
 
 
-def postmaster_pid(data_dir: Path) -> int | None:
-    try:
-        return int((data_dir / "pg" / "postmaster.pid").read_text().split("\n", 1)[0])
-    except (OSError, ValueError):
-        return None
-
-
 def sample(cluster: Cluster, postmaster: int | None) -> Sample:
     busy, total = machine_busy()
     return Sample(
-        gateways=sum(cpu_s(child.pid) for child in cluster.gateways if child.alive),
-        haproxy=cpu_s(cluster.haproxy.pid) if cluster.haproxy is not None else 0.0,
-        postgres=process_tree_cpu_s(postmaster),
+        gateways=cpu_s(child.pid for child in cluster.gateways if child.alive),
+        haproxy=cpu_s([cluster.haproxy.pid]) if cluster.haproxy is not None else 0.0,
+        postgres=tree_cpu_s(postmaster),
         loadgen=resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
         + resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime,
         busy=busy, total=total)

@@ -1,7 +1,8 @@
 """Typed ISO 8583 messages of the POS dialect, over pyiso8583.
 
-Field numbers live here and in ``spec``; everything outside ``protocol/``
-uses the named attributes (``msg.stan``, ``msg.amount_fen``, ``msg.batch``).
+Field numbers live in ``spec``'s table, and ``Message``'s attributes are made
+from it; everything outside ``protocol/`` uses the names (``msg.stan``,
+``msg.amount_fen``, ``msg.batch``).
 Values are strings as they stand on the wire (``"000000"``, ``"0200"``),
 except the binary fields 52, 55, 62 and 64, which are ``bytes``.
 """
@@ -12,47 +13,25 @@ from typing import Any
 
 import iso8583
 
-from protocol.spec import BINARY_FIELDS, DIALECT_FIELDS, NUMERIC_FIELDS, SPEC
+from protocol.spec import (
+    BINARY_FIELDS,
+    DIALECT_FIELDS,
+    FIELD_NAMES,  # noqa: F401  (re-exported, as before the table: names by number)
+    FIELD_NUMBERS,
+    FIELDS,
+    FIELDS_BY_NUMBER,
+    SPEC,
+    SUBFIELDS,
+    Subfield,
+    Value,
+)
 
 MAC_BYTES = 8
-_MAC_FIELD = 64
+_MAC_FIELD = FIELD_NUMBERS["mac"]
 _ZERO_MAC = bytes(MAC_BYTES)
 
-FIELD_NAMES: dict[int, str] = {
-    2: "pan",
-    3: "processing_code",
-    4: "amount",
-    11: "stan",
-    12: "local_time",
-    13: "local_date",
-    14: "expiry",
-    15: "settlement_date",
-    22: "entry_mode",
-    23: "card_sequence",
-    25: "condition_code",
-    26: "pin_capture_code",
-    32: "acquirer_id",
-    35: "track2",
-    37: "rrn",
-    38: "auth_id",
-    39: "response_code",
-    41: "terminal_id",
-    42: "merchant_id",
-    44: "additional_response",
-    48: "settlement_totals",
-    49: "currency",
-    52: "pin_block",
-    53: "security_control",
-    54: "balance",
-    55: "icc_data",
-    59: "bill_data",
-    60: "txn_data",
-    61: "original_txn",
-    62: "key_data",
-    63: "operator",
-    64: "mac",
-}
-FIELD_NUMBERS: dict[str, int] = {name: number for number, name in FIELD_NAMES.items()}
+# Field 53 of a request with a PIN block: PIN format 0 (ISO 9564), 3DES (WIRE.md 6).
+SECURITY_CONTROL = "2600000000000000"
 
 # Fields every response echoes when the request had them (WIRE.md section 3).
 ECHOED_ALWAYS = ("stan", "terminal_id", "merchant_id")
@@ -102,6 +81,24 @@ class _Field:
             obj.fields[self.number] = value
 
 
+class _Subfield:
+    """Attribute access to a part of a field (``Subfield``): None while the field is absent or short."""
+
+    def __init__(self, subfield: Subfield) -> None:
+        self.number = FIELD_NUMBERS[subfield.field]
+        self.start, self.end, self.as_int = subfield.start, subfield.end, subfield.as_int
+        self.__doc__ = f"{subfield.label}, {subfield.doc}."
+
+    def __get__(self, obj: Message | None, owner: type) -> Any:
+        if obj is None:
+            return self
+        data = obj.fields.get(self.number)
+        if data is None or len(data) < self.end:
+            return None
+        part = data[self.start : self.end]
+        return int(part) if self.as_int else part
+
+
 class Message:
     """An ISO 8583 message: MTI and fields by number, read through names."""
 
@@ -123,42 +120,6 @@ class Message:
     def amount_fen(self) -> int | None:
         amount = self.amount
         return int(amount) if amount is not None else None
-
-    @property
-    def txn_type(self) -> str | None:
-        """60.1, the transaction type code."""
-        data = self.txn_data
-        return data[0:2] if data is not None and len(data) >= 2 else None
-
-    @property
-    def batch(self) -> int | None:
-        """60.2, the batch number."""
-        data = self.txn_data
-        return int(data[2:8]) if data is not None and len(data) >= 8 else None
-
-    @property
-    def network_code(self) -> str | None:
-        """60.3, the network management information code."""
-        data = self.txn_data
-        return data[8:11] if data is not None and len(data) >= 11 else None
-
-    @property
-    def original_batch(self) -> int | None:
-        """61.1, the original transaction's batch."""
-        data = self.original_txn
-        return int(data[0:6]) if data is not None and len(data) >= 6 else None
-
-    @property
-    def original_stan(self) -> str | None:
-        """61.2, the original transaction's STAN."""
-        data = self.original_txn
-        return data[6:12] if data is not None and len(data) >= 12 else None
-
-    @property
-    def original_date(self) -> str | None:
-        """61.3, the original transaction's date MMDD."""
-        data = self.original_txn
-        return data[12:16] if data is not None and len(data) >= 16 else None
 
     @property
     def mac_input(self) -> bytes:
@@ -190,8 +151,10 @@ class Message:
         return self.raw
 
 
-for _number, _name in FIELD_NAMES.items():
-    setattr(Message, _name, _Field(_number))
+for _field in FIELDS:
+    setattr(Message, _field.name, _Field(_field.number))
+for _subfield in SUBFIELDS:
+    setattr(Message, _subfield.name, _Subfield(_subfield))
 
 
 def _typed(partial: dict[str, str]) -> dict[int, Any]:
@@ -214,11 +177,14 @@ def _readable(fields: dict[int, Any]) -> dict[int, Any]:
 
 
 def _field_problem(number: int, value: Any) -> str | None:
-    if number in NUMERIC_FIELDS and not value.isdigit():
+    """What is wrong with a decoded value, by what the field table says it holds (None: nothing)."""
+    field = FIELDS_BY_NUMBER.get(number)
+    kind = None if field is None else field.value
+    if kind is Value.DIGITS and not value.isdigit():
         return "not numeric"
-    if number == 35 and not value.replace("D", "").isdigit():
+    if kind is Value.TRACK2 and not value.replace("D", "").isdigit():
         return "not track 2 digits"
-    if number in (37, 38, 39, 41, 42, 49) and not value.isprintable():
+    if kind is Value.PRINTABLE and not value.isprintable():
         return "not printable"
     return None
 

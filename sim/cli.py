@@ -7,12 +7,11 @@ connection failure, timeout, or a response that fails its checks.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import re
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -22,9 +21,12 @@ from protocol.crypto import key_check_value
 from protocol.framing import FramingError
 from protocol.messages import FormatError
 from sim import load
+from sim.cli_support import batch_number, run_async
 from sim.terminal import (
+    AMOUNT_FEN_MAX,
     CURRENCY,
     MAC_ALGORITHMS,
+    STAN_MAX,
     BalanceFormatError,
     KeyCheckError,
     Response,
@@ -38,8 +40,6 @@ from sim.terminal import (
 EXIT_APPROVED, EXIT_DECLINED, EXIT_FAILED = 0, 1, 2
 TID_LENGTH, MID_LENGTH, TMK_HEX_DIGITS, RRN_LENGTH = 8, 15, 32, 12
 PAN_DIGITS, PIN_DIGITS = (13, 19), (4, 12)
-BATCH_MAX = STAN_MAX = 999_999
-AMOUNT_FEN_MAX = 10**12 - 1  # field 4 is n12
 _YUAN = re.compile(r"[0-9]+(\.[0-9]{1,2})?")
 _CODE = re.compile(r"[A-Za-z0-9_-]{1,16}")  # agents and billers
 _BILL_ACCOUNT = re.compile(r"[A-Za-z0-9]{1,32}")
@@ -189,12 +189,6 @@ def _location(value: str) -> str:
     return value
 
 
-def _batch(value: str) -> int:
-    if not (value.isascii() and value.isdigit() and int(value) <= BATCH_MAX):
-        raise argparse.ArgumentTypeError(f"batch must be a whole number from 0 to {BATCH_MAX}")
-    return int(value)
-
-
 def _stan(value: str) -> str:
     if not (len(value) == 6 and value.isascii() and value.isdigit() and value != "000000"):
         raise argparse.ArgumentTypeError("STAN must be 6 digits, 000001 to 999999")
@@ -251,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--mid", required=True, type=_fixed_text(MID_LENGTH, "MID"))
     common.add_argument("--tmk", required=True, type=_tmk, help="terminal master key, 32 hex digits")
     common.add_argument("--mac", choices=tuple(MAC_ALGORITHMS), default="cup-ecb")
-    common.add_argument("--batch", type=_batch, default=1, help="open batch (60.2)")
+    common.add_argument("--batch", type=batch_number, default=1, help="open batch (60.2)")
     common.add_argument("--stan", type=_stan, default=_clock_stan(),
                         help="STAN of the request (default: from the clock); a sign-on first uses the one before")
     common.add_argument("--json", action="store_true", help="print the response as one JSON object")
@@ -274,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     void.add_argument("--orig-stan", required=True, type=_stan, help="the purchase's STAN")
     void.add_argument("--orig-date", required=True, type=_mmdd,
                       help="field 13 (MMDD) of the purchase's 0210")
-    void.add_argument("--orig-batch", type=_batch, help="the purchase's batch (default: --batch)")
+    void.add_argument("--orig-batch", type=batch_number, help="the purchase's batch (default: --batch)")
     reverse = commands.add_parser("reverse", parents=[common, amount],
                                   help="sign on, then reverse a request (no PIN)")
     reverse.add_argument("--pan", type=_digits("PAN", *PAN_DIGITS), help="the original's card (none: cash)")
@@ -381,14 +375,6 @@ async def _run(args: argparse.Namespace) -> int:
     return EXIT_APPROVED if response.response_code == ResponseCode.APPROVED else EXIT_DECLINED
 
 
-def _run_async(main: Coroutine[Any, Any, int]) -> int:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    return uvloop.run(main)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``posgw-sim``; returns the exit code."""
     parser = build_parser()
@@ -401,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("reverse: --biller and --account go together")
     where = f"{args.host}:{args.port}"
     try:
-        return _run_async(_run(args))
+        return run_async(_run(args))
     except TimeoutError:
         reason = f"no response from {where} in time"
     except OSError as exc:

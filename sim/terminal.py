@@ -18,18 +18,21 @@ from typing import Any
 from protocol import tlv
 from protocol.crypto import cup_ecb_mac, encrypt_pin_block, key_check_value, unwrap_key, x919_mac
 from protocol.framing import LENGTH_BYTES, Header, Tpdu, encode_frame, parse_frame_body
-from protocol.messages import FIELD_NUMBERS, Message, decode_message
+from protocol.messages import FIELD_NUMBERS, SECURITY_CONTROL, Message, decode_message
 
 MAC_ALGORITHMS: dict[str, Callable[[bytes, bytes], bytes]] = {"cup-ecb": cup_ecb_mac, "x9.19": x919_mac}
 KEY_NAMES_BY_NETWORK_CODE = {"003": ("pik", "mak"), "004": ("pik", "mak", "tdk")}
 _WRAPPED_KEY_BYTES = 16
 _CHECK_VALUE_BYTES = 4
 _KEY_ENTRY_BYTES = _WRAPPED_KEY_BYTES + _CHECK_VALUE_BYTES
-_STAN_MAX = 999_999
+STAN_MAX = 999_999  # field 11: 000001 to 999999, then 000001 again
+BATCH_MAX = 999_999  # 60.2, n6
+AMOUNT_FEN_MAX = 10**12 - 1  # field 4 is n12
+TPDU = bytes.fromhex("6000010000")
+HEADER = bytes.fromhex("603100000000")
 _SECRET_FIELDS = ("key_data", "pin_block", "mac")  # shown as their length only
 CURRENCY = "156"
 ENTRY_MODE_READ = "021"
-SECURITY_CONTROL = "2600000000000000"  # field 53: PIN block format 0, 3DES
 _FINANCIAL_NETWORK_CODE = "000"
 _BALANCE_LENGTH = 20  # AA TT CCC S NNNNNNNNNNNN
 _BALANCE_SIGNS = {"C": 1, "D": -1}
@@ -108,8 +111,8 @@ class Terminal:
     """One terminal on one reusable TCP connection to the gateway."""
 
     def __init__(self, host: str, port: int, tid: str, mid: str, tmk: bytes, *,
-                 mac_algorithm: str = "cup-ecb", tpdu: bytes = bytes.fromhex("6000010000"),
-                 header: bytes = bytes.fromhex("603100000000"), batch: int = 1,
+                 mac_algorithm: str = "cup-ecb", tpdu: bytes = TPDU,
+                 header: bytes = HEADER, batch: int = 1,
                  timeout_s: float = 10.0, ssl_context: ssl.SSLContext | None = None) -> None:
         if mac_algorithm not in MAC_ALGORITHMS:
             raise ValueError(f"MAC algorithm must be one of {', '.join(MAC_ALGORITHMS)}")
@@ -158,7 +161,7 @@ class Terminal:
     # -- messages ------------------------------------------------------------
     def next_stan(self) -> str:
         """The next STAN: ``000001`` .. ``999999``, then ``000001`` again."""
-        self._stan = self._stan % _STAN_MAX + 1
+        self._stan = self._stan % STAN_MAX + 1
         return f"{self._stan:06d}"
 
     def _mac_of(self, mak: bytes) -> Callable[[bytes], bytes]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.run import OPEN_RUNS, open_keys, targets
+from bench.config import OPEN_RUNS, open_keys
+from bench.targets import targets
 
 
 def _open_run(p99: float, *, dropped: int = 0, errors: int = 0, warmup_errors: int = 0) -> dict[str, Any]:

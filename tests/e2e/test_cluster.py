@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from bench.procs import free_ports
 from deploy.cluster import Cluster, ClusterConfig, http_get
 from tests.conftest import TEST_LMK
 
@@ -31,19 +31,6 @@ APPROVED_PURCHASES = 'posgw_requests_total{job="posgw",kind="purchase",response_
 # what a killed gateway may cost a terminal: a request without an answer (then its
 # reversal), or a connection that could not be opened; nothing else
 EXPECTED_ERRORS = {"disconnects", "timeouts", "connect_failures"}
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 async def wait_for(what: str, check, timeout_s: float, load: asyncio.subprocess.Process | None = None):

@@ -13,7 +13,6 @@ import json
 import os
 import random
 import signal
-import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from bench.procs import free_port
 from gateway.domain.demo import demo_pan
 from gateway.cli.main import main as cli_main
 from gateway.db.migrate import migrate
@@ -33,12 +33,6 @@ TERMINALS = 4
 OPENING_FEN = 100_000
 PIN = "808080"
 NO_ANSWER = (ConnectionError, TimeoutError, OSError)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

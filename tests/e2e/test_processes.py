@@ -16,16 +16,11 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.procs import free_port
 from sim.load import LoadOptions, World, run_load
 from tests.conftest import TEST_LMK
 
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def env_for(db_url: str, data_dir: Path) -> dict[str, str]:

@@ -3,6 +3,7 @@ import pytest
 from protocol import crypto
 from protocol.framing import FrameDecoder, parse_frame_body
 from protocol.messages import FormatError, Message, decode_message
+from protocol.spec import FIELD_NUMBERS, FIELDS, SPEC, SUBFIELDS, Value
 from tests.protocol.vectors import all_vectors
 
 VECTORS = all_vectors()
@@ -127,3 +128,15 @@ def test_derived_views_of_fields_60_and_61():
     m = Message("0200", {60: "22000123000", 61: "000123000045" + "1124"})
     assert (m.txn_type, m.batch, m.network_code) == ("22", 123, "000")
     assert (m.original_batch, m.original_stan, m.original_date) == (123, "000045", "1124")
+
+
+def test_every_field_and_subfield_of_the_table_reads_through_its_name():
+    values = {f.number: (b"\x01" * 8 if f.value is Value.BINARY else "1" * 16) for f in FIELDS}
+    message = Message("0200", dict(values))
+    for f in FIELDS:
+        assert getattr(message, f.name) == values[f.number] and message.has(f.name)
+        assert SPEC[str(f.number)] is f.encoding
+    for sub in SUBFIELDS:
+        part = "1" * (sub.end - sub.start)
+        assert getattr(message, sub.name) == (int(part) if sub.as_int else part)
+        assert getattr(Message("0200", {FIELD_NUMBERS[sub.field]: "1" * (sub.end - 1)}), sub.name) is None

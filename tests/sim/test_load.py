@@ -14,26 +14,13 @@ from protocol import tlv
 from protocol.crypto import cup_ecb_mac, x919_mac
 from protocol.messages import decode_message
 from sim import cli
-from sim.load import (
-    LoadOptions,
-    LoadRun,
-    RequestTemplate,
-    ResponseFormatError,
-    Stats,
-    UsageError,
-    World,
-    build_report,
-    make_terminals,
-    check_world,
-    field_spans,
-    latency_summary,
-    parse_amount,
-    parse_faults,
-    parse_mix,
-    percentile,
-    read_response,
-    summary,
-)
+from sim.load.cli import summary
+from sim.load.frames import RequestTemplate, ResponseFormatError, field_spans, read_response
+from sim.load.loops import LoadRun
+from sim.load.options import LoadOptions, UsageError, parse_amount, parse_faults, parse_mix
+from sim.load.stats import Stats, build_report, latency_summary, percentile
+from sim.load.terminals import check_world, make_terminals
+from sim.load.world import World
 from sim.terminal import build_request
 
 MAK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")

@@ -1,0 +1,113 @@
+"""What ``make bench`` shows: the table of scenarios and targets, and the plot of the sweep."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bench.config import IDLE_ACTIVE, IDLE_ACTIVE_RATE, IDLE_CONNECTIONS, OPEN_RATE, ROOT, TARGETS, open_keys
+
+
+def ms_text(value: float | None) -> str:
+    """Milliseconds in a column of 6, or a dash."""
+    return "   -" if value is None else f"{value:6.1f}"
+
+
+def _own_p99(r: dict[str, Any]) -> float | None:
+    """The gateway's own p99 for the scenario's load kind (purchase or echo)."""
+    own = r.get("gateway_latency_ms") or {}
+    for kind in ("purchase", "echo"):
+        if kind in own:
+            return own[kind]["p99"]
+    return None
+
+
+def table(results: dict[str, Any]) -> str:
+    """Rates and client-side latency (from the send, or the scheduled send in open loop); the
+    gateway's own p99 (decode to encode); errors; CPU ms per request of gateway + PostgreSQL +
+    load generator; cores other people's processes used meanwhile; CPU pressure (PSI some)."""
+    head = (f"{'scenario':<42} {'rate/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'gw p99':>7} {'errors':>6}  "
+            f"{'CPU ms/req gw+pg+load':<22} {'others':>6} {'psi':>4}")
+    lines = [head, "-" * len(head)]
+
+    def cpu_text(per: dict[str, Any], first: str, second: str, third: str) -> str:
+        if not per:
+            return "-"
+        parts = [per.get(first), per.get(second), per.get(third)]
+        return "+".join("-" if v is None else f"{v:.2f}" for v in parts) + f"={per['total']:.2f}"
+
+    b = results["baselines"]
+    led = b["ledger"]
+    c = led["cpu_cores"]
+    lines.append(f"{'(a) ledger alone: post() from Python':<42} {led['postings_per_s']:>7.0f} "
+                 f"{ms_text(led['latency_ms']['p50']):>7} {ms_text(led['latency_ms']['p99']):>7} {'':>7} "
+                 f"{led['postings'] - led['ok']:>6}  "
+                 f"{cpu_text(led['cpu_ms_per_request'], 'gateway', 'postgres', 'ledger_client'):<22} "
+                 f"{c['others']:>6} {c.get('cpu_pressure_pct', '-'):>4}")
+    rows = [("(b) wire alone: --wire-only, echo", b.get("wire"))]
+    names = {"closed_1_worker": "closed loop, 200 persistent, 1 worker",
+             "closed_2_workers": "closed loop, 200 persistent, 2 workers",
+             **{key: f"open loop at {OPEN_RATE}/s, 200 persistent" + (f", run {n}" if n > 1 else "")
+                for n, key in enumerate(open_keys(), 1)},
+             "per_txn": "closed loop, 200 per-txn connections",
+             "idle_10k": f"{IDLE_CONNECTIONS // 1000}k idle + {IDLE_ACTIVE} active, closed loop"}
+    rows += [(label, results["scenarios"].get(key)) for key, label in names.items()]
+    if "idle_10k" in results["scenarios"]:
+        rows.append((f"{IDLE_CONNECTIONS // 1000}k idle + {IDLE_ACTIVE} active, open {IDLE_ACTIVE_RATE}/s",
+                     results["scenarios"]["idle_10k"]["open_loop_run"]))
+    rows += [(f"sweep: open loop at {p['offered_rps']}/s", p) for p in results.get("sweep", ())]
+    for label, r in rows:
+        if r is None:
+            continue
+        c = r["cpu_cores"]
+        lines.append(f"{label:<42} {r['approved_rps']:>7.0f} {ms_text(r['latency_ms']['p50']):>7} "
+                     f"{ms_text(r['latency_ms']['p99']):>7} {ms_text(_own_p99(r)):>7} {r['errors_total']:>6}  "
+                     f"{cpu_text(r['cpu_ms_per_request'], 'gateway', 'postgres', 'load_generator'):<22} "
+                     f"{c['others']:>6} {c.get('cpu_pressure_pct', '-'):>4}")
+    lines.append("")
+    lines.append(f"{'target':<52} {'wanted':>10} {'measured':>10}  met")
+    for t in results["targets"]:
+        measured = "-" if t["measured"] is None else f"{t['measured']:g}"
+        lines.append(f"{t['target']:<52} {t['wanted']:>10} {measured:>10}  {'yes' if t['met'] else 'NO'}"
+                     + (f"  ({t['note']})" if t["note"] else ""))
+    return "\n".join(lines)
+
+
+def plot(points: list[dict[str, Any]], path: Path, machine: dict[str, Any]) -> str | None:
+    """The sweep as a PNG; None when matplotlib is not installed (the ``bench`` extra)."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    rates = [p["offered_rps"] for p in points]
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=110)
+    for key, style in (("p50", "o-"), ("p90", "s-"), ("p99", "^-")):
+        ax.plot(rates, [p["latency_ms"][key] for p in points], style, label=key)
+    ax.axhline(TARGETS["open_loop_p99_ms_max"], color="grey", linestyle="--", linewidth=1,
+               label=f"p99 target {TARGETS['open_loop_p99_ms_max']:.0f} ms")
+    ax.set_yscale("log")
+    plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")  # 20, not 2 x 10^1
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
+    ax.set_xlabel("offered rate, purchases/s (open loop, 200 persistent terminals)")
+    ax.set_ylabel("latency, ms (from the scheduled send)")
+    load_avg = machine.get("loadavg_start") or [0.0]
+    ax.set_title(f"posgw: latency against offered rate ({machine['nproc']} cores shared by gateway, "
+                 f"PostgreSQL, simulator;\nload average {load_avg[0]:.1f} at the start)", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    achieved = ax.twinx()
+    achieved.plot(rates, rates, color="lightgrey", linestyle=":", linewidth=1, label="offered/s (right)")
+    achieved.plot(rates, [p["approved_rps"] for p in points], "k:", linewidth=1.2, label="approved/s (right)")
+    achieved.set_ylabel("purchases/s")
+    achieved.set_ylim(0, max(rates) * 1.1)
+    handles, labels = ax.get_legend_handles_labels()
+    more_handles, more_labels = achieved.get_legend_handles_labels()
+    ax.legend(handles + more_handles, labels + more_labels, loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return str(path.relative_to(ROOT))
