@@ -8,11 +8,15 @@ from typing import Any
 from gateway.cli.common import Context, Subcommands, add_command, add_group, print_result
 from gateway.db.migrate import migrate
 from gateway.domain.validate import Problem
+from gateway.jobs.payouts import check_payouts
 from ledger.check import check as check_ledger
 
 
 async def ledger_check(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+    """The ledger's invariants, and the payouts rule (the clearing account holds the payouts
+    sent and not confirmed, the bank account the paid ones): exit 1 naming each broken one."""
     report = await check_ledger(ctx.conn)
+    report.problems.extend(await check_payouts(ctx.conn))
     if not report.ok:
         print_result(report.as_dict(), args.json)
         raise Problem("; ".join(report.problems))

@@ -1,4 +1,4 @@
-"""``posgw merchant ...``: add, show, freeze, unfreeze, limits."""
+"""``posgw merchant ...``: add, set (bank details), show, freeze, unfreeze, limits."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from typing import Any
 from gateway.cli.common import (Command, Context, Subcommands, add_command, add_group, effective_limits,
                                 limit_assignments)
 from gateway.domain import registry, validate
-from gateway.services import merchants
+from gateway.domain.validate import InvalidInput
+from gateway.services import banking, merchants
+
+_BANK_FLAGS = ("--bank-account", "--bank-name", "--account-name")
 
 
 async def merchant_add(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
@@ -18,8 +21,26 @@ async def merchant_add(args: argparse.Namespace, ctx: Context) -> dict[str, Any]
     return await registry.show_merchant(ctx.conn, mid)
 
 
+async def merchant_view(ctx: Context, mid: str) -> dict[str, Any]:
+    """``merchant show``: the merchant and where its payouts go, the account masked (null when not set)."""
+    return await registry.show_merchant(ctx.conn, mid) | await banking.bank_view(ctx.conn, banking.MERCHANT, mid)
+
+
 async def merchant_show(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
-    return await registry.show_merchant(ctx.conn, args.mid)
+    return await merchant_view(ctx, args.mid)
+
+
+async def merchant_set(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+    """Set where the merchant's payouts go: the three bank flags together."""
+    given = (args.bank_account, args.bank_name, args.account_name)
+    if not any(given):
+        raise InvalidInput(f"nothing to set: give {', '.join(_BANK_FLAGS)}")
+    if not all(given):
+        raise InvalidInput(f"{', '.join(_BANK_FLAGS)} go together")
+    await banking.set_merchant_bank_details(ctx.conn, ctx.actor, ctx.hsm, args.mid,
+                                            bank_account_number=args.bank_account, bank_name=args.bank_name,
+                                            account_name=args.account_name)
+    return await merchant_view(ctx, args.mid)
 
 
 def merchant_status(status: str) -> Command:
@@ -45,6 +66,11 @@ def register(groups: Subcommands) -> Subcommands:
     p.add_argument("--name", required=True)
     p.add_argument("--agent", required=True)
     p.add_argument("--mdr-bp", type=int, default=0)
+    p = add_command(merchant, "set", merchant_set, help="set where the merchant's payouts go")
+    p.add_argument("mid")
+    p.add_argument("--bank-account", metavar="N", help="8 to 30 digits (stored under the LMK, shown masked)")
+    p.add_argument("--bank-name", metavar="NAME")
+    p.add_argument("--account-name", metavar="NAME", help="the account holder's name")
     add_command(merchant, "show", merchant_show).add_argument("mid")
     for action, status in (("freeze", registry.FROZEN), ("unfreeze", registry.ACTIVE)):
         add_command(merchant, action, merchant_status(status)).add_argument("id")

@@ -7,7 +7,7 @@ from typing import Any
 
 from gateway.cli.common import (Command, Context, Subcommands, add_command, add_group, effective_limits,
                                 limit_assignments)
-from gateway.domain import registry, validate
+from gateway.domain import ic, registry, validate
 from gateway.services import terminals
 
 
@@ -33,7 +33,8 @@ async def terminal_set(args: argparse.Namespace, ctx: Context) -> dict[str, Any]
 
 
 async def terminal_show(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
-    return await registry.show_terminal(ctx.conn, args.tid)
+    """The terminal, with its chip lists' state: ``device_status``, ``capk_current``, ``aid_current``."""
+    return await registry.show_terminal(ctx.conn, args.tid) | await ic.terminal_lists_view(ctx.conn, args.tid)
 
 
 async def terminal_list(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:

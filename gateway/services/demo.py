@@ -1,7 +1,8 @@
 """The demo world (``posgw demo``): an agent, a merchant, terminals with known
-TMKs, cards with a known PIN, and two billers. Built idempotently through the
-services, as the actor ``demo``, so every change is audited like an operator's;
-its names and identities are in gateway.domain.demo."""
+TMKs, cards with a known PIN, two billers, and the published test CAPKs and
+AIDs of chip terminals (gateway/domain/ic_test_keys.json). Built idempotently
+through the services, as the actor ``demo``, so every change is audited like
+an operator's; its names and identities are in gateway.domain.demo."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from gateway.domain import bills, cards, registry
+from gateway.domain import bills, cards, ic, registry
 from gateway.domain.demo import (
     DEMO_ACTOR,
     DEMO_AGENT,
@@ -30,6 +31,7 @@ from gateway.domain.validate import InvalidInput
 from gateway.keys import SoftHsm
 from gateway.services import agents, billers, merchants, terminals
 from gateway.services import cards as card_services
+from gateway.services import ic as ic_services
 
 
 async def build_world(conn: asyncpg.Connection, hsm: SoftHsm, terminal_count: int, card_count: int) -> dict[str, Any]:
@@ -46,12 +48,14 @@ async def build_world(conn: asyncpg.Connection, hsm: SoftHsm, terminal_count: in
     world_terminals = await _terminals(conn, hsm, terminal_count)
     world_cards = await _cards(conn, hsm, card_count)
     world_billers = await _billers(conn)  # tops up the agent's float the first time
+    await ic_services.seed_test_lists(conn, DEMO_ACTOR)
     return {
         "agents": [await registry.show_agent(conn, DEMO_AGENT)],
         "merchants": [await registry.show_merchant(conn, DEMO_MERCHANT)],
         "terminals": world_terminals,
         "cards": world_cards,
         "billers": world_billers,
+        "ic": {"capks": len(await ic.list_capks(conn)), "aids": len(await ic.list_aids(conn))},
     }
 
 

@@ -16,7 +16,8 @@ async def test_agent_merchant_terminal_show_print_the_documented_json_keys(cli, 
                      "float_fen": 0, "commission_fen": 0}
     merchant = (await cli("merchant", "show", world.mid, "--json")).json
     assert merchant == {"mid": world.mid, "name": "Test Shop", "agent": "AG01", "status": "active",
-                        "mdr_bp": 0, "balance_fen": 0}
+                        "mdr_bp": 0, "balance_fen": 0, "bank_account_masked": None, "bank_name": None,
+                        "account_name": None}
     terminal = (await cli("terminal", "show", world.tid, "--json")).json
     assert {k: terminal[k] for k in ("tid", "mid", "status", "permit", "mac", "signed_on", "batch", "last_seen")} == {
         "tid": world.tid, "mid": world.mid, "status": "active", "permit": ["purchase", "balance", "void", "bill"],
