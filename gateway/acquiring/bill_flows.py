@@ -8,8 +8,10 @@ import structlog
 from gateway.upstream.billers import AmountNotAccepted, Biller, BillerUnavailable, BillNotFound, PaymentOrder
 from gateway.domain.bills import load_biller
 from gateway.acquiring.context import Services, Transaction
-from gateway.acquiring.card_flows import _finish, _require, check_card, check_card_request_format, risk_params, verify_pin
+from gateway.acquiring.card_flows import check_card, check_card_request_format, verify_pin
 from gateway.acquiring.outcomes import Decline, Outcome
+from gateway.acquiring.recording import finish, risk_params
+from gateway.acquiring.steps import require
 from ledger.postings import Transfer
 from protocol import tlv
 
@@ -28,7 +30,7 @@ _CONNECTOR_OUTCOMES = {
 async def check_bill_request_format(txn: Transaction, svc: Services) -> None:
     """Field 59 is well-formed TLV with BL and AC (30); a card payment carries the card fields."""
     request = txn.request
-    _require(request, "processing_code", "bill_data")
+    require(request, "processing_code", "bill_data")
     try:
         fields = tlv.decode(request.bill_data)
     except tlv.TlvError as exc:
@@ -83,7 +85,7 @@ async def inquire_bill(txn: Transaction, svc: Services) -> None:
     tags[tlv.REFERENCE] = info.reference
     approval["bill_tlv"] = tags
     _check_answer_fits(tags)
-    await _finish(txn, svc, "bill_inquiry", approval=approval)
+    await finish(txn, svc, "bill_inquiry", approval=approval)
 
 
 async def pay_bill(txn: Transaction, svc: Services) -> None:
@@ -119,9 +121,9 @@ async def pay_bill(txn: Transaction, svc: Services) -> None:
         tags[tlv.TOKEN] = accepted.token
     try:
         _check_answer_fits(tags, _FB_BYTES if card is None else 0)
-        await _finish(txn, svc, "bill_payment", {"rrn": receipt},
-                      transfers=[t.as_json() for t in transfers], bill=bill, approval={"bill_tlv": tags},
-                      **risk_params(txn, svc))
+        await finish(txn, svc, "bill_payment", {"rrn": receipt},
+                     transfers=[t.as_json() for t in transfers], bill=bill, approval={"bill_tlv": tags},
+                     **risk_params(txn, svc))
     finally:
         answer = txn.answer or {}
         if answer.get("response_code") != "00" or answer.get("rrn") != receipt:

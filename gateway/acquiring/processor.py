@@ -13,9 +13,10 @@ import structlog
 from gateway import metrics
 from gateway.domain.cards import mask_pan
 from gateway.acquiring.context import Answered, Services, StaleContext, Transaction
-from gateway.acquiring.card_flows import record_decline
 from gateway.acquiring.outcomes import Decline, Outcome
-from gateway.acquiring.router import FINANCIAL_MTIS, FINANCIAL_ROUTES, KNOWN_MTIS, Route, Step, route
+from gateway.acquiring.recording import record_decline
+from gateway.acquiring.router import FINANCIAL_MTIS, FINANCIAL_ROUTES, KNOWN_MTIS, Route, route
+from gateway.acquiring.steps import Step
 from protocol import tlv
 from protocol.codes import ResponseCode
 from protocol.framing import Frame, encode_frame

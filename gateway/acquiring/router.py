@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from gateway.acquiring import bill_flows
 from gateway.acquiring import card_flows
 from gateway.acquiring import network
+from gateway.acquiring import reversal
 from gateway.acquiring import steps
 from gateway.acquiring.context import Services, Transaction
 from gateway.acquiring.outcomes import Decline, Outcome
+from gateway.acquiring.steps import Step
 from protocol.messages import Message
-
-Step = Callable[[Transaction, Services], Awaitable[None]]
 
 FINANCIAL_MTIS = frozenset({"0200", "0400", "0500"})
 KNOWN_MTIS = frozenset({"0800", "0820"}) | FINANCIAL_MTIS
@@ -50,10 +49,10 @@ VOID = Route("void", _CARD_FORMAT + _FINANCIAL + (
     card_flows.check_permitted("void"), card_flows.check_void_original, card_flows.check_card(status=False),
     card_flows.verify_pin, card_flows.check_amount, card_flows.finish_void))
 # Reversals always go through once their MAC verifies (WIRE.md 8).
-REVERSAL = Route("reversal", (card_flows.check_reversal_format,) + _FINANCIAL + (card_flows.finish_reversal,))
+REVERSAL = Route("reversal", (reversal.check_reversal_format,) + _FINANCIAL + (reversal.finish_reversal,))
 UNKNOWN_FINANCIAL = Route("unknown", _FINANCIAL + (unknown_transaction,))
 SETTLEMENT = Route("settlement", (card_flows.check_settlement_format,) + _FINANCIAL + (
-    card_flows.check_not_frozen, card_flows.finish_settlement))
+    steps.check_not_frozen, card_flows.finish_settlement))
 _BILL = (bill_flows.check_bill_request_format,) + _FINANCIAL + (
     bill_flows.check_biller_known, card_flows.check_permitted("bill"))
 BILL_INQUIRY = Route("bill_inquiry", _BILL + (card_flows.check_risk, bill_flows.inquire_bill))

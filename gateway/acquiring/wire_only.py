@@ -13,7 +13,7 @@ import asyncpg
 
 from gateway.acquiring import steps
 from gateway.acquiring.context import Services, Transaction
-from gateway.acquiring.network import KEY_COUNT_BY_NETWORK_CODE
+from gateway.acquiring.network import issue_working_keys
 from gateway.acquiring.outcomes import Decline, Outcome
 from gateway.domain.registry import TERMINAL_COLUMNS, TerminalRecord, terminal_from_row
 from gateway.acquiring.router import Route, unknown_transaction
@@ -33,9 +33,8 @@ def wire_only_router(terminals: dict[str, TerminalRecord]) -> Callable[[Message]
             raise Decline(Outcome.TERMINAL_UNKNOWN, "terminal not registered")
 
     async def sign_on(txn: Transaction, svc: Services) -> None:
-        keys = svc.hsm.issue_working_keys(txn.terminal_record.tmk_lmk,
-                                          KEY_COUNT_BY_NETWORK_CODE[txn.request.network_code])
-        txn.reply["key_data"] = b"".join(w + c for w, c in zip(keys.under_tmk, keys.check_values))
+        """Keys issued, not stored."""
+        issue_working_keys(txn, svc)
 
     async def echo(txn: Transaction, svc: Services) -> None:
         """Answered from memory."""
