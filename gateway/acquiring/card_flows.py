@@ -82,8 +82,8 @@ async def load_context(txn: Transaction, svc: Services) -> None:
             metrics.labelled(metrics.CONTEXT_CACHE, result="hit").inc()
     if txn.context is None:
         biller_code = txn.bill_fields.get(tlv.BILLER) if txn.bill_fields else None
-        txn.context = await store.load_context(svc.pool, txn.key, txn.pan_hash, void_ref, biller_code,
-                                               txn.now.date(), svc.settings.risk_enabled)
+        txn.context = await svc.store.load_context(txn.key, txn.pan_hash, void_ref, biller_code, txn.now.date(),
+                                                   svc.settings.risk_enabled)
         if txn.context is None:
             raise Decline(Outcome.TERMINAL_UNKNOWN, "terminal not registered")
         if cacheable:

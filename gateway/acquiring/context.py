@@ -14,7 +14,7 @@ from gateway.keys import SoftHsm
 from gateway.domain.registry import TerminalRecord
 from gateway.acquiring.rrn import RrnAllocator
 from gateway.settings import Settings
-from gateway.acquiring.store import RequestContext, TxnKey
+from gateway.acquiring.store import RequestContext, TransactionStore, TxnKey
 from protocol.framing import Frame
 from protocol.messages import Message
 
@@ -29,6 +29,7 @@ class Services:
     connectors: Connectors
     risk_defaults: dict[str, int]
     contexts: ContextCache  # empty and unused when the risk rules are on
+    store: TransactionStore  # reads contexts and terminals, records outcomes (gateway.acquiring.store)
 
 
 @dataclass(slots=True)

@@ -54,7 +54,7 @@ async def finish(txn: Transaction, svc: Services, op: str, response: dict[str, A
 
     if txn.ctx.cached:  # recorded only if the terminal's and card's rows are as cached
         params["versions"] = {"terminal": txn.ctx.terminal_version, "card": txn.ctx.card_version}
-    result = await store.finish(svc.pool, {
+    result = await svc.store.finish({
         "op": op,
         "kind": txn.kind,
         "tid": key.tid,

@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
 from datetime import date
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import asyncpg
 import orjson
@@ -16,7 +16,7 @@ import orjson
 from gateway import metrics
 from gateway.upstream.billers import BILLER_FIELDS, Biller
 from gateway.domain.cards import CARD_FIELDS, CardRecord
-from gateway.domain.registry import TERMINAL_COLUMNS, TerminalRecord, terminal_from_row
+from gateway.domain.registry import TERMINAL_COLUMNS, TerminalRecord, load_terminal, terminal_from_row
 from gateway.acquiring.risk import RiskHistory
 from ledger.accounts import AccountKind, create_account
 
@@ -191,15 +191,6 @@ def _context_from_row(row: asyncpg.Record, with_risk: bool) -> RequestContext | 
                           row["terminal_version"], row["card_version"])
 
 
-async def load_context(pool: asyncpg.Pool, key: TxnKey, pan_hash: bytes | None,
-                       void_ref: VoidReference | None, biller_code: str | None, day: date,
-                       with_risk: bool) -> RequestContext | None:
-    """What the checks of a request need (None: its terminal is unknown), read
-    together with the other requests' that arrive while a read is in flight."""
-    request = _ContextRequest.of(key, pan_hash, void_ref, biller_code, day, with_risk)
-    return await _batchers(pool).loads.submit(request)
-
-
 @dataclass(frozen=True, slots=True)
 class FinishResult:
     # new, repeat (the stored answer of an earlier identical request), conflict
@@ -337,40 +328,51 @@ async def _warm_up(conn: asyncpg.Connection, tag: str) -> None:
             raise RuntimeError(f"warm-up purchases not approved: {results}")
 
 
-class _PoolBatchers:
-    __slots__ = ("loads", "finishes")
+class TransactionStore(Protocol):
+    """The port the engine reads and records through (``Services.store``): the
+    PostgreSQL ``Store`` in the gateway, any object with these methods in a test."""
+
+    async def load_terminal(self, tid: str) -> TerminalRecord | None: ...
+
+    async def load_context(self, key: TxnKey, pan_hash: bytes | None, void_ref: VoidReference | None,
+                           biller_code: str | None, day: date, with_risk: bool) -> RequestContext | None: ...
+
+    async def finish(self, params: dict[str, Any], on_sent: Callable[[], None] | None = None) -> FinishResult: ...
+
+
+class Store:
+    """The transaction store over one pool, with its two batchers: the context
+    reads, and the outcomes (group commit), each sent in one round trip per
+    batch. (``warm_up`` readies the pool's new connections: its ``init``.)"""
+
+    __slots__ = ("pool", "_loads", "_finishes")
 
     def __init__(self, pool: asyncpg.Pool) -> None:
-        self.loads = _Batcher(lambda requests: _load_contexts(pool, requests))
-        self.finishes = _Batcher(lambda payloads: _finish_many(pool, payloads))
+        self.pool = pool
+        self._loads = _Batcher(lambda requests: _load_contexts(pool, requests))
+        self._finishes = _Batcher(lambda payloads: _finish_many(pool, payloads))
 
+    async def load_terminal(self, tid: str) -> TerminalRecord | None:
+        """A network request's terminal (None: not registered)."""
+        return await load_terminal(self.pool, tid)
 
-_pool_batchers: dict[asyncpg.Pool, _PoolBatchers] = {}
+    async def load_context(self, key: TxnKey, pan_hash: bytes | None, void_ref: VoidReference | None,
+                           biller_code: str | None, day: date, with_risk: bool) -> RequestContext | None:
+        """What the checks of a request need (None: its terminal is unknown), read
+        together with the other requests' that arrive while a read is in flight."""
+        request = _ContextRequest.of(key, pan_hash, void_ref, biller_code, day, with_risk)
+        return await self._loads.submit(request)
 
-
-def _batchers(pool: asyncpg.Pool) -> _PoolBatchers:
-    batchers = _pool_batchers.get(pool)
-    if batchers is None:
-        batchers = _pool_batchers[pool] = _PoolBatchers(pool)
-    return batchers
-
-
-def forget_pool(pool: asyncpg.Pool) -> None:
-    """Drop a closed pool's batchers."""
-    _pool_batchers.pop(pool, None)
-
-
-async def finish(pool: asyncpg.Pool, params: dict[str, Any],
-                 on_sent: Callable[[], None] | None = None) -> FinishResult:
-    """Record the outcome (``gw_finish``): one database transaction, shared
-    with the other requests of its group commit. ``on_sent`` is called when
-    it leaves for the database (from then on it may be recorded even if the
-    caller is cancelled)."""
-    started = time.perf_counter()
-    try:
-        result = await _batchers(pool).finishes.submit(orjson.dumps(params).decode(), on_sent)
-    finally:  # timed whether it succeeds or fails (batch wait included)
-        metrics.labelled(metrics.LEDGER_LATENCY, op=metrics.op_label(params.get("op"))).observe(
-            time.perf_counter() - started)
-    return FinishResult(result["status"], result["stored"], result.get("response") or {}, result.get("reversed"),
-                        result.get("risk_rule"))
+    async def finish(self, params: dict[str, Any], on_sent: Callable[[], None] | None = None) -> FinishResult:
+        """Record the outcome (``gw_finish``): one database transaction, shared
+        with the other requests of its group commit. ``on_sent`` is called when
+        it leaves for the database (from then on it may be recorded even if the
+        caller is cancelled)."""
+        started = time.perf_counter()
+        try:
+            result = await self._finishes.submit(orjson.dumps(params).decode(), on_sent)
+        finally:  # timed whether it succeeds or fails (batch wait included)
+            metrics.labelled(metrics.LEDGER_LATENCY, op=metrics.op_label(params.get("op"))).observe(
+                time.perf_counter() - started)
+        return FinishResult(result["status"], result["stored"], result.get("response") or {},
+                            result.get("reversed"), result.get("risk_rule"))

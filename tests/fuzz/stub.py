@@ -1,10 +1,10 @@
 """A gateway without a database, for fuzzing the request path.
 
-``Services`` with a small fake pool, fake biller connectors and in-memory
-stand-ins for the only database calls of a request: ``gateway.acquiring.store.load_context``
-and ``gateway.acquiring.store.finish`` (financial requests) and
-``gateway.domain.registry.load_terminal`` (network requests). Everything else is the
-real code: decode, route, the steps, the HSM, response building, MAC, framing.
+``Services`` with a small fake pool, fake biller connectors and an in-memory
+store (``World``: the port ``gateway.acquiring.store.TransactionStore``, whose
+``load_terminal``, ``load_context`` and ``finish`` are the only database calls
+of a request that matter). Everything else is the real code: decode, route,
+the steps, the HSM, response building, MAC, framing.
 
 The fakes behave like PostgreSQL where hostile input could tell them apart:
 a text or jsonb value with a NUL character is refused with the error asyncpg
@@ -16,18 +16,13 @@ working keys under ``TEST_LMK``, so a harness can MAC its requests
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
 import asyncpg
 
-from gateway.domain import registry
-from gateway.acquiring import steps
-from gateway.acquiring import store
 from gateway.upstream.billers import (
     AmountNotAccepted,
     Biller,
@@ -282,14 +277,13 @@ class World:
         """A PIN block as a terminal sends it, under the PIK every terminal has."""
         return crypto.encrypt_pin_block(PIK, pin, pan)
 
-    # -- the fakes of gateway.acquiring.store and gateway.domain.registry ------------------------
-    async def load_terminal(self, conn: Any, tid: str, *_: Any, **__: Any) -> TerminalRecord | None:
+    # -- the store (gateway.acquiring.store.TransactionStore) ----------------------------------
+    async def load_terminal(self, tid: str) -> TerminalRecord | None:
         _pg_check(tid)
         return self.terminals.get(tid)
 
-    async def load_context(self, pool: Any, key: TxnKey, pan_hash: bytes | None, void_ref: Any,
-                           biller_code: str | None, day: Any, with_risk: bool, *_: Any, **__: Any
-                           ) -> RequestContext | None:
+    async def load_context(self, key: TxnKey, pan_hash: bytes | None, void_ref: Any, biller_code: str | None,
+                           day: Any, with_risk: bool) -> RequestContext | None:
         _pg_check([key.tid, key.stan, key.mti_class, biller_code])
         _pg_int4(key.batch)
         if void_ref is not None:
@@ -308,7 +302,7 @@ class World:
                       biller=self.billers.get(biller_code or ""), batch_settled=key.batch == SETTLED_BATCH,
                       merchant_limits=None, terminal_limits=None, history=history)
 
-    async def finish(self, pool: Any, params: dict[str, Any], on_sent: Any = None, **_: Any) -> FinishResult:
+    async def finish(self, params: dict[str, Any], on_sent: Any = None) -> FinishResult:
         p = json.loads(json.dumps(params))  # what gw_finish gets: JSON, or a TypeError as with asyncpg
         if on_sent is not None:
             on_sent()
@@ -356,21 +350,6 @@ class World:
         self.stored[key] = StoredAnswer(p["content"], response)
         return FinishResult("new", True, response)
 
-    @contextlib.contextmanager
-    def patched(self) -> Iterator[None]:
-        """Replace the database calls with this world's, for the duration."""
-        targets = [(store, "load_context", self.load_context), (store, "finish", self.finish),
-                   (registry, "load_terminal", self.load_terminal),
-                   (steps, "load_terminal", self.load_terminal)]  # steps imported it by name
-        saved = [(module, name, getattr(module, name)) for module, name, _ in targets]
-        for module, name, fake in targets:
-            setattr(module, name, fake)
-        try:
-            yield
-        finally:
-            for module, name, original in saved:
-                setattr(module, name, original)
-
 
 def make_services(world: World) -> Services:
     settings = Settings(database_url=None, lmk=TEST_LMK, risk_enabled=True, frame_bytes_max=FRAME_BYTES_MAX,
@@ -379,7 +358,7 @@ def make_services(world: World) -> Services:
     connectors = Connectors(pool, settings.biller_timeout_s)  # type: ignore[arg-type]
     connectors._by_kind = {"builtin": FakeConnector(), "http": FakeConnector()}  # noqa: SLF001
     return Services(settings, pool, world.hsm, FakeRrns(), 1, connectors, world.risk_defaults,  # type: ignore[arg-type]
-                    ContextCache(0))
+                    ContextCache(0), world)
 
 
 class StubGateway:
@@ -392,8 +371,7 @@ class StubGateway:
         self.loop = asyncio.new_event_loop()
 
     def handle(self, frame: Any) -> bytes | None:
-        with self.world.patched():
-            return self.loop.run_until_complete(self.processor.handle(frame))
+        return self.loop.run_until_complete(self.processor.handle(frame))
 
     def close(self) -> None:
         self.loop.close()
