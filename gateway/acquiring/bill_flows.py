@@ -10,7 +10,8 @@ from gateway.domain.bills import load_biller
 from gateway.acquiring.context import Services, Transaction
 from gateway.acquiring.card_flows import check_card, check_card_request_format, verify_pin
 from gateway.acquiring.outcomes import Decline, Outcome
-from gateway.acquiring.recording import finish, risk_params
+from gateway.acquiring.operations import BillInquiry, BillPayment, BillRecord
+from gateway.acquiring.recording import finish, risk_check
 from gateway.acquiring.steps import require
 from ledger.postings import Transfer
 from protocol import tlv
@@ -85,7 +86,7 @@ async def inquire_bill(txn: Transaction, svc: Services) -> None:
     tags[tlv.REFERENCE] = info.reference
     approval["bill_tlv"] = tags
     _check_answer_fits(tags)
-    await finish(txn, svc, "bill_inquiry", approval=approval)
+    await finish(txn, svc, BillInquiry, approval=approval)
 
 
 async def pay_bill(txn: Transaction, svc: Services) -> None:
@@ -106,24 +107,21 @@ async def pay_bill(txn: Transaction, svc: Services) -> None:
     if commission:
         transfers.append(Transfer(biller.account_id, terminal.agent_commission_account_id, commission,
                                   "bill_commission"))
-    bill: dict[str, object] = {"biller_code": biller.code, "account": account, "receipt": receipt,
-                               "commission_fen": commission, "agent_code": terminal.agent_code}
-    if card is None:
-        bill["float_account_id"] = terminal.agent_float_account_id
-    if accepted.bill_id is not None:
-        bill["bill_id"] = accepted.bill_id
     tags = {tlv.BILLER: biller.code, tlv.ACCOUNT: account}
     if accepted.name:
         tags[tlv.NAME] = accepted.name
     tags[tlv.RECEIPT] = receipt
     if accepted.token:
-        bill |= {"token": accepted.token, "meter": accepted.meter or account}
         tags[tlv.TOKEN] = accepted.token
+    bill = BillRecord(biller_code=biller.code, account=account, receipt=receipt, commission_fen=commission,
+                      agent_code=terminal.agent_code,
+                      float_account_id=terminal.agent_float_account_id if card is None else None,
+                      bill_id=accepted.bill_id, token=accepted.token or None,
+                      meter=(accepted.meter or account) if accepted.token else None)
     try:
         _check_answer_fits(tags, _FB_BYTES if card is None else 0)
-        await finish(txn, svc, "bill_payment", {"rrn": receipt},
-                     transfers=[t.as_json() for t in transfers], bill=bill, approval={"bill_tlv": tags},
-                     **risk_params(txn, svc))
+        await finish(txn, svc, BillPayment, rrn=receipt, transfers=tuple(transfers), bill=bill,
+                     approval={"bill_tlv": tags}, risk=risk_check(txn), position=txn.position)
     finally:
         answer = txn.answer or {}
         if answer.get("response_code") != "00" or answer.get("rrn") != receipt:

@@ -10,7 +10,8 @@ from gateway.acquiring import risk
 from gateway.acquiring import store
 from gateway.acquiring.context import Answered, Services, Transaction
 from gateway.acquiring.outcomes import Decline, Outcome
-from gateway.acquiring.recording import content_hash, finish, risk_params
+from gateway.acquiring.operations import Balance, Purchase, Settlement, TxnKey, Void
+from gateway.acquiring.recording import content_hash, finish, risk_check
 from gateway.acquiring.steps import Step, check_not_frozen, require
 from gateway.domain.registry import ACTIVE
 from ledger.postings import Transfer, basis_points_fen
@@ -69,7 +70,7 @@ CACHED_KINDS = frozenset({"balance", "purchase"})
 async def load_context(txn: Transaction, svc: Services) -> None:
     """Everything the checks need, in one query (or from the cache); the terminal is registered (97)."""
     request = txn.request
-    txn.key = store.TxnKey(request.terminal_id, request.batch, request.stan, request.mti)
+    txn.key = TxnKey(request.terminal_id, request.batch, request.stan, request.mti)
     void_ref = None
     if txn.kind == "void":
         void_ref = store.VoidReference(request.rrn, request.original_batch, request.original_stan,
@@ -208,7 +209,7 @@ async def check_risk(txn: Transaction, svc: Services) -> None:
 
 
 async def finish_balance(txn: Transaction, svc: Services) -> None:
-    await finish(txn, svc, "balance", card_account_id=txn.ctx.card.account_id, **risk_params(txn, svc))
+    await finish(txn, svc, Balance, card_account_id=txn.ctx.card.account_id, position=txn.position)
 
 
 async def finish_purchase(txn: Transaction, svc: Services) -> None:
@@ -217,14 +218,13 @@ async def finish_purchase(txn: Transaction, svc: Services) -> None:
     transfers = [Transfer(card.account_id, terminal.merchant_account_id, amount - fee, "purchase")]
     if fee:
         transfers.append(Transfer(card.account_id, svc.fee_account_id, fee, "purchase_fee"))
-    await finish(txn, svc, "purchase", transfers=[t.as_json() for t in transfers if t.amount_fen > 0],
-                  **risk_params(txn, svc))
+    await finish(txn, svc, Purchase, transfers=tuple(t for t in transfers if t.amount_fen > 0),
+                 risk=risk_check(txn), position=txn.position)
 
 
 async def finish_void(txn: Transaction, svc: Services) -> None:
-    await finish(txn, svc, "void", original_id=txn.ctx.original.id)
+    await finish(txn, svc, Void, original_id=txn.ctx.original.id)
 
 
 async def finish_settlement(txn: Transaction, svc: Services) -> None:
-    await finish(txn, svc, "settlement",
-                  terminal_totals=txn.request.settlement_totals[:SETTLEMENT_TOTALS_DIGITS])
+    await finish(txn, svc, Settlement, terminal_totals=txn.request.settlement_totals[:SETTLEMENT_TOTALS_DIGITS])

@@ -14,7 +14,8 @@ from gateway.keys import SoftHsm
 from gateway.domain.registry import TerminalRecord
 from gateway.acquiring.rrn import RrnAllocator
 from gateway.settings import Settings
-from gateway.acquiring.store import RequestContext, TransactionStore, TxnKey
+from gateway.acquiring.operations import TxnKey
+from gateway.acquiring.store import RequestContext, TransactionStore
 from protocol.framing import Frame
 from protocol.messages import Message
 

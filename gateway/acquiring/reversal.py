@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from gateway.acquiring.bill_flows import cancel_reversed_payment
 from gateway.acquiring.context import Services, Transaction
+from gateway.acquiring.operations import Reversal
 from gateway.acquiring.recording import finish
 from gateway.acquiring.steps import require
 
@@ -16,5 +17,5 @@ async def check_reversal_format(txn: Transaction, svc: Services) -> None:
 
 
 async def finish_reversal(txn: Transaction, svc: Services) -> None:
-    result = await finish(txn, svc, "reversal")
+    result = await finish(txn, svc, Reversal)
     await cancel_reversed_payment(svc, result.reversed)

@@ -17,18 +17,10 @@ from gateway import metrics
 from gateway.upstream.billers import BILLER_FIELDS, Biller
 from gateway.domain.cards import CARD_FIELDS, CardRecord
 from gateway.domain.registry import TERMINAL_COLUMNS, TerminalRecord, load_terminal, terminal_from_row
+from gateway.acquiring.operations import Operation, Purchase, Stamp, TxnKey
 from gateway.acquiring.risk import RiskHistory
 from ledger.accounts import AccountKind, create_account
-
-
-@dataclass(frozen=True, slots=True)
-class TxnKey:
-    """A request's idempotency key (WIRE.md section 8, repeats)."""
-
-    tid: str
-    batch: int
-    stan: str
-    mti_class: str
+from ledger.postings import Transfer
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,11 +309,10 @@ async def _warm_up(conn: asyncpg.Connection, tag: str) -> None:
                                           debits_must_not_exceed_credits=False) for side in ("from", "to")]
 
     def purchase(stan: int) -> str:
-        return orjson.dumps({
-            "op": "purchase", "kind": "purchase", "tid": tag, "batch": 0, "stan": f"{stan:06d}",
-            "mti_class": "0200", "processing_code": "000000", "content": tag, "amount": 1, "card_id": None,
-            "pin": None, "response": {"local_time": "000000", "local_date": "0101", "rrn": "000000000000"},
-            "transfers": [{"debit": debit, "credit": credit, "amount": 1, "code": "warm-up"}]}).decode()
+        return orjson.dumps(Purchase(
+            kind="purchase", key=TxnKey(tag, 0, f"{stan:06d}", "0200"), processing_code="000000", content=tag,
+            amount_fen=1, card_id=None, pin=None, stamp=Stamp("000000000000", "000000", "0101"),
+            transfers=(Transfer(debit, credit, 1, "warm-up"),)).as_json()).decode()
 
     for results in (await _finish_many(conn, [purchase(1), purchase(2)]), await _finish_many(conn, [purchase(3)])):
         if any(result["response"]["response_code"] != "00" for result in results):
@@ -337,7 +328,7 @@ class TransactionStore(Protocol):
     async def load_context(self, key: TxnKey, pan_hash: bytes | None, void_ref: VoidReference | None,
                            biller_code: str | None, day: date, with_risk: bool) -> RequestContext | None: ...
 
-    async def finish(self, params: dict[str, Any], on_sent: Callable[[], None] | None = None) -> FinishResult: ...
+    async def finish(self, operation: Operation, on_sent: Callable[[], None] | None = None) -> FinishResult: ...
 
 
 class Store:
@@ -363,16 +354,16 @@ class Store:
         request = _ContextRequest.of(key, pan_hash, void_ref, biller_code, day, with_risk)
         return await self._loads.submit(request)
 
-    async def finish(self, params: dict[str, Any], on_sent: Callable[[], None] | None = None) -> FinishResult:
+    async def finish(self, operation: Operation, on_sent: Callable[[], None] | None = None) -> FinishResult:
         """Record the outcome (``gw_finish``): one database transaction, shared
         with the other requests of its group commit. ``on_sent`` is called when
         it leaves for the database (from then on it may be recorded even if the
         caller is cancelled)."""
         started = time.perf_counter()
         try:
-            result = await self._finishes.submit(orjson.dumps(params).decode(), on_sent)
+            result = await self._finishes.submit(orjson.dumps(operation.as_json()).decode(), on_sent)
         finally:  # timed whether it succeeds or fails (batch wait included)
-            metrics.labelled(metrics.LEDGER_LATENCY, op=metrics.op_label(params.get("op"))).observe(
+            metrics.labelled(metrics.LEDGER_LATENCY, op=metrics.op_label(operation.op)).observe(
                 time.perf_counter() - started)
         return FinishResult(result["status"], result["stored"], result.get("response") or {},
                             result.get("reversed"), result.get("risk_rule"))

@@ -40,7 +40,8 @@ from gateway.acquiring.processor import Processor
 from gateway.domain.registry import ACTIVE, FROZEN, TerminalRecord
 from gateway.acquiring.risk import LIMIT_NAMES, RiskHistory, load_defaults
 from gateway.settings import DEFAULT_CONFIG_DIR, Settings
-from gateway.acquiring.store import FinishResult, OriginalPurchase, RequestContext, StoredAnswer, TxnKey
+from gateway.acquiring.operations import Operation, TxnKey
+from gateway.acquiring.store import FinishResult, OriginalPurchase, RequestContext, StoredAnswer
 from protocol import crypto
 
 TEST_LMK = "2B7E151628AED2A6ABF7158809CF4F3C"  # as tests/conftest.py
@@ -302,8 +303,8 @@ class World:
                       biller=self.billers.get(biller_code or ""), batch_settled=key.batch == SETTLED_BATCH,
                       merchant_limits=None, terminal_limits=None, history=history)
 
-    async def finish(self, params: dict[str, Any], on_sent: Any = None) -> FinishResult:
-        p = json.loads(json.dumps(params))  # what gw_finish gets: JSON, or a TypeError as with asyncpg
+    async def finish(self, operation: Operation, on_sent: Any = None) -> FinishResult:
+        p = json.loads(json.dumps(operation.as_json()))  # what gw_finish gets: JSON, or a TypeError as with asyncpg
         if on_sent is not None:
             on_sent()
         _pg_check(p)

@@ -1,16 +1,19 @@
 """Group commit of outcomes (``gw_finish_many``): a batch's plain purchases (two
 or more) are recorded together (``gw_finish_purchases``), the rest one by one; the answers,
 the money and the rows are those of ``gw_finish`` called for each request.
-Against a real PostgreSQL, with payloads shaped as ``gateway.acquiring.card_flows`` sends them."""
+Against a real PostgreSQL, with the operations the gateway sends (``gateway.acquiring.operations``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
 import asyncpg
 
+from gateway.acquiring.operations import Operation, Purchase, Reversal, RowVersions, Stamp, TxnKey
 from gateway.cli.main import demo_pan
+from ledger.postings import Transfer
 
 BATCH = 1
 
@@ -23,24 +26,21 @@ async def issue(cli, db: asyncpg.Connection, index: int, balance: str) -> asyncp
 
 
 def purchase(stan: int, card: asyncpg.Record, merchant_account: int, amount: int, *, pin: str | None = None,
-             content: str | None = None) -> dict[str, Any]:
-    return {"op": "purchase", "kind": "purchase", "tid": "TERM0001", "batch": BATCH, "stan": f"{stan:06d}",
-            "mti_class": "0200", "processing_code": "000000", "content": content or f"purchase-{stan}",
-            "amount": amount, "card_id": card["id"], "pin": pin,
-            "response": {"local_time": "101010", "local_date": "1124", "rrn": f"{stan:012d}"},
-            "transfers": [{"debit": card["account_id"], "credit": merchant_account, "amount": amount,
-                           "code": "purchase"}]}
+             content: str | None = None) -> Purchase:
+    return Purchase(kind="purchase", key=TxnKey("TERM0001", BATCH, f"{stan:06d}", "0200"), processing_code="000000",
+                    content=content or f"purchase-{stan}", amount_fen=amount, card_id=card["id"], pin=pin,
+                    stamp=Stamp(f"{stan:012d}", "101010", "1124"),
+                    transfers=(Transfer(card["account_id"], merchant_account, amount, "purchase"),))
 
 
-def reversal(stan: int, amount: int) -> dict[str, Any]:
-    return {"op": "reversal", "kind": "purchase", "tid": "TERM0001", "batch": BATCH, "stan": f"{stan:06d}",
-            "mti_class": "0400", "processing_code": "000000", "content": f"reversal-{stan}", "amount": amount,
-            "card_id": None, "pin": None,
-            "response": {"local_time": "101010", "local_date": "1124", "rrn": f"{900000 + stan:012d}"}}
+def reversal(stan: int, amount: int) -> Reversal:
+    return Reversal(kind="purchase", key=TxnKey("TERM0001", BATCH, f"{stan:06d}", "0400"), processing_code="000000",
+                    content=f"reversal-{stan}", amount_fen=amount, card_id=None, pin=None,
+                    stamp=Stamp(f"{900000 + stan:012d}", "101010", "1124"))
 
 
-async def finish_many(db: asyncpg.Connection, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    results = await db.fetchval("SELECT gw_finish_many($1::jsonb[])", [json.dumps(i) for i in items])
+async def finish_many(db: asyncpg.Connection, items: list[Operation]) -> list[dict[str, Any]]:
+    results = await db.fetchval("SELECT gw_finish_many($1::jsonb[])", [json.dumps(i.as_json()) for i in items])
     return [json.loads(r) for r in results]
 
 
@@ -85,7 +85,7 @@ async def test_a_batch_answers_and_moves_money_as_gw_finish_does_one_request_at_
 
     one_by_one = db.transaction()
     await one_by_one.start()
-    expected = [json.loads(await db.fetchval("SELECT gw_finish($1::jsonb)", json.dumps(item))) for item in batch]
+    expected = [json.loads(await db.fetchval("SELECT gw_finish($1::jsonb)", json.dumps(item.as_json()))) for item in batch]
     expected_state = await state(db)
     await one_by_one.rollback()
 
@@ -138,8 +138,8 @@ async def test_a_purchase_checked_against_changed_rows_is_answered_stale_and_not
     current2 = await row_versions(db, card2)
     assert current2["card"] != old2["card"] and current2["terminal"] == old2["terminal"]
 
-    def cached(item: dict[str, Any], versions: dict[str, str]) -> dict[str, Any]:
-        return item | {"versions": versions}
+    def cached(item: Purchase, versions: dict[str, str]) -> Purchase:
+        return dataclasses.replace(item, versions=RowVersions(**versions))
 
     results = await finish_many(db, [
         cached(purchase(1, card1, merchant_account, 100), current1),

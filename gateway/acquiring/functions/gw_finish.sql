@@ -15,20 +15,9 @@ LANGUAGE sql IMMUTABLE AS $$ SELECT hashtextextended('batch:' || p_tid || ':' ||
 
 -- Record a financial request's outcome, moving its money, in one round trip.
 --
--- p: {op: decline|balance|purchase|void|reversal|bill_inquiry|bill_payment|settlement,
---     kind, tid, batch, stan, mti_class, processing_code, content, amount,
---     card_id, card_account_id, pin: ok|wrong|null,
---     transfers (purchase, bill_payment), original_id (void),
---     bill (bill_payment: {biller_code, account, receipt, commission_fen,
---           agent_code, float_account_id (cash), bill_id (postpaid),
---           meter and token (prepaid)}),
---     response: {rrn, local_time, local_date[, response_code]},
---     terminal_totals (settlement: the 30 digits of the terminal's field 48),
---     risk (purchase, bill_payment: {day, tid, card_id, limits}: checked by
---           gw_risk_check under the counters' locks, counted on approval),
---     risk_event (decline: {rule, card_hash, values} of a rule that declined it),
---     position ({lat, lon}: where the card was used, for the travel rule),
---     approval: fields added to the response only when it is 00}
+-- p: an operation of gateway.acquiring.operations, as its as_json() sends it
+--    (one dataclass per op: decline, balance, purchase, void, reversal,
+--    bill_inquiry, bill_payment, settlement; each documents its keys).
 -- Returns {status: new|repeat|conflict, stored: bool, response: {...}[,
 -- reversed: {kind, biller_code, receipt}][, risk_rule]}.
 --
