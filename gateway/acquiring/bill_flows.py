@@ -11,15 +11,16 @@ from gateway.acquiring.context import Services, Transaction
 from gateway.acquiring.card_flows import check_card, check_card_request_format, verify_pin
 from gateway.acquiring.outcomes import Decline, Outcome
 from gateway.acquiring.operations import BillInquiry, BillPayment, BillRecord
-from gateway.acquiring.recording import finish, risk_check
+from gateway.acquiring.recording import approved, finish, risk_check
 from gateway.acquiring.steps import require
 from ledger.postings import Transfer
+from protocol import answers
 from protocol import tlv
 
 log = structlog.get_logger("posgw.bills")
 
 BILL_DATA_BYTES_MAX = 600  # field 59 (WIRE.md 2)
-_FB_BYTES = len(tlv.encode({tlv.FLOAT_BALANCE: "0" * 12}))  # added to a cash payment's answer by gw_finish
+_FB_BYTES = len(tlv.encode({tlv.FLOAT_BALANCE: answers.float_balance(0)}))  # in a cash payment's answer
 
 _CONNECTOR_OUTCOMES = {
     BillNotFound: Outcome.BILL_NOT_FOUND,
@@ -123,8 +124,7 @@ async def pay_bill(txn: Transaction, svc: Services) -> None:
         await finish(txn, svc, BillPayment, rrn=receipt, transfers=tuple(transfers), bill=bill,
                      approval={"bill_tlv": tags}, risk=risk_check(txn), position=txn.position)
     finally:
-        answer = txn.answer or {}
-        if answer.get("response_code") != "00" or answer.get("rrn") != receipt:
+        if not approved(txn.answer) or txn.answer.get("rrn") != receipt:
             await cancel_payment(svc, biller, receipt)  # no money moved under this receipt
 
 

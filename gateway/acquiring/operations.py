@@ -16,7 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from gateway.acquiring.outcomes import Outcome
 from ledger.postings import Transfer
+from protocol.answers import BatchTotals, parse_settlement_totals
 
 PIN_RESULTS = (None, "ok", "wrong")  # nothing to record; a right PIN restarts a count; one more wrong
 
@@ -44,6 +46,11 @@ class Stamp:
 
     def as_json(self) -> dict[str, str]:
         return {"local_time": self.local_time, "local_date": self.local_date, "rrn": self.rrn}
+
+    @property
+    def auth_id(self) -> str:
+        """Field 38 of an approved purchase or bill payment: the last 6 digits of its RRN."""
+        return self.rrn[-6:]
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,12 +142,16 @@ class Declined(Operation):
     """A decline the gateway decided, stored so that its repeats get the same answer."""
 
     op: ClassVar[str] = "decline"
-    response_code: str
+    outcome: Outcome
     risk_event: RiskEvent | None = None
+
+    def __post_init__(self) -> None:
+        Operation.__post_init__(self)
+        assert self.outcome.storable and self.outcome is not Outcome.APPROVED, self.outcome
 
     def as_json(self) -> dict[str, Any]:
         payload = Operation.as_json(self)
-        payload["response"]["response_code"] = self.response_code
+        payload["outcome"] = self.outcome.value
         if self.risk_event is not None:
             payload["risk_event"] = self.risk_event.as_json()
         return payload
@@ -175,7 +186,7 @@ class Purchase(Operation):
 
     def as_json(self) -> dict[str, Any]:
         payload = Operation.as_json(self)
-        payload["transfers"] = _transfers_json(self.transfers)
+        payload |= {"transfers": _transfers_json(self.transfers), "approval": {"auth_id": self.stamp.auth_id}}
         return _risk_json(payload, self.risk, self.position)
 
 
@@ -256,13 +267,14 @@ class BillPayment(Operation):
     def as_json(self) -> dict[str, Any]:
         payload = Operation.as_json(self)
         payload |= {"transfers": _transfers_json(self.transfers), "bill": self.bill.as_json(),
-                    "approval": self.approval}
+                    "approval": self.approval | {"auth_id": self.stamp.auth_id}}
         return _risk_json(payload, self.risk, self.position)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settlement(Operation):
-    """A batch settlement: the terminal's totals (field 48, its 30 digits) against the gateway's."""
+    """A batch settlement: the terminal's totals (field 48, its 30 digits, as
+    sent and as numbers: ``claimed``, None when not digits) against the gateway's."""
 
     op: ClassVar[str] = "settlement"
     terminal_totals: str
@@ -271,7 +283,15 @@ class Settlement(Operation):
         Operation.__post_init__(self)
         assert len(self.terminal_totals) == 30, self.terminal_totals
 
+    @property
+    def claimed(self) -> BatchTotals | None:
+        return parse_settlement_totals(self.terminal_totals)
+
     def as_json(self) -> dict[str, Any]:
         payload = Operation.as_json(self)
-        payload["terminal_totals"] = self.terminal_totals
+        claimed = self.claimed
+        payload |= {"terminal_totals": self.terminal_totals,
+                    "claimed": None if claimed is None else {
+                        "debit_fen": claimed.debit_fen, "debit_count": claimed.debit_count,
+                        "credit_fen": claimed.credit_fen, "credit_count": claimed.credit_count}}
         return payload

@@ -14,10 +14,9 @@ from gateway import metrics
 from gateway.domain.cards import mask_pan
 from gateway.acquiring.context import Answered, Services, StaleContext, Transaction
 from gateway.acquiring.outcomes import Decline, Outcome
-from gateway.acquiring.recording import record_decline
+from gateway.acquiring.recording import record_decline, response_fields
 from gateway.acquiring.router import FINANCIAL_MTIS, FINANCIAL_ROUTES, KNOWN_MTIS, Route, route
 from gateway.acquiring.steps import Step
-from protocol import tlv
 from protocol.codes import ResponseCode
 from protocol.framing import Frame, encode_frame
 from protocol.messages import ECHOED_ALWAYS, ECHOED_WHEN_PRESENT, FormatError, Message, decode_message
@@ -138,12 +137,9 @@ class Processor:
                 setattr(response, name, value)
         response.acquirer_id = self.settings.acquirer_id
         if txn.answer is not None:  # decided and recorded: rrn, times, code and extras as stored
-            for name, value in txn.answer.items():
-                if name == "bill_tlv":
-                    response.bill_data = tlv.encode_canonical(value)
-                else:
-                    setattr(response, name, value)
-            code = ResponseCode(txn.answer["response_code"])
+            code, fields = response_fields(txn.answer)
+            for name, value in fields.items():
+                setattr(response, name, value)
         else:
             response.local_time = txn.now.strftime("%H%M%S")
             response.local_date = txn.now.strftime("%m%d")

@@ -14,6 +14,9 @@ from gateway.acquiring import store
 from gateway.acquiring.context import Services, StaleContext, Transaction
 from gateway.acquiring.operations import Declined, Operation, RiskCheck, RiskEvent, RowVersions, Stamp
 from gateway.acquiring.outcomes import Decline, Outcome
+from protocol import answers
+from protocol import tlv
+from protocol.codes import ResponseCode
 from protocol.messages import Message
 
 
@@ -69,4 +72,39 @@ async def record_decline(txn: Transaction, svc: Services, decline: Decline) -> N
     if isinstance(decline, risk.RiskDecline):
         txn.risk_rule = decline.rule
         event = RiskEvent(decline.rule, decline.values, card_hash(txn))
-    await finish(txn, svc, Declined, response_code=decline.outcome.response_code.value, risk_event=event)
+    await finish(txn, svc, Declined, outcome=decline.outcome, risk_event=event)
+
+
+def response_fields(answer: dict[str, Any]) -> tuple[ResponseCode, dict[str, Any]]:
+    """The response code and fields (by message attribute) of a recorded answer
+    (``txn.answer``, as gw_finish stores it): its code from its outcome, and
+    field 54, field 48 and the FB tag of field 59 made from its raw values
+    (protocol.answers); an answer stored before outcomes were named carries
+    its code and fields as sent."""
+    if "outcome" not in answer:  # stored before outcomes were named
+        fields = dict(answer)
+        code = ResponseCode(fields["response_code"])
+    else:
+        fields = {name: value for name, value in answer.items() if name not in _RAW_VALUES}
+        code = Outcome(answer["outcome"]).response_code
+        fields["response_code"] = code.value
+        if "balance_fen" in answer:
+            fields["balance"] = answers.balance(answer["balance_fen"])
+        if "batch_totals" in answer:
+            totals = answer["batch_totals"]
+            fields["settlement_totals"] = answers.settlement_totals(
+                answers.BatchTotals(totals["debit_fen"], totals["debit_count"], totals["credit_fen"],
+                                    totals["credit_count"]), totals["balanced"])
+        if "float_fen" in answer:
+            fields["bill_tlv"] = fields["bill_tlv"] | {tlv.FLOAT_BALANCE: answers.float_balance(answer["float_fen"])}
+    if "bill_tlv" in fields:
+        fields["bill_data"] = tlv.encode_canonical(fields.pop("bill_tlv"))
+    return code, fields
+
+
+_RAW_VALUES = frozenset({"outcome", "balance_fen", "batch_totals", "float_fen"})  # of an answer, formatted above
+
+
+def approved(answer: dict[str, Any] | None) -> bool:
+    """Whether a recorded answer is an approval."""
+    return answer is not None and response_fields(answer)[0] is ResponseCode.APPROVED

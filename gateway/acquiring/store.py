@@ -315,7 +315,7 @@ async def _warm_up(conn: asyncpg.Connection, tag: str) -> None:
             transfers=(Transfer(debit, credit, 1, "warm-up"),)).as_json()).decode()
 
     for results in (await _finish_many(conn, [purchase(1), purchase(2)]), await _finish_many(conn, [purchase(3)])):
-        if any(result["response"]["response_code"] != "00" for result in results):
+        if any(result["response"]["outcome"] != "approved" for result in results):
             raise RuntimeError(f"warm-up purchases not approved: {results}")
 
 

@@ -41,6 +41,7 @@ from gateway.domain.registry import ACTIVE, FROZEN, TerminalRecord
 from gateway.acquiring.risk import LIMIT_NAMES, RiskHistory, load_defaults
 from gateway.settings import DEFAULT_CONFIG_DIR, Settings
 from gateway.acquiring.operations import Operation, TxnKey
+from gateway.acquiring.outcomes import Outcome
 from gateway.acquiring.store import FinishResult, OriginalPurchase, RequestContext, StoredAnswer
 from protocol import crypto
 
@@ -315,41 +316,41 @@ class World:
             if existing.content_hash == p["content"]:
                 return FinishResult("repeat", True, existing.response)
             return FinishResult("conflict", False, {})
-        response, op, amount = p["response"], p["op"], p["amount"]
-        approval = p.get("approval") or {}
+        answer, op, amount = p["response"], p["op"], p["amount"]
         card_state = next((state for card, state in self.cards.values() if card.id == p.get("card_id")), None)
+        # What the recording functions decide, named as they name it; the gateway's
+        # own code makes the response from it (gateway.acquiring.recording.response_fields).
         if p.get("pin") == "wrong":
-            rc = "55"
+            outcome = Outcome.PIN_INCORRECT
         elif op == "decline":
-            rc = response["response_code"]
+            outcome = Outcome(p["outcome"])
         elif op in ("purchase", "bill_payment") and amount and (amount > 10_000_000 or card_state == "poor"
                                                                and amount > 1):
-            rc = "51"
+            outcome = Outcome.INSUFFICIENT_FUNDS
         else:
-            rc = "00"
-        if rc == "00":
+            outcome = Outcome.APPROVED
+        answer["outcome"] = outcome.value
+        if outcome is Outcome.APPROVED:
+            answer |= p.get("approval") or {}
             if op == "balance":
-                response["balance"] = "1002156C000000010000"
+                answer["balance_fen"] = 10_000
             if op == "settlement":
-                approval["settlement_totals"] = "0" * 30 + "2"
-            if op == "bill_payment" and "float_account_id" in p.get("bill", {}):
-                approval.setdefault("bill_tlv", {})["FB"] = "000000100000"
-            response |= approval
-            if op in ("purchase", "bill_payment"):
-                response["auth_id"] = response["rrn"][-6:]
+                answer["batch_totals"] = {"debit_fen": 0, "debit_count": 0, "credit_fen": 0, "credit_count": 0,
+                                          "balanced": False}
+            if op == "bill_payment" and "float_account_id" in p["bill"]:
+                answer["float_fen"] = 100_000
             if op == "purchase":
-                self.purchases[(key.tid, response["rrn"], key.batch, key.stan, response["local_date"])] = (
+                self.purchases[(key.tid, answer["rrn"], key.batch, key.stan, answer["local_date"])] = (
                     OriginalPurchase(len(self.purchases) + 1, "approved", amount, p.get("card_id"), key.batch))
             if op == "void":
                 for ref, purchase in list(self.purchases.items()):
                     if purchase.id == p["original_id"]:
                         self.purchases[ref] = OriginalPurchase(purchase.id, "voided", purchase.amount_fen,
                                                                purchase.card_id, purchase.batch)
-        response["response_code"] = rc
         if len(self.stored) >= _STORED_MAX:
             self.reset()
-        self.stored[key] = StoredAnswer(p["content"], response)
-        return FinishResult("new", True, response)
+        self.stored[key] = StoredAnswer(p["content"], answer)
+        return FinishResult("new", True, answer)
 
 
 def make_services(world: World) -> Services:
