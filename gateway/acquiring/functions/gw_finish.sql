@@ -13,6 +13,22 @@ LANGUAGE sql IMMUTABLE AS $$ SELECT hashtextextended(p_tid || ':' || p_batch::te
 CREATE OR REPLACE FUNCTION gw_batch_lock(p_tid text, p_batch integer) RETURNS bigint
 LANGUAGE sql IMMUTABLE AS $$ SELECT hashtextextended('batch:' || p_tid || ':' || p_batch::text, 0) $$;
 
+-- Change a recorded transaction's status from p_from to p_to: a change the
+-- one transition table (gw_status_transitions) allows, of a row in p_from;
+-- anything else raises, and the request's whole recording with it.
+CREATE OR REPLACE FUNCTION gw_set_status(p_id bigint, p_from text, p_to text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM gw_status_transitions WHERE from_status = p_from AND to_status = p_to) THEN
+        RAISE EXCEPTION 'no status transition from % to % (gw_transactions %)', p_from, p_to, p_id
+              USING ERRCODE = 'check_violation';
+    END IF;
+    UPDATE gw_transactions SET status = p_to WHERE id = p_id AND status = p_from;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'gw_transactions % is not %', p_id, p_from USING ERRCODE = 'check_violation';
+    END IF;
+END $$;
+
 -- Record a financial request's outcome, moving its money, in one round trip:
 -- the dispatcher. It takes the locks, answers a repeat (or a conflict) from
 -- what is stored under the key, turns a request into a decline when its
@@ -210,7 +226,7 @@ BEGIN
     IF v_result <> 'ok' THEN
         RAISE EXCEPTION 'void posting failed: %', v_result;
     END IF;
-    UPDATE gw_transactions SET status = 'voided' WHERE id = v_original.id;
+    PERFORM gw_set_status(v_original.id, 'approved', 'voided');
     IF v_original.risk_day IS NOT NULL THEN
         PERFORM gw_risk_count(v_original.tid, v_original.card_id, v_original.risk_day, v_original.amount_fen, -1);
     END IF;
@@ -247,7 +263,7 @@ BEGIN
         RETURN jsonb_build_object('outcome', 'approved', 'original_id', v_original.id);
     END IF;
     IF v_original.posting_key IS NULL THEN
-        UPDATE gw_transactions SET status = 'reversed' WHERE id = v_original.id;
+        PERFORM gw_set_status(v_original.id, 'approved', 'reversed');
         RETURN jsonb_build_object('outcome', 'approved', 'original_id', v_original.id);
     END IF;
     v_result := ledger_reverse(p_key, v_original.posting_key);
@@ -259,7 +275,7 @@ BEGIN
     ELSIF v_result <> 'ok' THEN
         RAISE EXCEPTION 'reversal posting failed: %', v_result;
     END IF;
-    UPDATE gw_transactions SET status = 'reversed' WHERE id = v_original.id;
+    PERFORM gw_set_status(v_original.id, 'approved', 'reversed');
     IF v_original.risk_day IS NOT NULL THEN  -- give back the counters it used
         PERFORM gw_risk_count(v_original.tid, v_original.card_id, v_original.risk_day, v_original.amount_fen, -1);
     END IF;
@@ -272,8 +288,8 @@ BEGIN
     IF v_original.kind = 'void' THEN
         -- The purchase stands again, its money now moved by this posting,
         -- which is what a later void of it reverses.
-        UPDATE gw_transactions SET status = 'approved', posting_key = p_key
-         WHERE id = v_original.original_id
+        PERFORM gw_set_status(v_original.original_id, 'voided', 'approved');
+        UPDATE gw_transactions SET posting_key = p_key WHERE id = v_original.original_id
         RETURNING risk_day, card_id, amount_fen INTO v_purchase;
         IF v_purchase.risk_day IS NOT NULL THEN  -- it counts again
             PERFORM gw_risk_count(v_tid, v_purchase.card_id, v_purchase.risk_day, v_purchase.amount_fen, 1);
