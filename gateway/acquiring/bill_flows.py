@@ -7,6 +7,7 @@ import structlog
 
 from gateway.upstream.billers import AmountNotAccepted, Biller, BillerUnavailable, BillNotFound, PaymentOrder
 from gateway.domain.bills import load_biller
+from gateway.domain.vocabulary import Kind
 from gateway.acquiring.context import Services, Transaction
 from gateway.acquiring.card_flows import check_card, check_card_request_format, verify_pin
 from gateway.acquiring.outcomes import Decline, Outcome
@@ -41,7 +42,7 @@ async def check_bill_request_format(txn: Transaction, svc: Services) -> None:
         if not fields.get(tag):
             raise Decline(Outcome.FORMAT_ERROR, f"field 59 lacks {tag}")
     txn.bill_fields = fields
-    if txn.kind == "bill_payment" and (request.has("pan") or request.has("track2")):
+    if txn.kind is Kind.BILL_PAYMENT and (request.has("pan") or request.has("track2")):
         await check_card_request_format(txn, svc)
 
 
@@ -138,7 +139,7 @@ async def cancel_payment(svc: Services, biller: Biller, receipt: str) -> None:
 
 
 async def cancel_reversed_payment(svc: Services, reversed_txn: dict[str, str] | None) -> None:
-    if reversed_txn and reversed_txn.get("kind") == "bill_payment":
+    if reversed_txn and reversed_txn.get("kind") == Kind.BILL_PAYMENT:
         biller = await load_biller(svc.pool, reversed_txn["biller_code"])
         if biller is not None:
             await cancel_payment(svc, biller, reversed_txn["receipt"])

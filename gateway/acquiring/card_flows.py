@@ -14,6 +14,7 @@ from gateway.acquiring.operations import Balance, Purchase, Settlement, TxnKey, 
 from gateway.acquiring.recording import content_hash, finish, risk_check
 from gateway.acquiring.steps import Step, check_not_frozen, require
 from gateway.domain.registry import ACTIVE
+from gateway.domain.vocabulary import Kind, Status
 from ledger.postings import Transfer, basis_points_fen
 from protocol import tlv
 from protocol.crypto import PinBlockError
@@ -43,7 +44,7 @@ async def check_card_request_format(txn: Transaction, svc: Services) -> None:
     txn.pan = card_pan(request)
     if request.has("pin_block") != request.has("security_control"):
         raise Decline(Outcome.FORMAT_ERROR, "PIN block and security control go together")
-    if txn.kind == "void":
+    if txn.kind is Kind.VOID:
         require(request, "rrn", "original_txn")
         if len(request.original_txn) < _ORIGINAL_TXN_MIN_DIGITS:
             raise Decline(Outcome.FORMAT_ERROR, "original_txn shorter than 16 digits")
@@ -64,7 +65,7 @@ async def check_settlement_format(txn: Transaction, svc: Services) -> None:
 # Requests whose checks need only their terminal and card: their context comes
 # from the cache when both are in it (gateway.acquiring.context_cache; the cache is empty
 # with the risk rules on, see gateway.server.app).
-CACHED_KINDS = frozenset({"balance", "purchase"})
+CACHED_KINDS = frozenset({Kind.BALANCE, Kind.PURCHASE})
 
 
 async def load_context(txn: Transaction, svc: Services) -> None:
@@ -72,7 +73,7 @@ async def load_context(txn: Transaction, svc: Services) -> None:
     request = txn.request
     txn.key = TxnKey(request.terminal_id, request.batch, request.stan, request.mti)
     void_ref = None
-    if txn.kind == "void":
+    if txn.kind is Kind.VOID:
         void_ref = store.VoidReference(request.rrn, request.original_batch, request.original_stan,
                                        request.original_date)
     txn.pan_hash = svc.hsm.pan_hash(txn.pan) if txn.pan else None
@@ -133,7 +134,7 @@ async def check_void_original(txn: Transaction, svc: Services) -> None:
     original, request, card = txn.ctx.original, txn.request, txn.ctx.card
     if original is None or original.batch != request.batch:
         raise Decline(Outcome.ORIGINAL_NOT_FOUND, "no such purchase in this batch")
-    if original.status != "approved":
+    if original.status != Status.APPROVED:
         raise Decline(Outcome.ORIGINAL_NOT_FOUND, f"purchase already {original.status}")
     if card is None or card.id != original.card_id:
         raise Decline(Outcome.ORIGINAL_NOT_FOUND, "not the purchase's card")

@@ -12,6 +12,7 @@ from gateway.upstream.billers import Connectors
 from gateway.acquiring.context_cache import ContextCache
 from gateway.keys import SoftHsm
 from gateway.domain.registry import TerminalRecord
+from gateway.domain.vocabulary import Kind
 from gateway.acquiring.rrn import RrnAllocator
 from gateway.settings import Settings
 from gateway.acquiring.operations import TxnKey
@@ -38,7 +39,7 @@ class Transaction:
     frame: Frame
     request: Message
     now: datetime  # gateway local time (settings.timezone)
-    kind: str = "unknown"  # a name for logs and metrics: signon, echo, purchase, ...
+    kind: Kind = Kind.UNKNOWN  # its route (and its name in logs, metrics and gw_transactions)
     terminal: TerminalRecord | None = None
     mac_verified: bool = False
     reply: dict[str, Any] = field(default_factory=dict)  # extra response fields on approval, by name

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from gateway.acquiring.outcomes import Outcome
+from gateway.domain.vocabulary import Kind
 from ledger.postings import Transfer
 from protocol.answers import BatchTotals, parse_settlement_totals
 
@@ -96,7 +97,7 @@ class Operation:
     """What every operation carries (the module's docstring)."""
 
     op: ClassVar[str]
-    kind: str
+    kind: Kind
     key: TxnKey
     processing_code: str | None
     content: str  # the request's content hash (gateway.acquiring.recording.content_hash)

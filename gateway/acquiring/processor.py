@@ -12,6 +12,7 @@ import structlog
 
 from gateway import metrics
 from gateway.domain.cards import mask_pan
+from gateway.domain.vocabulary import Kind
 from gateway.acquiring.context import Answered, Services, StaleContext, Transaction
 from gateway.acquiring.outcomes import Decline, Outcome
 from gateway.acquiring.recording import record_decline, response_fields
@@ -108,7 +109,7 @@ class Processor:
             partial = Message(frame.message[:2].hex())
             for name in ECHOED_ALWAYS:
                 setattr(partial, name, exc.readable(name))
-            txn = Transaction(frame, partial, now, kind="undecodable")
+            txn = Transaction(frame, partial, now, kind=Kind.UNDECODABLE)
             return await self._finish(txn, response_mti(partial.mti), Outcome.FORMAT_ERROR, str(exc), started)
 
         txn = Transaction(frame, request, now)
@@ -174,7 +175,7 @@ class Processor:
         labelled(metrics.REQUESTS_BY_CODE, mti=mti, processing_code=processing_code_label(request.processing_code),
                  response_code=code.value).inc()
         labelled(metrics.LATENCY, kind=txn.kind).observe(latency_s)
-        if txn.kind == "signon":
+        if txn.kind is Kind.SIGN_ON:
             labelled(metrics.SIGN_ONS, response_code=code.value).inc()
         if txn.risk_rule:
             labelled(metrics.RISK_DECLINES, rule=txn.risk_rule, response_code=code.value).inc()

@@ -17,7 +17,9 @@ from gateway import metrics
 from gateway.upstream.billers import BILLER_FIELDS, Biller
 from gateway.domain.cards import CARD_FIELDS, CardRecord
 from gateway.domain.registry import TERMINAL_COLUMNS, TerminalRecord, load_terminal, terminal_from_row
+from gateway.domain.vocabulary import Kind, Status
 from gateway.acquiring.operations import Operation, Purchase, Stamp, TxnKey
+from gateway.acquiring.outcomes import Outcome
 from gateway.acquiring.risk import RiskHistory
 from ledger.accounts import AccountKind, create_account
 from ledger.postings import Transfer
@@ -32,7 +34,7 @@ class StoredAnswer:
 @dataclass(frozen=True, slots=True)
 class OriginalPurchase:
     id: int
-    status: str
+    status: Status
     amount_fen: int | None
     card_id: int | None
     batch: int
@@ -165,7 +167,7 @@ def _context_from_row(row: asyncpg.Record, with_risk: bool) -> RequestContext | 
         card = CardRecord(*(row[column] for column in _CARD_COLUMNS))
     original = None
     if row["original_id"] is not None:
-        original = OriginalPurchase(row["original_id"], row["original_status"], row["original_amount_fen"],
+        original = OriginalPurchase(row["original_id"], Status(row["original_status"]), row["original_amount_fen"],
                                     row["original_card_id"], row["original_batch"])
     biller = None
     if row["biller_code"] is not None:
@@ -310,12 +312,12 @@ async def _warm_up(conn: asyncpg.Connection, tag: str) -> None:
 
     def purchase(stan: int) -> str:
         return orjson.dumps(Purchase(
-            kind="purchase", key=TxnKey(tag, 0, f"{stan:06d}", "0200"), processing_code="000000", content=tag,
+            kind=Kind.PURCHASE, key=TxnKey(tag, 0, f"{stan:06d}", "0200"), processing_code="000000", content=tag,
             amount_fen=1, card_id=None, pin=None, stamp=Stamp("000000000000", "000000", "0101"),
             transfers=(Transfer(debit, credit, 1, "warm-up"),)).as_json()).decode()
 
     for results in (await _finish_many(conn, [purchase(1), purchase(2)]), await _finish_many(conn, [purchase(3)])):
-        if any(result["response"]["outcome"] != "approved" for result in results):
+        if any(result["response"]["outcome"] != Outcome.APPROVED.value for result in results):
             raise RuntimeError(f"warm-up purchases not approved: {results}")
 
 

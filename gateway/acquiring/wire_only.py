@@ -16,6 +16,7 @@ from gateway.acquiring.context import Services, Transaction
 from gateway.acquiring.network import issue_working_keys
 from gateway.acquiring.outcomes import Decline, Outcome
 from gateway.domain.registry import TERMINAL_COLUMNS, TerminalRecord, terminal_from_row
+from gateway.domain.vocabulary import Kind
 from gateway.acquiring.router import Route, unknown_transaction
 from protocol.messages import Message
 
@@ -40,9 +41,10 @@ def wire_only_router(terminals: dict[str, TerminalRecord]) -> Callable[[Message]
         """Answered from memory."""
 
     who = (identify, steps.check_merchant)
-    routes = {("0800", "003"): Route("signon", who + (sign_on,)), ("0800", "004"): Route("signon", who + (sign_on,)),
-              ("0820", "301"): Route("echo", who + (echo,))}
-    unknown = Route("unknown", who + (unknown_transaction,))
+    routes = {("0800", "003"): Route(Kind.SIGN_ON, who + (sign_on,)),
+              ("0800", "004"): Route(Kind.SIGN_ON, who + (sign_on,)),
+              ("0820", "301"): Route(Kind.ECHO, who + (echo,))}
+    unknown = Route(Kind.UNKNOWN, who + (unknown_transaction,))
 
     def route(request: Message) -> Route:
         return routes.get((request.mti, request.network_code), unknown)

@@ -1,11 +1,30 @@
-"""The engine's vocabulary: what a recorded transaction's status may be, and
+"""The engine's vocabulary: the kinds of transaction a terminal's request can
+be (the router's routes), what a recorded transaction's status may be, and
 the one table of its changes (mirrored in the database: gw_status_transitions,
 which gw_set_status consults, raising on any change not in it; a test holds
-the two together)."""
+the two together). Their values are the names in logs, metrics labels and the
+database (``gw_transactions.kind`` and ``status``)."""
 
 from __future__ import annotations
 
 from enum import StrEnum
+
+
+class Kind(StrEnum):
+    """A request's kind: the route it takes (gateway.acquiring.router)."""
+
+    SIGN_ON = "signon"
+    SIGN_OFF = "signoff"
+    ECHO = "echo"
+    BALANCE = "balance"
+    PURCHASE = "purchase"
+    VOID = "void"
+    REVERSAL = "reversal"
+    SETTLEMENT = "settlement"
+    BILL_INQUIRY = "bill_inquiry"
+    BILL_PAYMENT = "bill_payment"
+    UNKNOWN = "unknown"  # routed nowhere: answered 12
+    UNDECODABLE = "undecodable"  # not a message: answered 30
 
 
 class Status(StrEnum):

@@ -42,6 +42,7 @@ from gateway.acquiring.risk import LIMIT_NAMES, RiskHistory, load_defaults
 from gateway.settings import DEFAULT_CONFIG_DIR, Settings
 from gateway.acquiring.operations import Operation, TxnKey
 from gateway.acquiring.outcomes import Outcome
+from gateway.domain.vocabulary import Status
 from gateway.acquiring.store import FinishResult, OriginalPurchase, RequestContext, StoredAnswer
 from protocol import crypto
 
@@ -248,7 +249,7 @@ class World:
         card_id = next(card.id for card, _ in self.cards.values()
                        if card.pvv == self.hsm.pin_verification_value(VOIDABLE_PAN, PIN))
         self.purchases[("TERM0001", "000000000001", 1, "000001", "0101")] = OriginalPurchase(
-            1, "approved", 100, card_id, 1)
+            1, Status.APPROVED, 100, card_id, 1)
 
     def _terminal(self, tid: str, mid: str, *, status: str = ACTIVE, keys: bool = True,
                   mac_algorithm: str = "cup-ecb", permit: tuple[str, ...] = ("purchase", "balance", "void", "bill"),
@@ -341,11 +342,11 @@ class World:
                 answer["float_fen"] = 100_000
             if op == "purchase":
                 self.purchases[(key.tid, answer["rrn"], key.batch, key.stan, answer["local_date"])] = (
-                    OriginalPurchase(len(self.purchases) + 1, "approved", amount, p.get("card_id"), key.batch))
+                    OriginalPurchase(len(self.purchases) + 1, Status.APPROVED, amount, p.get("card_id"), key.batch))
             if op == "void":
                 for ref, purchase in list(self.purchases.items()):
                     if purchase.id == p["original_id"]:
-                        self.purchases[ref] = OriginalPurchase(purchase.id, "voided", purchase.amount_fen,
+                        self.purchases[ref] = OriginalPurchase(purchase.id, Status.VOIDED, purchase.amount_fen,
                                                                purchase.card_id, purchase.batch)
         if len(self.stored) >= _STORED_MAX:
             self.reset()

@@ -14,6 +14,7 @@ import asyncpg
 from gateway.acquiring.operations import Operation, Purchase, Reversal, RowVersions, Stamp, TxnKey
 from gateway.acquiring.outcomes import Outcome
 from gateway.cli.main import demo_pan
+from gateway.domain.vocabulary import Kind
 from ledger.postings import Transfer
 
 BATCH = 1
@@ -28,14 +29,14 @@ async def issue(cli, db: asyncpg.Connection, index: int, balance: str) -> asyncp
 
 def purchase(stan: int, card: asyncpg.Record, merchant_account: int, amount: int, *, pin: str | None = None,
              content: str | None = None) -> Purchase:
-    return Purchase(kind="purchase", key=TxnKey("TERM0001", BATCH, f"{stan:06d}", "0200"), processing_code="000000",
+    return Purchase(kind=Kind.PURCHASE, key=TxnKey("TERM0001", BATCH, f"{stan:06d}", "0200"), processing_code="000000",
                     content=content or f"purchase-{stan}", amount_fen=amount, card_id=card["id"], pin=pin,
                     stamp=Stamp(f"{stan:012d}", "101010", "1124"),
                     transfers=(Transfer(card["account_id"], merchant_account, amount, "purchase"),))
 
 
 def reversal(stan: int, amount: int) -> Reversal:
-    return Reversal(kind="purchase", key=TxnKey("TERM0001", BATCH, f"{stan:06d}", "0400"), processing_code="000000",
+    return Reversal(kind=Kind.REVERSAL, key=TxnKey("TERM0001", BATCH, f"{stan:06d}", "0400"), processing_code="000000",
                     content=f"reversal-{stan}", amount_fen=amount, card_id=None, pin=None,
                     stamp=Stamp(f"{900000 + stan:012d}", "101010", "1124"))
 
