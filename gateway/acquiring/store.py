@@ -282,28 +282,8 @@ async def _finish_many(pool: asyncpg.Pool | asyncpg.Connection, payloads: list[s
     return [orjson.loads(result) for result in results]
 
 
-async def warm_up(conn: asyncpg.Connection) -> None:
-    """Ready a new pool connection before it serves a request: its backend
-    plans the context read and compiles the group commit's functions. (A
-    fresh backend's first batches took tens of milliseconds, and the queue
-    they built showed in the latency of every fresh gateway's first second.)
-    One transaction reads a context and records two purchases together and
-    one alone, between two accounts of its own, then rolls back: nothing of
-    it stays. Its keys name the backend, so that connections warming at the
-    same time never wait for each other."""
-    tag = f"warm-up:{conn.get_server_pid()}"
-    transaction = conn.transaction()
-    await transaction.start()
-    try:
-        await _warm_up(conn, tag)
-    except asyncpg.exceptions.SyntaxOrAccessError:  # not migrated (yet): check_migrated says what is missing
-        pass
-    finally:
-        await transaction.rollback()
-
-
 async def _warm_up(conn: asyncpg.Connection, tag: str) -> None:
-    """The context read and the three purchases of ``warm_up``."""
+    """The context read and the three purchases of ``Store.warm_up``."""
     await _load_contexts(conn, [_ContextRequest.of(
         TxnKey(tag, 0, "000000", "0200"), bytes(32), VoidReference("000000000000", 0, "000000", "0101"),
         tag, date.today(), True)])
@@ -336,9 +316,30 @@ class TransactionStore(Protocol):
 class Store:
     """The transaction store over one pool, with its two batchers: the context
     reads, and the outcomes (group commit), each sent in one round trip per
-    batch. (``warm_up`` readies the pool's new connections: its ``init``.)"""
+    batch. ``warm_up`` readies each new connection of the pool (its ``init``,
+    run before the store is built: a static method)."""
 
     __slots__ = ("pool", "_loads", "_finishes")
+
+    @staticmethod
+    async def warm_up(conn: asyncpg.Connection) -> None:
+        """Ready a new pool connection before it serves a request: its backend
+        plans the context read and compiles the group commit's functions. (A
+        fresh backend's first batches took tens of milliseconds, and the queue
+        they built showed in the latency of every fresh gateway's first second.)
+        One transaction reads a context and records two purchases together and
+        one alone, between two accounts of its own, then rolls back: nothing of
+        it stays. Its keys name the backend, so that connections warming at the
+        same time never wait for each other."""
+        tag = f"warm-up:{conn.get_server_pid()}"
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            await _warm_up(conn, tag)
+        except asyncpg.exceptions.SyntaxOrAccessError:  # not migrated (yet): check_migrated says what is missing
+            pass
+        finally:
+            await transaction.rollback()
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool

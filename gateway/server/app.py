@@ -35,7 +35,7 @@ HEALTH_DB_TIMEOUT_S = 2.0
 
 
 async def build_services(settings: Settings, database_url: str | None = None) -> Services:
-    pool = await create_pool(settings, database_url, init=store.warm_up)
+    pool = await create_pool(settings, database_url, init=store.Store.warm_up)
     try:
         async with pool.acquire() as conn:
             await check_migrated(conn)
