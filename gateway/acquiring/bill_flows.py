@@ -7,16 +7,21 @@ import structlog
 
 from gateway.upstream.billers import AmountNotAccepted, Biller, BillerUnavailable, BillNotFound, PaymentOrder
 from gateway.domain.bills import load_biller
+from gateway.domain.vocabulary import Kind
 from gateway.acquiring.context import Services, Transaction
-from gateway.acquiring.card_flows import _finish, _require, check_card, check_card_request_format, risk_params, verify_pin
+from gateway.acquiring.card_flows import check_card, check_card_request_format, verify_pin
 from gateway.acquiring.outcomes import Decline, Outcome
+from gateway.acquiring.operations import BillInquiry, BillPayment, BillRecord
+from gateway.acquiring.recording import approved, finish, risk_check
+from gateway.acquiring.steps import require
 from ledger.postings import Transfer
+from protocol import answers
 from protocol import tlv
 
 log = structlog.get_logger("posgw.bills")
 
 BILL_DATA_BYTES_MAX = 600  # field 59 (WIRE.md 2)
-_FB_BYTES = len(tlv.encode({tlv.FLOAT_BALANCE: "0" * 12}))  # added to a cash payment's answer by gw_finish
+_FB_BYTES = len(tlv.encode({tlv.FLOAT_BALANCE: answers.float_balance(0)}))  # in a cash payment's answer
 
 _CONNECTOR_OUTCOMES = {
     BillNotFound: Outcome.BILL_NOT_FOUND,
@@ -28,7 +33,7 @@ _CONNECTOR_OUTCOMES = {
 async def check_bill_request_format(txn: Transaction, svc: Services) -> None:
     """Field 59 is well-formed TLV with BL and AC (30); a card payment carries the card fields."""
     request = txn.request
-    _require(request, "processing_code", "bill_data")
+    require(request, "processing_code", "bill_data")
     try:
         fields = tlv.decode(request.bill_data)
     except tlv.TlvError as exc:
@@ -37,7 +42,7 @@ async def check_bill_request_format(txn: Transaction, svc: Services) -> None:
         if not fields.get(tag):
             raise Decline(Outcome.FORMAT_ERROR, f"field 59 lacks {tag}")
     txn.bill_fields = fields
-    if txn.kind == "bill_payment" and (request.has("pan") or request.has("track2")):
+    if txn.kind is Kind.BILL_PAYMENT and (request.has("pan") or request.has("track2")):
         await check_card_request_format(txn, svc)
 
 
@@ -83,7 +88,7 @@ async def inquire_bill(txn: Transaction, svc: Services) -> None:
     tags[tlv.REFERENCE] = info.reference
     approval["bill_tlv"] = tags
     _check_answer_fits(tags)
-    await _finish(txn, svc, "bill_inquiry", approval=approval)
+    await finish(txn, svc, BillInquiry, approval=approval)
 
 
 async def pay_bill(txn: Transaction, svc: Services) -> None:
@@ -104,27 +109,23 @@ async def pay_bill(txn: Transaction, svc: Services) -> None:
     if commission:
         transfers.append(Transfer(biller.account_id, terminal.agent_commission_account_id, commission,
                                   "bill_commission"))
-    bill: dict[str, object] = {"biller_code": biller.code, "account": account, "receipt": receipt,
-                               "commission_fen": commission, "agent_code": terminal.agent_code}
-    if card is None:
-        bill["float_account_id"] = terminal.agent_float_account_id
-    if accepted.bill_id is not None:
-        bill["bill_id"] = accepted.bill_id
     tags = {tlv.BILLER: biller.code, tlv.ACCOUNT: account}
     if accepted.name:
         tags[tlv.NAME] = accepted.name
     tags[tlv.RECEIPT] = receipt
     if accepted.token:
-        bill |= {"token": accepted.token, "meter": accepted.meter or account}
         tags[tlv.TOKEN] = accepted.token
+    bill = BillRecord(biller_code=biller.code, account=account, receipt=receipt, commission_fen=commission,
+                      agent_code=terminal.agent_code,
+                      float_account_id=terminal.agent_float_account_id if card is None else None,
+                      bill_id=accepted.bill_id, token=accepted.token or None,
+                      meter=(accepted.meter or account) if accepted.token else None)
     try:
         _check_answer_fits(tags, _FB_BYTES if card is None else 0)
-        await _finish(txn, svc, "bill_payment", {"rrn": receipt},
-                      transfers=[t.as_json() for t in transfers], bill=bill, approval={"bill_tlv": tags},
-                      **risk_params(txn, svc))
+        await finish(txn, svc, BillPayment, rrn=receipt, transfers=tuple(transfers), bill=bill,
+                     approval={"bill_tlv": tags}, risk=risk_check(txn), position=txn.position)
     finally:
-        answer = txn.answer or {}
-        if answer.get("response_code") != "00" or answer.get("rrn") != receipt:
+        if not approved(txn.answer) or txn.answer.get("rrn") != receipt:
             await cancel_payment(svc, biller, receipt)  # no money moved under this receipt
 
 
@@ -138,7 +139,7 @@ async def cancel_payment(svc: Services, biller: Biller, receipt: str) -> None:
 
 
 async def cancel_reversed_payment(svc: Services, reversed_txn: dict[str, str] | None) -> None:
-    if reversed_txn and reversed_txn.get("kind") == "bill_payment":
+    if reversed_txn and reversed_txn.get("kind") == Kind.BILL_PAYMENT:
         biller = await load_biller(svc.pool, reversed_txn["biller_code"])
         if biller is not None:
             await cancel_payment(svc, biller, reversed_txn["receipt"])

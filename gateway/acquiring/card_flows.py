@@ -1,33 +1,27 @@
-"""Card transactions (balance inquiry, purchase, void, reversal): the steps of
-their pipelines, in the order of checks of WIRE.md section 8."""
+"""Card transactions (balance inquiry, purchase, void, settlement): the steps of
+their pipelines, in the order of checks of WIRE.md section 8; the financial
+steps every family shares (context, repeats, currency, batch, permit, amount,
+risk); their recording in gateway.acquiring.recording."""
 
 from __future__ import annotations
-
-import hashlib
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 from gateway import metrics
 from gateway.acquiring import risk
 from gateway.acquiring import store
-from gateway.acquiring.context import Answered, Services, StaleContext, Transaction
+from gateway.acquiring.context import Answered, Services, Transaction
 from gateway.acquiring.outcomes import Decline, Outcome
+from gateway.acquiring.operations import Balance, Purchase, Settlement, TxnKey, Void
+from gateway.acquiring.recording import content_hash, finish, risk_check
+from gateway.acquiring.steps import Step, check_not_frozen, require
 from gateway.domain.registry import ACTIVE
+from gateway.domain.vocabulary import Kind, Status
 from ledger.postings import Transfer, basis_points_fen
 from protocol import tlv
 from protocol.crypto import PinBlockError
 from protocol.messages import Message
 
-Step = Callable[[Transaction, Services], Awaitable[None]]
-
 CURRENCY_CNY = "156"
-SECURITY_CONTROL = "2600000000000000"
 _ORIGINAL_TXN_MIN_DIGITS = 16  # 61: batch n6, STAN n6, date n4
-
-
-def content_hash(request: Message) -> str:
-    """What makes two requests under one key the same (WIRE.md 8, repeats)."""
-    return hashlib.sha256(request.mac_input).hexdigest()
 
 
 # -- format (30): fields a request of its type must carry ----------------------
@@ -44,26 +38,16 @@ def card_pan(request: Message) -> str:
     return pan
 
 
-def _require(request: Message, *names: str) -> None:
-    for name in names:
-        if not request.has(name):
-            raise Decline(Outcome.FORMAT_ERROR, f"{name} missing")
-
-
 async def check_card_request_format(txn: Transaction, svc: Services) -> None:
     request = txn.request
-    _require(request, "processing_code", "entry_mode", "condition_code")
+    require(request, "processing_code", "entry_mode", "condition_code")
     txn.pan = card_pan(request)
     if request.has("pin_block") != request.has("security_control"):
         raise Decline(Outcome.FORMAT_ERROR, "PIN block and security control go together")
-    if txn.kind == "void":
-        _require(request, "rrn", "original_txn")
+    if txn.kind is Kind.VOID:
+        require(request, "rrn", "original_txn")
         if len(request.original_txn) < _ORIGINAL_TXN_MIN_DIGITS:
             raise Decline(Outcome.FORMAT_ERROR, "original_txn shorter than 16 digits")
-
-
-async def check_reversal_format(txn: Transaction, svc: Services) -> None:
-    _require(txn.request, "processing_code", "response_code")
 
 
 SETTLEMENT_TOTALS_DIGITS = 30  # debit n12, count n3, credit n12, count n3
@@ -81,15 +65,15 @@ async def check_settlement_format(txn: Transaction, svc: Services) -> None:
 # Requests whose checks need only their terminal and card: their context comes
 # from the cache when both are in it (gateway.acquiring.context_cache; the cache is empty
 # with the risk rules on, see gateway.server.app).
-CACHED_KINDS = frozenset({"balance", "purchase"})
+CACHED_KINDS = frozenset({Kind.BALANCE, Kind.PURCHASE})
 
 
 async def load_context(txn: Transaction, svc: Services) -> None:
     """Everything the checks need, in one query (or from the cache); the terminal is registered (97)."""
     request = txn.request
-    txn.key = store.TxnKey(request.terminal_id, request.batch, request.stan, request.mti)
+    txn.key = TxnKey(request.terminal_id, request.batch, request.stan, request.mti)
     void_ref = None
-    if txn.kind == "void":
+    if txn.kind is Kind.VOID:
         void_ref = store.VoidReference(request.rrn, request.original_batch, request.original_stan,
                                        request.original_date)
     txn.pan_hash = svc.hsm.pan_hash(txn.pan) if txn.pan else None
@@ -100,8 +84,8 @@ async def load_context(txn: Transaction, svc: Services) -> None:
             metrics.labelled(metrics.CONTEXT_CACHE, result="hit").inc()
     if txn.context is None:
         biller_code = txn.bill_fields.get(tlv.BILLER) if txn.bill_fields else None
-        txn.context = await store.load_context(svc.pool, txn.key, txn.pan_hash, void_ref, biller_code,
-                                               txn.now.date(), svc.settings.risk_enabled)
+        txn.context = await svc.store.load_context(txn.key, txn.pan_hash, void_ref, biller_code, txn.now.date(),
+                                                   svc.settings.risk_enabled)
         if txn.context is None:
             raise Decline(Outcome.TERMINAL_UNKNOWN, "terminal not registered")
         if cacheable:
@@ -131,11 +115,6 @@ async def check_batch_open(txn: Transaction, svc: Services) -> None:
         raise Decline(Outcome.BATCH_SETTLED, f"batch {txn.key.batch} is settled")
 
 
-async def check_not_frozen(txn: Transaction, svc: Services) -> None:
-    if txn.terminal_record.frozen:
-        raise Decline(Outcome.FROZEN, "terminal, merchant or agent frozen")
-
-
 def check_permitted(permit: str) -> Step:
     async def check_permitted(txn: Transaction, svc: Services) -> None:
         """The terminal may do this, and terminal, merchant and agent are active (58)."""
@@ -155,7 +134,7 @@ async def check_void_original(txn: Transaction, svc: Services) -> None:
     original, request, card = txn.ctx.original, txn.request, txn.ctx.card
     if original is None or original.batch != request.batch:
         raise Decline(Outcome.ORIGINAL_NOT_FOUND, "no such purchase in this batch")
-    if original.status != "approved":
+    if original.status != Status.APPROVED:
         raise Decline(Outcome.ORIGINAL_NOT_FOUND, f"purchase already {original.status}")
     if card is None or card.id != original.card_id:
         raise Decline(Outcome.ORIGINAL_NOT_FOUND, "not the purchase's card")
@@ -227,80 +206,11 @@ async def check_risk(txn: Transaction, svc: Services) -> None:
         risk.check_spike(ctx.history, txn.risk_limits)
 
 
-def card_hash(txn: Transaction) -> str | None:
-    """The card as risk events name it: a prefix of its keyed PAN hash."""
-    return txn.pan_hash.hex()[:16] if txn.pan_hash else None
-
-
-def risk_params(txn: Transaction, svc: Services) -> dict[str, Any]:
-    """What ``gw_finish`` needs to enforce the counted limits and record where the card was used."""
-    params: dict[str, Any] = {}
-    if txn.position is not None:
-        params["position"] = {"lat": txn.position[0], "lon": txn.position[1]}
-    if txn.risk_limits is not None and txn.kind in risk.COUNTED_KINDS:
-        card = txn.ctx.card if txn.pan is not None else None
-        params["risk"] = {
-            "day": txn.now.date().isoformat(), "tid": txn.key.tid,
-            "card_id": card.id if card is not None else None,
-            "card_hash": card_hash(txn),
-            "limits": {name: txn.risk_limits.get(name, 0) for name in risk.COUNTED_LIMITS},
-        }
-    return params
-
-
 # -- recording ---------------------------------------------------------------------
 
 
-async def _finish(txn: Transaction, svc: Services, op: str, response: dict[str, Any] | None = None,
-                  **params: Any) -> store.FinishResult:
-    """Record the outcome (money moves here) and make its response the answer."""
-    request, key = txn.request, txn.key
-    card = txn.ctx.card
-    response = {"local_time": txn.now.strftime("%H%M%S"), "local_date": txn.now.strftime("%m%d")} | (response or {})
-    if "rrn" not in response:
-        response["rrn"] = await svc.rrns.next()
-    def sent() -> None:
-        txn.recording_sent = True
-
-    if txn.ctx.cached:  # recorded only if the terminal's and card's rows are as cached
-        params["versions"] = {"terminal": txn.ctx.terminal_version, "card": txn.ctx.card_version}
-    result = await store.finish(svc.pool, {
-        "op": op,
-        "kind": txn.kind,
-        "tid": key.tid,
-        "batch": key.batch,
-        "stan": key.stan,
-        "mti_class": key.mti_class,
-        "processing_code": request.processing_code,
-        "content": content_hash(request),
-        "amount": request.amount_fen,
-        "card_id": card.id if card is not None else None,
-        "pin": txn.pin_result,
-        "response": response,
-        **params,
-    }, on_sent=sent)
-    if result.status == "stale":
-        raise StaleContext("cached terminal or card changed")
-    if result.status == "conflict":
-        raise Decline(Outcome.DUPLICATE_DIFFERENT_CONTENT, "same key, different content")
-    txn.answer = result.response
-    txn.risk_rule = txn.risk_rule or result.risk_rule
-    return result
-
-
-async def record_decline(txn: Transaction, svc: Services, decline: Decline) -> None:
-    """Store a decline under the request's key, so its repeats get the same answer;
-    a risk rule's decline is recorded as a risk event too."""
-    params: dict[str, Any] = {}
-    if isinstance(decline, risk.RiskDecline):
-        txn.risk_rule = decline.rule
-        params["risk_event"] = {"rule": decline.rule, "values": decline.values,
-                                "card_hash": card_hash(txn)}
-    await _finish(txn, svc, "decline", {"response_code": decline.outcome.response_code.value}, **params)
-
-
 async def finish_balance(txn: Transaction, svc: Services) -> None:
-    await _finish(txn, svc, "balance", card_account_id=txn.ctx.card.account_id, **risk_params(txn, svc))
+    await finish(txn, svc, Balance, card_account_id=txn.ctx.card.account_id, position=txn.position)
 
 
 async def finish_purchase(txn: Transaction, svc: Services) -> None:
@@ -309,21 +219,13 @@ async def finish_purchase(txn: Transaction, svc: Services) -> None:
     transfers = [Transfer(card.account_id, terminal.merchant_account_id, amount - fee, "purchase")]
     if fee:
         transfers.append(Transfer(card.account_id, svc.fee_account_id, fee, "purchase_fee"))
-    await _finish(txn, svc, "purchase", transfers=[t.as_json() for t in transfers if t.amount_fen > 0],
-                  **risk_params(txn, svc))
+    await finish(txn, svc, Purchase, transfers=tuple(t for t in transfers if t.amount_fen > 0),
+                 risk=risk_check(txn), position=txn.position)
 
 
 async def finish_void(txn: Transaction, svc: Services) -> None:
-    await _finish(txn, svc, "void", original_id=txn.ctx.original.id)
+    await finish(txn, svc, Void, original_id=txn.ctx.original.id)
 
 
 async def finish_settlement(txn: Transaction, svc: Services) -> None:
-    await _finish(txn, svc, "settlement",
-                  terminal_totals=txn.request.settlement_totals[:SETTLEMENT_TOTALS_DIGITS])
-
-
-async def finish_reversal(txn: Transaction, svc: Services) -> None:
-    from gateway.acquiring.bill_flows import cancel_reversed_payment  # bills build on these steps
-
-    result = await _finish(txn, svc, "reversal")
-    await cancel_reversed_payment(svc, result.reversed)
+    await finish(txn, svc, Settlement, terminal_totals=txn.request.settlement_totals[:SETTLEMENT_TOTALS_DIGITS])

@@ -12,9 +12,11 @@ from gateway.upstream.billers import Connectors
 from gateway.acquiring.context_cache import ContextCache
 from gateway.keys import SoftHsm
 from gateway.domain.registry import TerminalRecord
+from gateway.domain.vocabulary import Kind
 from gateway.acquiring.rrn import RrnAllocator
 from gateway.settings import Settings
-from gateway.acquiring.store import RequestContext, TxnKey
+from gateway.acquiring.operations import TxnKey
+from gateway.acquiring.store import RequestContext, TransactionStore
 from protocol.framing import Frame
 from protocol.messages import Message
 
@@ -29,6 +31,7 @@ class Services:
     connectors: Connectors
     risk_defaults: dict[str, int]
     contexts: ContextCache  # empty and unused when the risk rules are on
+    store: TransactionStore  # reads contexts and terminals, records outcomes (gateway.acquiring.store)
 
 
 @dataclass(slots=True)
@@ -36,7 +39,7 @@ class Transaction:
     frame: Frame
     request: Message
     now: datetime  # gateway local time (settings.timezone)
-    kind: str = "unknown"  # a name for logs and metrics: signon, echo, purchase, ...
+    kind: Kind = Kind.UNKNOWN  # its route (and its name in logs, metrics and gw_transactions)
     terminal: TerminalRecord | None = None
     mac_verified: bool = False
     reply: dict[str, Any] = field(default_factory=dict)  # extra response fields on approval, by name

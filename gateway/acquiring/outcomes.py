@@ -1,4 +1,10 @@
-"""Internal outcomes of a transaction, and the one table mapping them to wire codes."""
+"""Internal outcomes of a transaction, and the one table mapping them to wire codes.
+
+The database's recording functions name outcomes too (``approved``,
+``insufficient_funds``, ...) and store the answer's outcome by name; the
+response code they write beside it (``gw_transactions.response_code``, for
+reports) comes from ``gw_response_code``, made from this table
+(``outcome_codes_sql``: functions/outcomes.sql, checked by a test)."""
 
 from __future__ import annotations
 
@@ -93,3 +99,23 @@ class Decline(Exception):
         super().__init__(f"{outcome.value}: {reason}" if reason else outcome.value)
         self.outcome = outcome
         self.reason = reason
+
+
+def outcome_codes_sql() -> str:
+    """functions/outcomes.sql: ``gw_response_code(outcome)``, this module's table in SQL."""
+    cases = "\n".join(f"        WHEN '{outcome.value}' THEN '{code.value}'" for outcome, code in OUTCOME_CODES.items())
+    return f"""-- Made from gateway/acquiring/outcomes.py (OUTCOME_CODES) by `python -m gateway.acquiring.outcomes`:
+-- change the table there, then write this file again. Re-applied by `posgw db migrate` when it changes.
+
+-- The response code of an outcome the recording functions name (NULL for a name not in the table).
+CREATE OR REPLACE FUNCTION gw_response_code(p_outcome text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE p_outcome
+{cases}
+    END
+$$;
+"""
+
+
+if __name__ == "__main__":
+    print(outcome_codes_sql(), end="")

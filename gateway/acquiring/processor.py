@@ -12,11 +12,12 @@ import structlog
 
 from gateway import metrics
 from gateway.domain.cards import mask_pan
+from gateway.domain.vocabulary import Kind
 from gateway.acquiring.context import Answered, Services, StaleContext, Transaction
-from gateway.acquiring.card_flows import record_decline
 from gateway.acquiring.outcomes import Decline, Outcome
-from gateway.acquiring.router import FINANCIAL_MTIS, FINANCIAL_ROUTES, KNOWN_MTIS, Route, Step, route
-from protocol import tlv
+from gateway.acquiring.recording import record_decline, response_fields
+from gateway.acquiring.router import FINANCIAL_MTIS, FINANCIAL_ROUTES, KNOWN_MTIS, Route, route
+from gateway.acquiring.steps import Step
 from protocol.codes import ResponseCode
 from protocol.framing import Frame, encode_frame
 from protocol.messages import ECHOED_ALWAYS, ECHOED_WHEN_PRESENT, FormatError, Message, decode_message
@@ -108,7 +109,7 @@ class Processor:
             partial = Message(frame.message[:2].hex())
             for name in ECHOED_ALWAYS:
                 setattr(partial, name, exc.readable(name))
-            txn = Transaction(frame, partial, now, kind="undecodable")
+            txn = Transaction(frame, partial, now, kind=Kind.UNDECODABLE)
             return await self._finish(txn, response_mti(partial.mti), Outcome.FORMAT_ERROR, str(exc), started)
 
         txn = Transaction(frame, request, now)
@@ -137,12 +138,9 @@ class Processor:
                 setattr(response, name, value)
         response.acquirer_id = self.settings.acquirer_id
         if txn.answer is not None:  # decided and recorded: rrn, times, code and extras as stored
-            for name, value in txn.answer.items():
-                if name == "bill_tlv":
-                    response.bill_data = tlv.encode_canonical(value)
-                else:
-                    setattr(response, name, value)
-            code = ResponseCode(txn.answer["response_code"])
+            code, fields = response_fields(txn.answer)
+            for name, value in fields.items():
+                setattr(response, name, value)
         else:
             response.local_time = txn.now.strftime("%H%M%S")
             response.local_date = txn.now.strftime("%m%d")
@@ -177,7 +175,7 @@ class Processor:
         labelled(metrics.REQUESTS_BY_CODE, mti=mti, processing_code=processing_code_label(request.processing_code),
                  response_code=code.value).inc()
         labelled(metrics.LATENCY, kind=txn.kind).observe(latency_s)
-        if txn.kind == "signon":
+        if txn.kind is Kind.SIGN_ON:
             labelled(metrics.SIGN_ONS, response_code=code.value).inc()
         if txn.risk_rule:
             labelled(metrics.RISK_DECLINES, rule=txn.risk_rule, response_code=code.value).inc()

@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 
 from gateway.acquiring.outcomes import Decline, Outcome
+from gateway.domain.vocabulary import Kind
 from protocol import tlv
 
 log = structlog.get_logger("posgw.risk")
@@ -37,7 +38,7 @@ LIMIT_NAMES = (
     "location_radius_km", "travel_speed_kmh_max", "travel_distance_km_min",
     "spike_factor", "spike_floor_count",
 )
-COUNTED_KINDS = ("purchase", "bill_payment")  # what daily limits and bursts count
+COUNTED_KINDS = (Kind.PURCHASE, Kind.BILL_PAYMENT)  # what daily limits and bursts count
 COUNTED_LIMITS = ("terminal_daily_amount_max_fen", "card_daily_amount_max_fen", "terminal_daily_count_max",
                   "card_daily_count_max", "card_burst_count_max", "card_burst_window_s")
 EARTH_RADIUS_KM = 6371.0088
@@ -104,7 +105,7 @@ def reported_position(bill_fields: dict[str, str] | None) -> tuple[float, float]
     return None
 
 
-def check_amount(kind: str, amount_fen: int | None, limits: dict[str, int]) -> None:
+def check_amount(kind: Kind, amount_fen: int | None, limits: dict[str, int]) -> None:
     """One transaction's amount, by the general and the type's own limit (the stricter applies)."""
     if not amount_fen:
         return

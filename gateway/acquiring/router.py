@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from gateway.acquiring import bill_flows
 from gateway.acquiring import card_flows
 from gateway.acquiring import network
+from gateway.acquiring import reversal
 from gateway.acquiring import steps
 from gateway.acquiring.context import Services, Transaction
 from gateway.acquiring.outcomes import Decline, Outcome
+from gateway.acquiring.steps import Step
+from gateway.domain.vocabulary import Kind
 from protocol.messages import Message
-
-Step = Callable[[Transaction, Services], Awaitable[None]]
 
 FINANCIAL_MTIS = frozenset({"0200", "0400", "0500"})
 KNOWN_MTIS = frozenset({"0800", "0820"}) | FINANCIAL_MTIS
@@ -25,39 +25,39 @@ async def unknown_transaction(txn: Transaction, svc: Services) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    kind: str
+    kind: Kind
     steps: tuple[Step, ...]
 
 
 _WHO = (steps.identify_terminal, steps.check_merchant)
 
-SIGN_ON = Route("signon", _WHO + (steps.check_not_frozen, network.sign_on))
-SIGN_OFF = Route("signoff", _WHO + (steps.check_not_frozen, network.sign_off))
-ECHO = Route("echo", _WHO + (steps.check_not_frozen, network.echo))
-UNKNOWN = Route("unknown", _WHO + (unknown_transaction,))
+SIGN_ON = Route(Kind.SIGN_ON, _WHO + (steps.check_not_frozen, network.sign_on))
+SIGN_OFF = Route(Kind.SIGN_OFF, _WHO + (steps.check_not_frozen, network.sign_off))
+ECHO = Route(Kind.ECHO, _WHO + (steps.check_not_frozen, network.echo))
+UNKNOWN = Route(Kind.UNKNOWN, _WHO + (unknown_transaction,))
 
 # Financial requests: load everything at once, then the checks in WIRE.md order.
 _FINANCIAL = (card_flows.load_context, steps.check_merchant, steps.check_keys_current, steps.verify_mac,
               card_flows.check_repeat, card_flows.check_currency, card_flows.check_batch_open)
 _CARD_FORMAT = (card_flows.check_card_request_format,)
-BALANCE = Route("balance", _CARD_FORMAT + _FINANCIAL + (
+BALANCE = Route(Kind.BALANCE, _CARD_FORMAT + _FINANCIAL + (
     card_flows.check_permitted("balance"), card_flows.check_card(status=True), card_flows.verify_pin,
     card_flows.check_risk, card_flows.finish_balance))
-PURCHASE = Route("purchase", _CARD_FORMAT + _FINANCIAL + (
+PURCHASE = Route(Kind.PURCHASE, _CARD_FORMAT + _FINANCIAL + (
     card_flows.check_permitted("purchase"), card_flows.check_card(status=True), card_flows.verify_pin,
     card_flows.check_amount, card_flows.check_risk, card_flows.finish_purchase))
-VOID = Route("void", _CARD_FORMAT + _FINANCIAL + (
+VOID = Route(Kind.VOID, _CARD_FORMAT + _FINANCIAL + (
     card_flows.check_permitted("void"), card_flows.check_void_original, card_flows.check_card(status=False),
     card_flows.verify_pin, card_flows.check_amount, card_flows.finish_void))
 # Reversals always go through once their MAC verifies (WIRE.md 8).
-REVERSAL = Route("reversal", (card_flows.check_reversal_format,) + _FINANCIAL + (card_flows.finish_reversal,))
-UNKNOWN_FINANCIAL = Route("unknown", _FINANCIAL + (unknown_transaction,))
-SETTLEMENT = Route("settlement", (card_flows.check_settlement_format,) + _FINANCIAL + (
-    card_flows.check_not_frozen, card_flows.finish_settlement))
+REVERSAL = Route(Kind.REVERSAL, (reversal.check_reversal_format,) + _FINANCIAL + (reversal.finish_reversal,))
+UNKNOWN_FINANCIAL = Route(Kind.UNKNOWN, _FINANCIAL + (unknown_transaction,))
+SETTLEMENT = Route(Kind.SETTLEMENT, (card_flows.check_settlement_format,) + _FINANCIAL + (
+    steps.check_not_frozen, card_flows.finish_settlement))
 _BILL = (bill_flows.check_bill_request_format,) + _FINANCIAL + (
     bill_flows.check_biller_known, card_flows.check_permitted("bill"))
-BILL_INQUIRY = Route("bill_inquiry", _BILL + (card_flows.check_risk, bill_flows.inquire_bill))
-BILL_PAYMENT = Route("bill_payment", _BILL + (
+BILL_INQUIRY = Route(Kind.BILL_INQUIRY, _BILL + (card_flows.check_risk, bill_flows.inquire_bill))
+BILL_PAYMENT = Route(Kind.BILL_PAYMENT, _BILL + (
     bill_flows.check_payer_card, card_flows.check_amount, card_flows.check_risk, bill_flows.pay_bill))
 
 FINANCIAL_ROUTES = {

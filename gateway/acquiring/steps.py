@@ -4,20 +4,31 @@ returns or raises ``Decline`` (WIRE.md section 8, order of checks)."""
 from __future__ import annotations
 
 import hmac
+from collections.abc import Awaitable, Callable
 
 import structlog
 
 from gateway import metrics
 from gateway.acquiring.context import Services, StaleContext, Transaction
 from gateway.acquiring.outcomes import Decline, Outcome
-from gateway.domain.registry import count_mac_failure, load_terminal, reset_mac_failures
+from gateway.domain.registry import count_mac_failure, reset_mac_failures
+from protocol.messages import Message
 
 log = structlog.get_logger("posgw.security")
+
+Step = Callable[[Transaction, Services], Awaitable[None]]
+
+
+def require(request: Message, *names: str) -> None:
+    """Each field named is present (30)."""
+    for name in names:
+        if not request.has(name):
+            raise Decline(Outcome.FORMAT_ERROR, f"{name} missing")
 
 
 async def identify_terminal(txn: Transaction, svc: Services) -> None:
     """The terminal is registered (97)."""
-    txn.terminal = await load_terminal(svc.pool, txn.request.terminal_id)
+    txn.terminal = await svc.store.load_terminal(txn.request.terminal_id)
     if txn.terminal is None:
         raise Decline(Outcome.TERMINAL_UNKNOWN, "terminal not registered")
 

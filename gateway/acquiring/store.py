@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
 from datetime import date
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import asyncpg
 import orjson
@@ -16,19 +16,13 @@ import orjson
 from gateway import metrics
 from gateway.upstream.billers import BILLER_FIELDS, Biller
 from gateway.domain.cards import CARD_FIELDS, CardRecord
-from gateway.domain.registry import TERMINAL_COLUMNS, TerminalRecord, terminal_from_row
+from gateway.domain.registry import TERMINAL_COLUMNS, TerminalRecord, load_terminal, terminal_from_row
+from gateway.domain.vocabulary import Kind, Status
+from gateway.acquiring.operations import Operation, Purchase, Stamp, TxnKey
+from gateway.acquiring.outcomes import Outcome
 from gateway.acquiring.risk import RiskHistory
 from ledger.accounts import AccountKind, create_account
-
-
-@dataclass(frozen=True, slots=True)
-class TxnKey:
-    """A request's idempotency key (WIRE.md section 8, repeats)."""
-
-    tid: str
-    batch: int
-    stan: str
-    mti_class: str
+from ledger.postings import Transfer
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +34,7 @@ class StoredAnswer:
 @dataclass(frozen=True, slots=True)
 class OriginalPurchase:
     id: int
-    status: str
+    status: Status
     amount_fen: int | None
     card_id: int | None
     batch: int
@@ -173,7 +167,7 @@ def _context_from_row(row: asyncpg.Record, with_risk: bool) -> RequestContext | 
         card = CardRecord(*(row[column] for column in _CARD_COLUMNS))
     original = None
     if row["original_id"] is not None:
-        original = OriginalPurchase(row["original_id"], row["original_status"], row["original_amount_fen"],
+        original = OriginalPurchase(row["original_id"], Status(row["original_status"]), row["original_amount_fen"],
                                     row["original_card_id"], row["original_batch"])
     biller = None
     if row["biller_code"] is not None:
@@ -189,15 +183,6 @@ def _context_from_row(row: asyncpg.Record, with_risk: bool) -> RequestContext | 
     return RequestContext(terminal_from_row(row), stored, card, original, biller, row["batch_settled"],
                           limits("merchant_limits"), limits("terminal_limits"), history,
                           row["terminal_version"], row["card_version"])
-
-
-async def load_context(pool: asyncpg.Pool, key: TxnKey, pan_hash: bytes | None,
-                       void_ref: VoidReference | None, biller_code: str | None, day: date,
-                       with_risk: bool) -> RequestContext | None:
-    """What the checks of a request need (None: its terminal is unknown), read
-    together with the other requests' that arrive while a read is in flight."""
-    request = _ContextRequest.of(key, pan_hash, void_ref, biller_code, day, with_risk)
-    return await _batchers(pool).loads.submit(request)
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,28 +282,8 @@ async def _finish_many(pool: asyncpg.Pool | asyncpg.Connection, payloads: list[s
     return [orjson.loads(result) for result in results]
 
 
-async def warm_up(conn: asyncpg.Connection) -> None:
-    """Ready a new pool connection before it serves a request: its backend
-    plans the context read and compiles the group commit's functions. (A
-    fresh backend's first batches took tens of milliseconds, and the queue
-    they built showed in the latency of every fresh gateway's first second.)
-    One transaction reads a context and records two purchases together and
-    one alone, between two accounts of its own, then rolls back: nothing of
-    it stays. Its keys name the backend, so that connections warming at the
-    same time never wait for each other."""
-    tag = f"warm-up:{conn.get_server_pid()}"
-    transaction = conn.transaction()
-    await transaction.start()
-    try:
-        await _warm_up(conn, tag)
-    except asyncpg.exceptions.SyntaxOrAccessError:  # not migrated (yet): check_migrated says what is missing
-        pass
-    finally:
-        await transaction.rollback()
-
-
 async def _warm_up(conn: asyncpg.Connection, tag: str) -> None:
-    """The context read and the three purchases of ``warm_up``."""
+    """The context read and the three purchases of ``Store.warm_up``."""
     await _load_contexts(conn, [_ContextRequest.of(
         TxnKey(tag, 0, "000000", "0200"), bytes(32), VoidReference("000000000000", 0, "000000", "0101"),
         tag, date.today(), True)])
@@ -326,51 +291,82 @@ async def _warm_up(conn: asyncpg.Connection, tag: str) -> None:
                                           debits_must_not_exceed_credits=False) for side in ("from", "to")]
 
     def purchase(stan: int) -> str:
-        return orjson.dumps({
-            "op": "purchase", "kind": "purchase", "tid": tag, "batch": 0, "stan": f"{stan:06d}",
-            "mti_class": "0200", "processing_code": "000000", "content": tag, "amount": 1, "card_id": None,
-            "pin": None, "response": {"local_time": "000000", "local_date": "0101", "rrn": "000000000000"},
-            "transfers": [{"debit": debit, "credit": credit, "amount": 1, "code": "warm-up"}]}).decode()
+        return orjson.dumps(Purchase(
+            kind=Kind.PURCHASE, key=TxnKey(tag, 0, f"{stan:06d}", "0200"), processing_code="000000", content=tag,
+            amount_fen=1, card_id=None, pin=None, stamp=Stamp("000000000000", "000000", "0101"),
+            transfers=(Transfer(debit, credit, 1, "warm-up"),)).as_json()).decode()
 
     for results in (await _finish_many(conn, [purchase(1), purchase(2)]), await _finish_many(conn, [purchase(3)])):
-        if any(result["response"]["response_code"] != "00" for result in results):
+        if any(result["response"]["outcome"] != Outcome.APPROVED.value for result in results):
             raise RuntimeError(f"warm-up purchases not approved: {results}")
 
 
-class _PoolBatchers:
-    __slots__ = ("loads", "finishes")
+class TransactionStore(Protocol):
+    """The port the engine reads and records through (``Services.store``): the
+    PostgreSQL ``Store`` in the gateway, any object with these methods in a test."""
+
+    async def load_terminal(self, tid: str) -> TerminalRecord | None: ...
+
+    async def load_context(self, key: TxnKey, pan_hash: bytes | None, void_ref: VoidReference | None,
+                           biller_code: str | None, day: date, with_risk: bool) -> RequestContext | None: ...
+
+    async def finish(self, operation: Operation, on_sent: Callable[[], None] | None = None) -> FinishResult: ...
+
+
+class Store:
+    """The transaction store over one pool, with its two batchers: the context
+    reads, and the outcomes (group commit), each sent in one round trip per
+    batch. ``warm_up`` readies each new connection of the pool (its ``init``,
+    run before the store is built: a static method)."""
+
+    __slots__ = ("pool", "_loads", "_finishes")
+
+    @staticmethod
+    async def warm_up(conn: asyncpg.Connection) -> None:
+        """Ready a new pool connection before it serves a request: its backend
+        plans the context read and compiles the group commit's functions. (A
+        fresh backend's first batches took tens of milliseconds, and the queue
+        they built showed in the latency of every fresh gateway's first second.)
+        One transaction reads a context and records two purchases together and
+        one alone, between two accounts of its own, then rolls back: nothing of
+        it stays. Its keys name the backend, so that connections warming at the
+        same time never wait for each other."""
+        tag = f"warm-up:{conn.get_server_pid()}"
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            await _warm_up(conn, tag)
+        except asyncpg.exceptions.SyntaxOrAccessError:  # not migrated (yet): check_migrated says what is missing
+            pass
+        finally:
+            await transaction.rollback()
 
     def __init__(self, pool: asyncpg.Pool) -> None:
-        self.loads = _Batcher(lambda requests: _load_contexts(pool, requests))
-        self.finishes = _Batcher(lambda payloads: _finish_many(pool, payloads))
+        self.pool = pool
+        self._loads = _Batcher(lambda requests: _load_contexts(pool, requests))
+        self._finishes = _Batcher(lambda payloads: _finish_many(pool, payloads))
 
+    async def load_terminal(self, tid: str) -> TerminalRecord | None:
+        """A network request's terminal (None: not registered)."""
+        return await load_terminal(self.pool, tid)
 
-_pool_batchers: dict[asyncpg.Pool, _PoolBatchers] = {}
+    async def load_context(self, key: TxnKey, pan_hash: bytes | None, void_ref: VoidReference | None,
+                           biller_code: str | None, day: date, with_risk: bool) -> RequestContext | None:
+        """What the checks of a request need (None: its terminal is unknown), read
+        together with the other requests' that arrive while a read is in flight."""
+        request = _ContextRequest.of(key, pan_hash, void_ref, biller_code, day, with_risk)
+        return await self._loads.submit(request)
 
-
-def _batchers(pool: asyncpg.Pool) -> _PoolBatchers:
-    batchers = _pool_batchers.get(pool)
-    if batchers is None:
-        batchers = _pool_batchers[pool] = _PoolBatchers(pool)
-    return batchers
-
-
-def forget_pool(pool: asyncpg.Pool) -> None:
-    """Drop a closed pool's batchers."""
-    _pool_batchers.pop(pool, None)
-
-
-async def finish(pool: asyncpg.Pool, params: dict[str, Any],
-                 on_sent: Callable[[], None] | None = None) -> FinishResult:
-    """Record the outcome (``gw_finish``): one database transaction, shared
-    with the other requests of its group commit. ``on_sent`` is called when
-    it leaves for the database (from then on it may be recorded even if the
-    caller is cancelled)."""
-    started = time.perf_counter()
-    try:
-        result = await _batchers(pool).finishes.submit(orjson.dumps(params).decode(), on_sent)
-    finally:  # timed whether it succeeds or fails (batch wait included)
-        metrics.labelled(metrics.LEDGER_LATENCY, op=metrics.op_label(params.get("op"))).observe(
-            time.perf_counter() - started)
-    return FinishResult(result["status"], result["stored"], result.get("response") or {}, result.get("reversed"),
-                        result.get("risk_rule"))
+    async def finish(self, operation: Operation, on_sent: Callable[[], None] | None = None) -> FinishResult:
+        """Record the outcome (``gw_finish``): one database transaction, shared
+        with the other requests of its group commit. ``on_sent`` is called when
+        it leaves for the database (from then on it may be recorded even if the
+        caller is cancelled)."""
+        started = time.perf_counter()
+        try:
+            result = await self._finishes.submit(orjson.dumps(operation.as_json()).decode(), on_sent)
+        finally:  # timed whether it succeeds or fails (batch wait included)
+            metrics.labelled(metrics.LEDGER_LATENCY, op=metrics.op_label(operation.op)).observe(
+                time.perf_counter() - started)
+        return FinishResult(result["status"], result["stored"], result.get("response") or {},
+                            result.get("reversed"), result.get("risk_rule"))

@@ -13,9 +13,10 @@ import asyncpg
 
 from gateway.acquiring import steps
 from gateway.acquiring.context import Services, Transaction
-from gateway.acquiring.network import KEY_COUNT_BY_NETWORK_CODE
+from gateway.acquiring.network import issue_working_keys
 from gateway.acquiring.outcomes import Decline, Outcome
 from gateway.domain.registry import TERMINAL_COLUMNS, TerminalRecord, terminal_from_row
+from gateway.domain.vocabulary import Kind
 from gateway.acquiring.router import Route, unknown_transaction
 from protocol.messages import Message
 
@@ -33,17 +34,17 @@ def wire_only_router(terminals: dict[str, TerminalRecord]) -> Callable[[Message]
             raise Decline(Outcome.TERMINAL_UNKNOWN, "terminal not registered")
 
     async def sign_on(txn: Transaction, svc: Services) -> None:
-        keys = svc.hsm.issue_working_keys(txn.terminal_record.tmk_lmk,
-                                          KEY_COUNT_BY_NETWORK_CODE[txn.request.network_code])
-        txn.reply["key_data"] = b"".join(w + c for w, c in zip(keys.under_tmk, keys.check_values))
+        """Keys issued, not stored."""
+        issue_working_keys(txn, svc)
 
     async def echo(txn: Transaction, svc: Services) -> None:
         """Answered from memory."""
 
     who = (identify, steps.check_merchant)
-    routes = {("0800", "003"): Route("signon", who + (sign_on,)), ("0800", "004"): Route("signon", who + (sign_on,)),
-              ("0820", "301"): Route("echo", who + (echo,))}
-    unknown = Route("unknown", who + (unknown_transaction,))
+    routes = {("0800", "003"): Route(Kind.SIGN_ON, who + (sign_on,)),
+              ("0800", "004"): Route(Kind.SIGN_ON, who + (sign_on,)),
+              ("0820", "301"): Route(Kind.ECHO, who + (echo,))}
+    unknown = Route(Kind.UNKNOWN, who + (unknown_transaction,))
 
     def route(request: Message) -> Route:
         return routes.get((request.mti, request.network_code), unknown)

@@ -36,7 +36,7 @@ HEALTH_DB_TIMEOUT_S = 2.0
 
 
 async def build_services(settings: Settings, database_url: str | None = None) -> Services:
-    pool = await create_pool(settings, database_url, init=store.warm_up)
+    pool = await create_pool(settings, database_url, init=store.Store.warm_up)
     try:
         async with pool.acquire() as conn:
             await check_migrated(conn)
@@ -51,7 +51,7 @@ async def build_services(settings: Settings, database_url: str | None = None) ->
     fee_account_id = await pool.fetchval("SELECT id FROM ledger_accounts WHERE code = $1", FEE_INCOME_ACCOUNT_CODE)
     return Services(settings, pool, SoftHsm(lmk), RrnAllocator(reserve_rrn_block), fee_account_id,
                     Connectors(pool, settings.biller_timeout_s), load_risk_defaults(config_dir()),
-                    ContextCache(0 if settings.risk_enabled else settings.context_cache_entries))
+                    ContextCache(0 if settings.risk_enabled else settings.context_cache_entries), store.Store(pool))
 
 
 class Gateway:
@@ -136,7 +136,6 @@ class Gateway:
             self._http.close()
         await self.server.stop(self.settings.shutdown_grace_s)
         await self.services.pool.close()
-        store.forget_pool(self.services.pool)
         self._stopped.set()
 
     async def serve_until_signalled(self) -> None:

@@ -62,7 +62,7 @@ else:
 
 with _instrumented:
     from gateway.acquiring.processor import response_mti
-    from gateway.acquiring.store import TxnKey
+    from gateway.acquiring.operations import TxnKey
     from protocol.codes import ResponseCode
     from protocol.framing import (
         FRAME_MIN_LENGTH,

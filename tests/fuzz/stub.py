@@ -1,10 +1,10 @@
 """A gateway without a database, for fuzzing the request path.
 
-``Services`` with a small fake pool, fake biller connectors and in-memory
-stand-ins for the only database calls of a request: ``gateway.acquiring.store.load_context``
-and ``gateway.acquiring.store.finish`` (financial requests) and
-``gateway.domain.registry.load_terminal`` (network requests). Everything else is the
-real code: decode, route, the steps, the HSM, response building, MAC, framing.
+``Services`` with a small fake pool, fake biller connectors and an in-memory
+store (``World``: the port ``gateway.acquiring.store.TransactionStore``, whose
+``load_terminal``, ``load_context`` and ``finish`` are the only database calls
+of a request that matter). Everything else is the real code: decode, route,
+the steps, the HSM, response building, MAC, framing.
 
 The fakes behave like PostgreSQL where hostile input could tell them apart:
 a text or jsonb value with a NUL character is refused with the error asyncpg
@@ -16,18 +16,13 @@ working keys under ``TEST_LMK``, so a harness can MAC its requests
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
 import asyncpg
 
-from gateway.domain import registry
-from gateway.acquiring import steps
-from gateway.acquiring import store
 from gateway.upstream.billers import (
     AmountNotAccepted,
     Biller,
@@ -45,7 +40,10 @@ from gateway.acquiring.processor import Processor
 from gateway.domain.registry import ACTIVE, FROZEN, TerminalRecord
 from gateway.acquiring.risk import LIMIT_NAMES, RiskHistory, load_defaults
 from gateway.settings import DEFAULT_CONFIG_DIR, Settings
-from gateway.acquiring.store import FinishResult, OriginalPurchase, RequestContext, StoredAnswer, TxnKey
+from gateway.acquiring.operations import Operation, TxnKey
+from gateway.acquiring.outcomes import Outcome
+from gateway.domain.vocabulary import Status
+from gateway.acquiring.store import FinishResult, OriginalPurchase, RequestContext, StoredAnswer
 from protocol import crypto
 
 TEST_LMK = "2B7E151628AED2A6ABF7158809CF4F3C"  # as tests/conftest.py
@@ -251,7 +249,7 @@ class World:
         card_id = next(card.id for card, _ in self.cards.values()
                        if card.pvv == self.hsm.pin_verification_value(VOIDABLE_PAN, PIN))
         self.purchases[("TERM0001", "000000000001", 1, "000001", "0101")] = OriginalPurchase(
-            1, "approved", 100, card_id, 1)
+            1, Status.APPROVED, 100, card_id, 1)
 
     def _terminal(self, tid: str, mid: str, *, status: str = ACTIVE, keys: bool = True,
                   mac_algorithm: str = "cup-ecb", permit: tuple[str, ...] = ("purchase", "balance", "void", "bill"),
@@ -282,14 +280,13 @@ class World:
         """A PIN block as a terminal sends it, under the PIK every terminal has."""
         return crypto.encrypt_pin_block(PIK, pin, pan)
 
-    # -- the fakes of gateway.acquiring.store and gateway.domain.registry ------------------------
-    async def load_terminal(self, conn: Any, tid: str, *_: Any, **__: Any) -> TerminalRecord | None:
+    # -- the store (gateway.acquiring.store.TransactionStore) ----------------------------------
+    async def load_terminal(self, tid: str) -> TerminalRecord | None:
         _pg_check(tid)
         return self.terminals.get(tid)
 
-    async def load_context(self, pool: Any, key: TxnKey, pan_hash: bytes | None, void_ref: Any,
-                           biller_code: str | None, day: Any, with_risk: bool, *_: Any, **__: Any
-                           ) -> RequestContext | None:
+    async def load_context(self, key: TxnKey, pan_hash: bytes | None, void_ref: Any, biller_code: str | None,
+                           day: Any, with_risk: bool) -> RequestContext | None:
         _pg_check([key.tid, key.stan, key.mti_class, biller_code])
         _pg_int4(key.batch)
         if void_ref is not None:
@@ -308,8 +305,8 @@ class World:
                       biller=self.billers.get(biller_code or ""), batch_settled=key.batch == SETTLED_BATCH,
                       merchant_limits=None, terminal_limits=None, history=history)
 
-    async def finish(self, pool: Any, params: dict[str, Any], on_sent: Any = None, **_: Any) -> FinishResult:
-        p = json.loads(json.dumps(params))  # what gw_finish gets: JSON, or a TypeError as with asyncpg
+    async def finish(self, operation: Operation, on_sent: Any = None) -> FinishResult:
+        p = json.loads(json.dumps(operation.as_json()))  # what gw_finish gets: JSON, or a TypeError as with asyncpg
         if on_sent is not None:
             on_sent()
         _pg_check(p)
@@ -320,56 +317,41 @@ class World:
             if existing.content_hash == p["content"]:
                 return FinishResult("repeat", True, existing.response)
             return FinishResult("conflict", False, {})
-        response, op, amount = p["response"], p["op"], p["amount"]
-        approval = p.get("approval") or {}
+        answer, op, amount = p["response"], p["op"], p["amount"]
         card_state = next((state for card, state in self.cards.values() if card.id == p.get("card_id")), None)
+        # What the recording functions decide, named as they name it; the gateway's
+        # own code makes the response from it (gateway.acquiring.recording.response_fields).
         if p.get("pin") == "wrong":
-            rc = "55"
+            outcome = Outcome.PIN_INCORRECT
         elif op == "decline":
-            rc = response["response_code"]
+            outcome = Outcome(p["outcome"])
         elif op in ("purchase", "bill_payment") and amount and (amount > 10_000_000 or card_state == "poor"
                                                                and amount > 1):
-            rc = "51"
+            outcome = Outcome.INSUFFICIENT_FUNDS
         else:
-            rc = "00"
-        if rc == "00":
+            outcome = Outcome.APPROVED
+        answer["outcome"] = outcome.value
+        if outcome is Outcome.APPROVED:
+            answer |= p.get("approval") or {}
             if op == "balance":
-                response["balance"] = "1002156C000000010000"
+                answer["balance_fen"] = 10_000
             if op == "settlement":
-                approval["settlement_totals"] = "0" * 30 + "2"
-            if op == "bill_payment" and "float_account_id" in p.get("bill", {}):
-                approval.setdefault("bill_tlv", {})["FB"] = "000000100000"
-            response |= approval
-            if op in ("purchase", "bill_payment"):
-                response["auth_id"] = response["rrn"][-6:]
+                answer["batch_totals"] = {"debit_fen": 0, "debit_count": 0, "credit_fen": 0, "credit_count": 0,
+                                          "balanced": False}
+            if op == "bill_payment" and "float_account_id" in p["bill"]:
+                answer["float_fen"] = 100_000
             if op == "purchase":
-                self.purchases[(key.tid, response["rrn"], key.batch, key.stan, response["local_date"])] = (
-                    OriginalPurchase(len(self.purchases) + 1, "approved", amount, p.get("card_id"), key.batch))
+                self.purchases[(key.tid, answer["rrn"], key.batch, key.stan, answer["local_date"])] = (
+                    OriginalPurchase(len(self.purchases) + 1, Status.APPROVED, amount, p.get("card_id"), key.batch))
             if op == "void":
                 for ref, purchase in list(self.purchases.items()):
                     if purchase.id == p["original_id"]:
-                        self.purchases[ref] = OriginalPurchase(purchase.id, "voided", purchase.amount_fen,
+                        self.purchases[ref] = OriginalPurchase(purchase.id, Status.VOIDED, purchase.amount_fen,
                                                                purchase.card_id, purchase.batch)
-        response["response_code"] = rc
         if len(self.stored) >= _STORED_MAX:
             self.reset()
-        self.stored[key] = StoredAnswer(p["content"], response)
-        return FinishResult("new", True, response)
-
-    @contextlib.contextmanager
-    def patched(self) -> Iterator[None]:
-        """Replace the database calls with this world's, for the duration."""
-        targets = [(store, "load_context", self.load_context), (store, "finish", self.finish),
-                   (registry, "load_terminal", self.load_terminal),
-                   (steps, "load_terminal", self.load_terminal)]  # steps imported it by name
-        saved = [(module, name, getattr(module, name)) for module, name, _ in targets]
-        for module, name, fake in targets:
-            setattr(module, name, fake)
-        try:
-            yield
-        finally:
-            for module, name, original in saved:
-                setattr(module, name, original)
+        self.stored[key] = StoredAnswer(p["content"], answer)
+        return FinishResult("new", True, answer)
 
 
 def make_services(world: World) -> Services:
@@ -379,7 +361,7 @@ def make_services(world: World) -> Services:
     connectors = Connectors(pool, settings.biller_timeout_s)  # type: ignore[arg-type]
     connectors._by_kind = {"builtin": FakeConnector(), "http": FakeConnector()}  # noqa: SLF001
     return Services(settings, pool, world.hsm, FakeRrns(), 1, connectors, world.risk_defaults,  # type: ignore[arg-type]
-                    ContextCache(0))
+                    ContextCache(0), world)
 
 
 class StubGateway:
@@ -392,8 +374,7 @@ class StubGateway:
         self.loop = asyncio.new_event_loop()
 
     def handle(self, frame: Any) -> bytes | None:
-        with self.world.patched():
-            return self.loop.run_until_complete(self.processor.handle(frame))
+        return self.loop.run_until_complete(self.processor.handle(frame))
 
     def close(self) -> None:
         self.loop.close()

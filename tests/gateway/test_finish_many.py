@@ -1,16 +1,21 @@
 """Group commit of outcomes (``gw_finish_many``): a batch's plain purchases (two
 or more) are recorded together (``gw_finish_purchases``), the rest one by one; the answers,
 the money and the rows are those of ``gw_finish`` called for each request.
-Against a real PostgreSQL, with payloads shaped as ``gateway.acquiring.card_flows`` sends them."""
+Against a real PostgreSQL, with the operations the gateway sends (``gateway.acquiring.operations``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
 import asyncpg
 
+from gateway.acquiring.operations import Operation, Purchase, Reversal, RowVersions, Stamp, TxnKey
+from gateway.acquiring.outcomes import Outcome
 from gateway.domain.demo import demo_pan
+from gateway.domain.vocabulary import Kind
+from ledger.postings import Transfer
 
 BATCH = 1
 
@@ -23,24 +28,26 @@ async def issue(cli, db: asyncpg.Connection, index: int, balance: str) -> asyncp
 
 
 def purchase(stan: int, card: asyncpg.Record, merchant_account: int, amount: int, *, pin: str | None = None,
-             content: str | None = None) -> dict[str, Any]:
-    return {"op": "purchase", "kind": "purchase", "tid": "TERM0001", "batch": BATCH, "stan": f"{stan:06d}",
-            "mti_class": "0200", "processing_code": "000000", "content": content or f"purchase-{stan}",
-            "amount": amount, "card_id": card["id"], "pin": pin,
-            "response": {"local_time": "101010", "local_date": "1124", "rrn": f"{stan:012d}"},
-            "transfers": [{"debit": card["account_id"], "credit": merchant_account, "amount": amount,
-                           "code": "purchase"}]}
+             content: str | None = None) -> Purchase:
+    return Purchase(kind=Kind.PURCHASE, key=TxnKey("TERM0001", BATCH, f"{stan:06d}", "0200"), processing_code="000000",
+                    content=content or f"purchase-{stan}", amount_fen=amount, card_id=card["id"], pin=pin,
+                    stamp=Stamp(f"{stan:012d}", "101010", "1124"),
+                    transfers=(Transfer(card["account_id"], merchant_account, amount, "purchase"),))
 
 
-def reversal(stan: int, amount: int) -> dict[str, Any]:
-    return {"op": "reversal", "kind": "purchase", "tid": "TERM0001", "batch": BATCH, "stan": f"{stan:06d}",
-            "mti_class": "0400", "processing_code": "000000", "content": f"reversal-{stan}", "amount": amount,
-            "card_id": None, "pin": None,
-            "response": {"local_time": "101010", "local_date": "1124", "rrn": f"{900000 + stan:012d}"}}
+def reversal(stan: int, amount: int) -> Reversal:
+    return Reversal(kind=Kind.REVERSAL, key=TxnKey("TERM0001", BATCH, f"{stan:06d}", "0400"), processing_code="000000",
+                    content=f"reversal-{stan}", amount_fen=amount, card_id=None, pin=None,
+                    stamp=Stamp(f"{900000 + stan:012d}", "101010", "1124"))
 
 
-async def finish_many(db: asyncpg.Connection, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    results = await db.fetchval("SELECT gw_finish_many($1::jsonb[])", [json.dumps(i) for i in items])
+def code(result: dict[str, Any]) -> str | None:
+    """The response code of a result's answer (None: no answer), from its outcome as the gateway maps it."""
+    return Outcome(result["response"]["outcome"]).response_code.value if "response" in result else None
+
+
+async def finish_many(db: asyncpg.Connection, items: list[Operation]) -> list[dict[str, Any]]:
+    results = await db.fetchval("SELECT gw_finish_many($1::jsonb[])", [json.dumps(i.as_json()) for i in items])
     return [json.loads(r) for r in results]
 
 
@@ -68,7 +75,7 @@ async def test_a_batch_answers_and_moves_money_as_gw_finish_does_one_request_at_
     # Recorded before the batch: a purchase that the batch repeats, once as it was and once changed,
     # and a reversal whose purchase comes only in the batch.
     earlier = await finish_many(db, [purchase(7, card3, merchant_account, 100), reversal(5, 200)])
-    assert [r["response"]["response_code"] for r in earlier] == ["00", "00"]
+    assert [code(r) for r in earlier] == ["00", "00"]
 
     batch = [
         purchase(1, card1, merchant_account, 600),
@@ -85,7 +92,8 @@ async def test_a_batch_answers_and_moves_money_as_gw_finish_does_one_request_at_
 
     one_by_one = db.transaction()
     await one_by_one.start()
-    expected = [json.loads(await db.fetchval("SELECT gw_finish($1::jsonb)", json.dumps(item))) for item in batch]
+    expected = [json.loads(await db.fetchval("SELECT gw_finish($1::jsonb)", json.dumps(item.as_json())))
+                for item in batch]
     expected_state = await state(db)
     await one_by_one.rollback()
 
@@ -94,7 +102,7 @@ async def test_a_batch_answers_and_moves_money_as_gw_finish_does_one_request_at_
     assert results == expected
     assert await state(db) == expected_state
     assert [r["status"] for r in results] == ["new"] * 5 + ["repeat", "conflict", "new", "new", "new"]
-    assert [r.get("response", {}).get("response_code") for r in results] == [
+    assert [code(r) for r in results] == [
         "00", "51", "00", "00", "25", "00", None, "51", "00", "25"]
     assert results[0]["response"]["auth_id"] == "000001"
     assert await db.fetchval("SELECT pin_tries FROM cards WHERE id = $1", card2["id"]) == 0
@@ -116,7 +124,7 @@ async def test_purchases_in_a_settled_batch_are_left_to_gw_finish_and_answered_1
     results = await finish_many(db, [purchase(1, card, merchant_account, 100),
                                      purchase(2, card, merchant_account, 100)])
 
-    assert [r["response"]["response_code"] for r in results] == ["12", "12"]
+    assert [code(r) for r in results] == ["12", "12"]
     assert await db.fetchval("SELECT count(*) FROM ledger_postings WHERE idempotency_key LIKE 'TERM0001:%'") == 0
 
 
@@ -138,8 +146,8 @@ async def test_a_purchase_checked_against_changed_rows_is_answered_stale_and_not
     current2 = await row_versions(db, card2)
     assert current2["card"] != old2["card"] and current2["terminal"] == old2["terminal"]
 
-    def cached(item: dict[str, Any], versions: dict[str, str]) -> dict[str, Any]:
-        return item | {"versions": versions}
+    def cached(item: Purchase, versions: dict[str, str]) -> Purchase:
+        return dataclasses.replace(item, versions=RowVersions(**versions))
 
     results = await finish_many(db, [
         cached(purchase(1, card1, merchant_account, 100), current1),
@@ -149,7 +157,7 @@ async def test_a_purchase_checked_against_changed_rows_is_answered_stale_and_not
     ])
     assert [r["status"] for r in results] == ["new", "stale", "new", "new"]
     assert results[1] == {"status": "stale", "stored": False}
-    assert [r.get("response", {}).get("response_code") for r in results] == ["00", None, "00", "00"]
+    assert [code(r) for r in results] == ["00", None, "00", "00"]
     assert await db.fetchval("SELECT array_agg(stan ORDER BY stan) FROM gw_transactions") == [
         "000001", "000003", "000004"]
     assert await db.fetchval("SELECT count(*) FROM ledger_postings WHERE idempotency_key LIKE 'TERM0001:1:000002:%'") \
@@ -161,7 +169,7 @@ async def test_a_purchase_checked_against_changed_rows_is_answered_stale_and_not
     assert result["status"] == "stale"
     [result] = await finish_many(db, [cached(purchase(5, card1, merchant_account, 100),
                                              await row_versions(db, card1))])
-    assert result["status"] == "new" and result["response"]["response_code"] == "00"
+    assert result["status"] == "new" and code(result) == "00"
     balances = await db.fetch("SELECT a.credits_posted - a.debits_posted AS balance FROM cards c "
                               "JOIN ledger_accounts a ON a.id = c.account_id ORDER BY c.id")
     assert [r["balance"] for r in balances] == [800, 800]

@@ -13,6 +13,7 @@ from datetime import date
 import asyncpg
 
 from gateway.acquiring import store
+from gateway.acquiring.operations import TxnKey
 
 KEY_INDEX = "gw_transactions_tid_batch_stan_mti_class_key"
 
@@ -35,7 +36,7 @@ async def generic_plan(db: asyncpg.Connection, query: str, *args: object) -> str
 
 
 async def test_the_context_read_finds_a_stored_answer_by_its_key_index(db):
-    requests = [store._ContextRequest.of(store.TxnKey(f"TERM{n:04d}", 1, f"{n:06d}", "0200"), bytes(32), None,
+    requests = [store._ContextRequest.of(TxnKey(f"TERM{n:04d}", 1, f"{n:06d}", "0200"), bytes(32), None,
                                          None, date(2026, 11, 24), False) for n in range(3)]
     plan = await generic_plan(db, store._CONTEXT_QUERY, *map(list, zip(*requests)))
     assert re.search(rf"Index (Only )?Scan using {KEY_INDEX} on gw_transactions tx\b", plan), plan

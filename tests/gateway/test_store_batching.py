@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 
 from gateway.acquiring import store
+from gateway.acquiring.operations import TxnKey
 
 
 class StubSend:
@@ -89,27 +90,27 @@ async def test_a_batch_of_contexts_comes_back_in_request_order(db_url: str, cli,
         today = date.today()
 
         def request(tid: str, stan: str) -> store._ContextRequest:
-            return store._ContextRequest.of(store.TxnKey(tid, 1, stan, "0200"), None, None, None, today, False)
+            return store._ContextRequest.of(TxnKey(tid, 1, stan, "0200"), None, None, None, today, False)
 
         contexts = await store._load_contexts(
             pool, [request(world.tid, "000001"), request("NOSUCHID", "000002"), request(world.tid, "000003")])
         assert [c.terminal.tid if c else None for c in contexts] == [world.tid, None, world.tid]
         assert contexts[0].terminal.mid == world.mid and contexts[0].stored is None
 
-        # Through the batcher, many at once: each caller gets its own terminal's context.
-        loads = [store.load_context(pool, store.TxnKey(tid, 1, f"{n:06d}", "0200"), None, None, None, today, False)
+        # Through the store's batcher, many at once: each caller gets its own terminal's context.
+        transactions = store.Store(pool)
+        loads = [transactions.load_context(TxnKey(tid, 1, f"{n:06d}", "0200"), None, None, None, today, False)
                  for n, tid in enumerate([world.tid, "NOSUCHID"] * 20)]
         results = await asyncio.gather(*loads)
         assert [c.terminal.tid if c else None for c in results] == [world.tid, None] * 20
 
         # A value the database refuses fails its own request only, not the batch it went in.
         def load(tid: str) -> Any:
-            return store.load_context(pool, store.TxnKey(tid, 1, "000001", "0200"), None, None, None, today, False)
+            return transactions.load_context(TxnKey(tid, 1, "000001", "0200"), None, None, None, today, False)
 
         outcomes = await asyncio.gather(load(world.tid), load("BAD\x00TID"), load(world.tid),
                                         return_exceptions=True)
         assert isinstance(outcomes[1], Exception)
         assert outcomes[0].terminal.tid == outcomes[2].terminal.tid == world.tid
     finally:
-        store.forget_pool(pool)
         await pool.close()

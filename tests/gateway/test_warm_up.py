@@ -1,4 +1,4 @@
-"""``store.warm_up``, which readies each new pool connection: it runs the
+"""``Store.warm_up``, which readies each new pool connection: it runs the
 context read and the group commit's purchases for real, in a transaction it
 rolls back, so that nothing of it stays. Against a real PostgreSQL."""
 
@@ -25,12 +25,12 @@ async def test_warm_up_posts_three_purchases_and_leaves_nothing_behind(db, cli, 
     before, postings_before, transactions_before = (await row_counts(db), await ids_taken(db, "ledger_postings"),
                                                     await ids_taken(db, "gw_transactions"))
 
-    await store.warm_up(db)  # raises unless its three purchases were approved
+    await store.Store.warm_up(db)  # raises unless its three purchases were approved
 
     assert await row_counts(db) == before
     assert await ids_taken(db, "ledger_postings") == postings_before + 3
     assert await ids_taken(db, "gw_transactions") == transactions_before + 3
     assert not db.is_in_transaction()
     # The connection serves as before, and a second warm-up (another backend's keys would differ) works too.
-    await store.warm_up(db)
+    await store.Store.warm_up(db)
     assert await row_counts(db) == before

@@ -13,24 +13,44 @@ LANGUAGE sql IMMUTABLE AS $$ SELECT hashtextextended(p_tid || ':' || p_batch::te
 CREATE OR REPLACE FUNCTION gw_batch_lock(p_tid text, p_batch integer) RETURNS bigint
 LANGUAGE sql IMMUTABLE AS $$ SELECT hashtextextended('batch:' || p_tid || ':' || p_batch::text, 0) $$;
 
--- Record a financial request's outcome, moving its money, in one round trip.
+-- Change a recorded transaction's status from p_from to p_to: a change the
+-- one transition table (gw_status_transitions) allows, of a row in p_from;
+-- anything else raises, and the request's whole recording with it.
+CREATE OR REPLACE FUNCTION gw_set_status(p_id bigint, p_from text, p_to text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM gw_status_transitions WHERE from_status = p_from AND to_status = p_to) THEN
+        RAISE EXCEPTION 'no status transition from % to % (gw_transactions %)', p_from, p_to, p_id
+              USING ERRCODE = 'check_violation';
+    END IF;
+    UPDATE gw_transactions SET status = p_to WHERE id = p_id AND status = p_from;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'gw_transactions % is not %', p_id, p_from USING ERRCODE = 'check_violation';
+    END IF;
+END $$;
+
+-- Record a financial request's outcome, moving its money, in one round trip:
+-- the dispatcher. It takes the locks, answers a repeat (or a conflict) from
+-- what is stored under the key, turns a request into a decline when its
+-- batch was settled meanwhile, records what a PIN check leaves, and hands
+-- the operation to its recording function (gw_record_<op>), which decides:
+-- it returns {outcome (a name of gateway.acquiring.outcomes: approved,
+-- insufficient_funds, ...), posting_key, original_id, exception, values (raw
+-- values the answer carries on approval: balance_fen, float_fen,
+-- batch_totals), risk (the rule that declined it), reversed, unstored}. The
+-- dispatcher stores the answer and the row.
 --
--- p: {op: decline|balance|purchase|void|reversal|bill_inquiry|bill_payment|settlement,
---     kind, tid, batch, stan, mti_class, processing_code, content, amount,
---     card_id, card_account_id, pin: ok|wrong|null,
---     transfers (purchase, bill_payment), original_id (void),
---     bill (bill_payment: {biller_code, account, receipt, commission_fen,
---           agent_code, float_account_id (cash), bill_id (postpaid),
---           meter and token (prepaid)}),
---     response: {rrn, local_time, local_date[, response_code]},
---     terminal_totals (settlement: the 30 digits of the terminal's field 48),
---     risk (purchase, bill_payment: {day, tid, card_id, limits}: checked by
---           gw_risk_check under the counters' locks, counted on approval),
---     risk_event (decline: {rule, card_hash, values} of a rule that declined it),
---     position ({lat, lon}: where the card was used, for the travel rule),
---     approval: fields added to the response only when it is 00}
--- Returns {status: new|repeat|conflict, stored: bool, response: {...}[,
--- reversed: {kind, biller_code, receipt}][, risk_rule]}.
+-- p: an operation of gateway.acquiring.operations, as its as_json() sends it
+--    (one dataclass per op: decline, balance, purchase, void, reversal,
+--    bill_inquiry, bill_payment, settlement; each documents its keys).
+-- Returns {status: new|repeat|conflict, stored: bool, response: the answer
+-- [, reversed: {kind, biller_code, receipt}][, risk_rule]}. The answer, as
+-- stored in gw_transactions.response: the stamp (rrn, local_time,
+-- local_date), the outcome, and on approval the operation's approval fields
+-- and the values; the gateway makes the response from it (its code from the
+-- outcome, fields 54, 48 and the FB tag from the values), the first time
+-- and for every repeat. (Answers stored before outcomes were named carry a
+-- response_code and the fields as sent, and are sent as stored.)
 --
 -- An advisory lock on (terminal, batch, STAN) serialises a request with its
 -- repeats and with its reversal, so a repeat waits for its original and a
@@ -45,28 +65,17 @@ DECLARE
     v_op text := p->>'op';
     v_amount bigint := (p->>'amount')::bigint;
     v_card_id bigint := (p->>'card_id')::bigint;
-    v_response jsonb := p->'response';
     v_key text := gw_posting_key(v_tid, v_batch, v_stan, v_class);
-    v_rc text;
-    v_status text := 'declined';
-    v_posting text;
-    v_result text;
-    v_tries integer;
-    v_balance bigint;
-    v_original record;
-    v_original_id bigint;
-    v_exception text;
-    v_existing record;
-    v_bill jsonb := p->'bill';
-    v_approval jsonb := coalesce(p->'approval', '{}');
-    v_reversed jsonb;
-    v_txn_id bigint;
     v_batch_lock bigint := gw_batch_lock(v_tid, v_batch);
-    v_totals text;
-    v_count integer;
+    v_bill jsonb := p->'bill';
+    v_existing record;
+    v_outcome text;  -- a decline's, when the dispatcher decides it
+    v_tries integer;
+    v_d jsonb;
+    v_answer jsonb;
     v_risk jsonb;
     v_risk_day date;
-    v_purchase record;
+    v_txn_id bigint;
 BEGIN
     -- The request's own lock, then its batch's: shared, but taken alone by the
     -- batch's settlement, so that a request racing the settlement is either in
@@ -95,7 +104,7 @@ BEGIN
     END IF;
     IF v_op <> 'decline' AND v_existing.batch_settled THEN
         v_op := 'decline';  -- the batch was settled while this request was on its way
-        v_rc := '12';
+        v_outcome := 'batch_settled';
     END IF;
 
     -- A right PIN restarts the count; the third wrong one in a row blocks the PIN.
@@ -104,216 +113,280 @@ BEGIN
     ELSIF p->>'pin' = 'wrong' THEN
         UPDATE cards SET pin_tries = pin_tries + 1, pin_blocked = pin_blocked OR pin_tries + 1 >= 3
          WHERE id = v_card_id RETURNING pin_tries INTO v_tries;
-        v_rc := CASE WHEN v_tries >= 3 THEN '75' ELSE '55' END;
+        v_outcome := CASE WHEN v_tries >= 3 THEN 'pin_tries_exceeded' ELSE 'pin_incorrect' END;
     END IF;
 
-    IF v_op = 'decline' THEN
-        v_rc := coalesce(v_rc, v_response->>'response_code');
-        IF p ? 'risk_event' THEN
-            v_risk := p->'risk_event';
-        END IF;
-
-    ELSIF v_op = 'balance' THEN
-        SELECT credits_posted - debits_posted INTO v_balance FROM ledger_accounts
-         WHERE id = (p->>'card_account_id')::bigint;
-        v_rc := '00';
-        v_status := 'approved';
-        v_response := v_response || jsonb_build_object('balance',
-            '1002156' || CASE WHEN v_balance < 0 THEN 'D' ELSE 'C' END || lpad(abs(v_balance)::text, 12, '0'));
-
-    ELSIF v_op = 'purchase' THEN
-        IF v_existing.reversed_first THEN
-            v_rc := '25';  -- its reversal came first
-        ELSE
-            v_risk := CASE WHEN p ? 'risk' THEN gw_risk_check(p->'risk', v_amount) END;
-            IF v_risk IS NOT NULL THEN
-                v_rc := v_risk->>'response_code';
-            ELSE
-                v_result := ledger_post(v_key, p->'transfers');
-                IF v_result = 'ok' THEN
-                    v_rc := '00';
-                    v_status := 'approved';
-                    v_posting := v_key;
-                ELSIF v_result = 'exceeds_credits' THEN
-                    v_rc := '51';
-                ELSE
-                    RAISE EXCEPTION 'purchase posting failed: %', v_result;
-                END IF;
-            END IF;
-        END IF;
-
-    ELSIF v_op = 'void' THEN
-        SELECT id, tid, status, posting_key, card_id, amount_fen, risk_day INTO v_original FROM gw_transactions
-         WHERE id = (p->>'original_id')::bigint FOR UPDATE;
-        v_original_id := v_original.id;
-        IF v_original.status <> 'approved' THEN
-            v_rc := '25';
-        ELSE
-            v_result := ledger_reverse(v_key, v_original.posting_key);
-            IF v_result = 'ok' THEN
-                v_rc := '00';
-                v_status := 'approved';
-                v_posting := v_key;
-                UPDATE gw_transactions SET status = 'voided' WHERE id = v_original.id;
-                IF v_original.risk_day IS NOT NULL THEN
-                    PERFORM gw_risk_count(v_original.tid, v_original.card_id, v_original.risk_day,
-                                          v_original.amount_fen, -1);
-                END IF;
-            ELSE
-                RAISE EXCEPTION 'void posting failed: %', v_result;
-            END IF;
-        END IF;
-
-    ELSIF v_op = 'reversal' THEN
-        v_rc := '00';
-        v_status := 'approved';
-        SELECT id, tid, kind, status, amount_fen, posting_key, original_id, biller_code, receipt, card_id,
-               risk_day
-          INTO v_original FROM gw_transactions
-         WHERE tid = v_tid AND batch = v_batch AND stan = v_stan AND mti_class = '0200'
-           AND processing_code = p->>'processing_code'
-           FOR UPDATE;
-        IF FOUND THEN
-            v_original_id := v_original.id;
-            IF v_original.amount_fen IS NOT NULL AND v_original.amount_fen IS DISTINCT FROM v_amount THEN
-                -- 64 is not stored: the terminal may send the same STAN again.
-                RETURN jsonb_build_object('status', 'new', 'stored', false,
-                                          'response', v_response || '{"response_code": "64"}');
-            END IF;
-            IF v_original.status = 'approved' THEN
-                IF v_original.posting_key IS NULL THEN
-                    UPDATE gw_transactions SET status = 'reversed' WHERE id = v_original.id;
-                ELSE
-                    v_result := ledger_reverse(v_key, v_original.posting_key);
-                    IF v_result = 'ok' THEN
-                        v_posting := v_key;
-                        UPDATE gw_transactions SET status = 'reversed' WHERE id = v_original.id;
-                        IF v_original.risk_day IS NOT NULL THEN  -- give back the counters it used
-                            PERFORM gw_risk_count(v_original.tid, v_original.card_id, v_original.risk_day,
-                                                  v_original.amount_fen, -1);
-                        END IF;
-                        IF v_original.kind = 'bill_payment' THEN  -- the bill is open again, its token void
-                            UPDATE bills SET status = 'open', paid_txn_id = NULL WHERE paid_txn_id = v_original.id;
-                            UPDATE tokens SET status = 'void' WHERE txn_id = v_original.id;
-                            v_reversed := jsonb_build_object('kind', v_original.kind,
-                                                             'biller_code', v_original.biller_code,
-                                                             'receipt', v_original.receipt);
-                        END IF;
-                        IF v_original.kind = 'void' THEN
-                            -- The purchase stands again, its money now moved by this posting,
-                            -- which is what a later void of it reverses.
-                            UPDATE gw_transactions SET status = 'approved', posting_key = v_key
-                             WHERE id = v_original.original_id
-                            RETURNING risk_day, card_id, amount_fen INTO v_purchase;
-                            IF v_purchase.risk_day IS NOT NULL THEN  -- it counts again
-                                PERFORM gw_risk_count(v_tid, v_purchase.card_id, v_purchase.risk_day,
-                                                      v_purchase.amount_fen, 1);
-                            END IF;
-                        END IF;
-                    ELSIF v_result = 'exceeds_credits' THEN
-                        -- A void's reversal the card can no longer cover: answered 00, the
-                        -- purchase stays voided, the operator sees it in the daily report.
-                        v_exception := 'void_reversal_not_covered';
-                    ELSE
-                        RAISE EXCEPTION 'reversal posting failed: %', v_result;
-                    END IF;
-                END IF;
-            END IF;
-        END IF;
-    ELSIF v_op = 'bill_inquiry' THEN
-        v_rc := '00';
-        v_status := 'approved';
-
-    ELSIF v_op = 'bill_payment' THEN
-        IF v_existing.reversed_first THEN
-            v_rc := '25';  -- its reversal came first
-        ELSIF v_bill ? 'bill_id' THEN  -- postpaid: the bill must still be open
-            PERFORM 1 FROM bills WHERE id = (v_bill->>'bill_id')::bigint AND status = 'open' FOR UPDATE;
-            IF NOT FOUND THEN
-                v_rc := '25';
-            END IF;
-        END IF;
-        IF v_rc IS NULL AND p ? 'risk' THEN
-            v_risk := gw_risk_check(p->'risk', v_amount);
-            v_rc := v_risk->>'response_code';
-        END IF;
-        IF v_rc IS NULL THEN
-            v_result := ledger_post(v_key, p->'transfers');
-            IF v_result = 'ok' THEN
-                v_rc := '00';
-                v_status := 'approved';
-                v_posting := v_key;
-                IF v_bill ? 'float_account_id' THEN  -- cash: the float left after the payment
-                    SELECT credits_posted - debits_posted INTO v_balance FROM ledger_accounts
-                     WHERE id = (v_bill->>'float_account_id')::bigint;
-                    v_approval := jsonb_set(v_approval, '{bill_tlv,FB}', to_jsonb(lpad(v_balance::text, 12, '0')));
-                END IF;
-            ELSIF v_result = 'exceeds_credits' THEN
-                v_rc := '51';
-            ELSE
-                RAISE EXCEPTION 'bill payment posting failed: %', v_result;
-            END IF;
-        END IF;
-
-    ELSIF v_op = 'settlement' THEN
-        -- Debits: approved purchases and bill payments neither voided nor
-        -- reversed; credits: refunds, which version 1 does not have.
-        SELECT coalesce(sum(amount_fen), 0), count(*) INTO v_balance, v_count FROM gw_transactions
-         WHERE tid = v_tid AND batch = v_batch AND mti_class = '0200'
-           AND kind IN ('purchase', 'bill_payment') AND status = 'approved';
-        v_totals := lpad(v_balance::text, 12, '0') || lpad((v_count % 1000)::text, 3, '0')
-                    || repeat('0', 15);
-        INSERT INTO gw_batches (tid, batch, debit_fen, debit_count, credit_fen, credit_count, terminal_totals,
-                                balanced)
-        VALUES (v_tid, v_batch, v_balance, v_count, 0, 0, p->>'terminal_totals',
-                v_totals = p->>'terminal_totals');
-        UPDATE terminals SET batch = (v_batch + 1) % 1000000 WHERE tid = v_tid;
-        v_rc := '00';
-        v_status := 'approved';
-        v_approval := v_approval || jsonb_build_object('settlement_totals',
-            v_totals || CASE WHEN v_totals = p->>'terminal_totals' THEN '1' ELSE '2' END);
-
-    ELSE
+    v_d := CASE v_op
+        WHEN 'decline' THEN gw_record_decline(p, coalesce(v_outcome, p->>'outcome'))
+        WHEN 'balance' THEN gw_record_balance(p)
+        WHEN 'purchase' THEN gw_record_purchase(p, v_key, v_existing.reversed_first)
+        WHEN 'void' THEN gw_record_void(p, v_key)
+        WHEN 'reversal' THEN gw_record_reversal(p, v_key)
+        WHEN 'bill_inquiry' THEN gw_record_bill_inquiry(p)
+        WHEN 'bill_payment' THEN gw_record_bill_payment(p, v_key, v_existing.reversed_first)
+        WHEN 'settlement' THEN gw_record_settlement(p)
+    END;
+    IF v_d IS NULL THEN
         RAISE EXCEPTION 'unknown op %', v_op;
     END IF;
+    v_outcome := v_d->>'outcome';
+    v_answer := p->'response' || jsonb_build_object('outcome', v_outcome);
+    IF v_d ? 'unstored' THEN
+        RETURN jsonb_build_object('status', 'new', 'stored', false, 'response', v_answer);
+    END IF;
 
-    IF v_rc = '00' AND p ? 'risk' AND v_op IN ('purchase', 'bill_payment') THEN
-        v_risk_day := (p->'risk'->>'day')::date;
-        PERFORM gw_risk_count(v_tid, v_card_id, v_risk_day, v_amount, 1);
-    END IF;
-    IF v_risk IS NOT NULL THEN
-        INSERT INTO risk_events (tid, card_hash, rule, response_code, risk_values)
-        VALUES (v_tid, coalesce(v_risk->>'card_hash', p->'risk'->>'card_hash'), v_risk->>'rule', v_rc,
-                coalesce(v_risk->'values', '{}'));
-    END IF;
-    IF v_rc = '00' THEN
-        v_response := v_response || v_approval;
-        IF v_op = 'purchase' OR v_op = 'bill_payment' THEN
-            v_response := v_response || jsonb_build_object('auth_id', right(v_response->>'rrn', 6));
+    IF v_outcome = 'approved' THEN
+        v_answer := v_answer || coalesce(p->'approval', '{}') || coalesce(v_d->'values', '{}');
+        IF p ? 'risk' AND v_op IN ('purchase', 'bill_payment') THEN
+            v_risk_day := (p->'risk'->>'day')::date;
+            PERFORM gw_risk_count(v_tid, v_card_id, v_risk_day, v_amount, 1);
         END IF;
     END IF;
-    v_response := v_response || jsonb_build_object('response_code', v_rc);
+    v_risk := v_d->'risk';
+    IF v_risk IS NOT NULL THEN
+        INSERT INTO risk_events (tid, card_hash, rule, response_code, risk_values)
+        VALUES (v_tid, coalesce(v_risk->>'card_hash', p->'risk'->>'card_hash'), v_risk->>'rule',
+                gw_response_code(v_outcome), coalesce(v_risk->'values', '{}'));
+    END IF;
     INSERT INTO gw_transactions (tid, batch, stan, mti_class, kind, processing_code, content_hash, response,
                                  response_code, status, amount_fen, card_id, rrn, local_date, posting_key,
                                  original_id, exception, biller_code, bill_account, receipt, commission_fen,
                                  agent_code, paid_in_cash, latitude, longitude, risk_day)
-    VALUES (v_tid, v_batch, v_stan, v_class, p->>'kind', p->>'processing_code', p->>'content', v_response,
-            v_rc, v_status, v_amount, v_card_id, v_response->>'rrn', v_response->>'local_date', v_posting,
-            v_original_id, v_exception, v_bill->>'biller_code', v_bill->>'account', v_bill->>'receipt',
-            (v_bill->>'commission_fen')::bigint, v_bill->>'agent_code', v_bill ? 'float_account_id',
-            (p->'position'->>'lat')::double precision, (p->'position'->>'lon')::double precision, v_risk_day)
+    VALUES (v_tid, v_batch, v_stan, v_class, p->>'kind', p->>'processing_code', p->>'content', v_answer,
+            gw_response_code(v_outcome), CASE WHEN v_outcome = 'approved' THEN 'approved' ELSE 'declined' END,
+            v_amount, v_card_id, v_answer->>'rrn', v_answer->>'local_date', v_d->>'posting_key',
+            (v_d->>'original_id')::bigint, v_d->>'exception', v_bill->>'biller_code', v_bill->>'account',
+            v_bill->>'receipt', (v_bill->>'commission_fen')::bigint, v_bill->>'agent_code',
+            v_bill ? 'float_account_id', (p->'position'->>'lat')::double precision,
+            (p->'position'->>'lon')::double precision, v_risk_day)
     RETURNING id INTO v_txn_id;
 
-    IF v_op = 'bill_payment' AND v_rc = '00' THEN
-        UPDATE bills SET status = 'paid', paid_txn_id = v_txn_id WHERE id = (v_bill->>'bill_id')::bigint;
-        IF v_bill ? 'token' THEN
-            INSERT INTO tokens (token, biller_code, meter, amount_fen, receipt, txn_id)
-            VALUES (v_bill->>'token', v_bill->>'biller_code', v_bill->>'meter', v_amount, v_bill->>'receipt',
-                    v_txn_id);
+    IF v_op = 'bill_payment' AND v_outcome = 'approved' THEN
+        PERFORM gw_bill_paid(p, v_txn_id);
+    END IF;
+    RETURN jsonb_build_object('status', 'new', 'stored', true, 'response', v_answer, 'reversed', v_d->'reversed',
+                              'risk_rule', v_risk->>'rule');
+END $$;
+
+-- The recording functions, one per operation, called by gw_finish under its
+-- locks once the request is known to be new (their decision: see gw_finish).
+
+-- A decline the gateway decided (or the dispatcher: a PIN, a settled batch),
+-- with the risk rule that declined it, if one did.
+CREATE OR REPLACE FUNCTION gw_record_decline(p jsonb, p_outcome text) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_strip_nulls(jsonb_build_object('outcome', p_outcome, 'risk', p->'risk_event'))
+$$;
+
+-- A balance inquiry: the card account's balance.
+CREATE OR REPLACE FUNCTION gw_record_balance(p jsonb) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object('outcome', 'approved', 'values', jsonb_build_object('balance_fen',
+                              credits_posted - debits_posted))
+      FROM ledger_accounts WHERE id = (p->>'card_account_id')::bigint
+$$;
+
+-- A purchase: its transfers posted, unless its reversal came first or a
+-- counted risk limit declines it; the card short of the amount: insufficient_funds.
+CREATE OR REPLACE FUNCTION gw_record_purchase(p jsonb, p_key text, p_reversed_first boolean) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_risk jsonb;
+    v_result text;
+BEGIN
+    IF p_reversed_first THEN
+        RETURN '{"outcome": "original_not_found"}';  -- its reversal came first
+    END IF;
+    v_risk := CASE WHEN p ? 'risk' THEN gw_risk_check(p->'risk', (p->>'amount')::bigint) END;
+    IF v_risk IS NOT NULL THEN
+        RETURN jsonb_build_object('outcome', v_risk->>'outcome', 'risk', v_risk);
+    END IF;
+    v_result := ledger_post(p_key, p->'transfers');
+    IF v_result = 'ok' THEN
+        RETURN jsonb_build_object('outcome', 'approved', 'posting_key', p_key);
+    ELSIF v_result = 'exceeds_credits' THEN
+        RETURN '{"outcome": "insufficient_funds"}';
+    END IF;
+    RAISE EXCEPTION 'purchase posting failed: %', v_result;
+END $$;
+
+-- A void: the approved purchase's posting reversed, its counters given back.
+CREATE OR REPLACE FUNCTION gw_record_void(p jsonb, p_key text) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_original record;
+    v_result text;
+BEGIN
+    SELECT id, tid, status, posting_key, card_id, amount_fen, risk_day INTO v_original FROM gw_transactions
+     WHERE id = (p->>'original_id')::bigint FOR UPDATE;
+    IF v_original.status <> 'approved' THEN
+        RETURN jsonb_build_object('outcome', 'original_not_found', 'original_id', v_original.id);
+    END IF;
+    v_result := ledger_reverse(p_key, v_original.posting_key);
+    IF v_result <> 'ok' THEN
+        RAISE EXCEPTION 'void posting failed: %', v_result;
+    END IF;
+    PERFORM gw_set_status(v_original.id, 'approved', 'voided');
+    IF v_original.risk_day IS NOT NULL THEN
+        PERFORM gw_risk_count(v_original.tid, v_original.card_id, v_original.risk_day, v_original.amount_fen, -1);
+    END IF;
+    RETURN jsonb_build_object('outcome', 'approved', 'posting_key', p_key, 'original_id', v_original.id);
+END $$;
+
+-- A reversal: approved whatever it finds. The request under its key (MTI
+-- class 0200), if approved, is undone: its posting reversed, its counters
+-- given back, a bill payment's bill open again and its token void (and
+-- named in 'reversed', for the biller's connector), a void's purchase
+-- standing again. An amount that is not the original's: amount_mismatch,
+-- not stored (the terminal may send the same STAN again).
+CREATE OR REPLACE FUNCTION gw_record_reversal(p jsonb, p_key text) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_tid text := p->>'tid';
+    v_original record;
+    v_purchase record;
+    v_result text;
+    v_reversed jsonb;
+BEGIN
+    SELECT id, tid, kind, status, amount_fen, posting_key, original_id, biller_code, receipt, card_id, risk_day
+      INTO v_original FROM gw_transactions
+     WHERE tid = v_tid AND batch = (p->>'batch')::integer AND stan = p->>'stan' AND mti_class = '0200'
+       AND processing_code = p->>'processing_code'
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN '{"outcome": "approved"}';
+    END IF;
+    IF v_original.amount_fen IS NOT NULL AND v_original.amount_fen IS DISTINCT FROM (p->>'amount')::bigint THEN
+        RETURN '{"outcome": "amount_mismatch", "unstored": true}';
+    END IF;
+    IF v_original.status <> 'approved' THEN
+        RETURN jsonb_build_object('outcome', 'approved', 'original_id', v_original.id);
+    END IF;
+    IF v_original.posting_key IS NULL THEN
+        PERFORM gw_set_status(v_original.id, 'approved', 'reversed');
+        RETURN jsonb_build_object('outcome', 'approved', 'original_id', v_original.id);
+    END IF;
+    v_result := ledger_reverse(p_key, v_original.posting_key);
+    IF v_result = 'exceeds_credits' THEN
+        -- A void's reversal the card can no longer cover: approved, the
+        -- purchase stays voided, the operator sees it in the daily report.
+        RETURN jsonb_build_object('outcome', 'approved', 'original_id', v_original.id,
+                                  'exception', 'void_reversal_not_covered');
+    ELSIF v_result <> 'ok' THEN
+        RAISE EXCEPTION 'reversal posting failed: %', v_result;
+    END IF;
+    PERFORM gw_set_status(v_original.id, 'approved', 'reversed');
+    IF v_original.risk_day IS NOT NULL THEN  -- give back the counters it used
+        PERFORM gw_risk_count(v_original.tid, v_original.card_id, v_original.risk_day, v_original.amount_fen, -1);
+    END IF;
+    IF v_original.kind = 'bill_payment' THEN  -- the bill is open again, its token void
+        UPDATE bills SET status = 'open', paid_txn_id = NULL WHERE paid_txn_id = v_original.id;
+        UPDATE tokens SET status = 'void' WHERE txn_id = v_original.id;
+        v_reversed := jsonb_build_object('kind', v_original.kind, 'biller_code', v_original.biller_code,
+                                         'receipt', v_original.receipt);
+    END IF;
+    IF v_original.kind = 'void' THEN
+        -- The purchase stands again, its money now moved by this posting,
+        -- which is what a later void of it reverses.
+        PERFORM gw_set_status(v_original.original_id, 'voided', 'approved');
+        UPDATE gw_transactions SET posting_key = p_key WHERE id = v_original.original_id
+        RETURNING risk_day, card_id, amount_fen INTO v_purchase;
+        IF v_purchase.risk_day IS NOT NULL THEN  -- it counts again
+            PERFORM gw_risk_count(v_tid, v_purchase.card_id, v_purchase.risk_day, v_purchase.amount_fen, 1);
         END IF;
     END IF;
-    RETURN jsonb_build_object('status', 'new', 'stored', true, 'response', v_response, 'reversed', v_reversed,
-                              'risk_rule', v_risk->>'rule');
+    RETURN jsonb_strip_nulls(jsonb_build_object('outcome', 'approved', 'posting_key', p_key,
+                                                'original_id', v_original.id, 'reversed', v_reversed));
+END $$;
+
+-- A bill inquiry: the biller's answer is the operation's approval.
+CREATE OR REPLACE FUNCTION gw_record_bill_inquiry(p jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE AS $$ SELECT '{"outcome": "approved"}'::jsonb $$;
+
+-- A bill payment: unless its reversal came first or its postpaid bill is no
+-- longer open (original_not_found), or a counted risk limit declines it, its
+-- transfers posted (insufficient_funds when the source cannot cover them);
+-- paid in cash, the agent's float after it (float_fen).
+CREATE OR REPLACE FUNCTION gw_record_bill_payment(p jsonb, p_key text, p_reversed_first boolean) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_bill jsonb := p->'bill';
+    v_risk jsonb;
+    v_result text;
+BEGIN
+    IF p_reversed_first THEN
+        RETURN '{"outcome": "original_not_found"}';  -- its reversal came first
+    END IF;
+    IF v_bill ? 'bill_id' THEN  -- postpaid: the bill must still be open
+        PERFORM 1 FROM bills WHERE id = (v_bill->>'bill_id')::bigint AND status = 'open' FOR UPDATE;
+        IF NOT FOUND THEN
+            RETURN '{"outcome": "original_not_found"}';
+        END IF;
+    END IF;
+    IF p ? 'risk' THEN
+        v_risk := gw_risk_check(p->'risk', (p->>'amount')::bigint);
+        IF v_risk IS NOT NULL THEN
+            RETURN jsonb_build_object('outcome', v_risk->>'outcome', 'risk', v_risk);
+        END IF;
+    END IF;
+    v_result := ledger_post(p_key, p->'transfers');
+    IF v_result = 'exceeds_credits' THEN
+        RETURN '{"outcome": "insufficient_funds"}';
+    ELSIF v_result <> 'ok' THEN
+        RAISE EXCEPTION 'bill payment posting failed: %', v_result;
+    END IF;
+    IF NOT v_bill ? 'float_account_id' THEN
+        RETURN jsonb_build_object('outcome', 'approved', 'posting_key', p_key);
+    END IF;
+    RETURN jsonb_build_object('outcome', 'approved', 'posting_key', p_key, 'values', (
+        SELECT jsonb_build_object('float_fen', credits_posted - debits_posted) FROM ledger_accounts
+         WHERE id = (v_bill->>'float_account_id')::bigint));
+END $$;
+
+-- An approved bill payment, once recorded (p_txn_id): its bill paid, its token sold.
+CREATE OR REPLACE FUNCTION gw_bill_paid(p jsonb, p_txn_id bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_bill jsonb := p->'bill';
+BEGIN
+    UPDATE bills SET status = 'paid', paid_txn_id = p_txn_id WHERE id = (v_bill->>'bill_id')::bigint;
+    IF v_bill ? 'token' THEN
+        INSERT INTO tokens (token, biller_code, meter, amount_fen, receipt, txn_id)
+        VALUES (v_bill->>'token', v_bill->>'biller_code', v_bill->>'meter', (p->>'amount')::bigint,
+                v_bill->>'receipt', p_txn_id);
+    END IF;
+END $$;
+
+-- A batch settlement, under the batch's lock taken alone: its totals. Debits:
+-- approved purchases and bill payments neither voided nor reversed; credits:
+-- refunds, which version 1 does not have. Balanced when the terminal's
+-- totals (claimed, read from its field 48 by the gateway; null when not
+-- digits) are the same, its debit count modulo 1,000 (the field has 3
+-- digits). The batch is recorded and the terminal moves to the next.
+CREATE OR REPLACE FUNCTION gw_record_settlement(p jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_tid text := p->>'tid';
+    v_batch integer := (p->>'batch')::integer;
+    v_claimed jsonb := p->'claimed';
+    v_debit_fen bigint;
+    v_debit_count integer;
+    v_balanced boolean;
+BEGIN
+    SELECT coalesce(sum(amount_fen), 0), count(*) INTO v_debit_fen, v_debit_count FROM gw_transactions
+     WHERE tid = v_tid AND batch = v_batch AND mti_class = '0200'
+       AND kind IN ('purchase', 'bill_payment') AND status = 'approved';
+    v_balanced := coalesce(jsonb_typeof(v_claimed) = 'object'
+                           AND (v_claimed->>'debit_fen')::bigint = v_debit_fen
+                           AND (v_claimed->>'debit_count')::integer = v_debit_count % 1000
+                           AND (v_claimed->>'credit_fen')::bigint = 0
+                           AND (v_claimed->>'credit_count')::integer = 0, false);
+    INSERT INTO gw_batches (tid, batch, debit_fen, debit_count, credit_fen, credit_count, terminal_totals, balanced)
+    VALUES (v_tid, v_batch, v_debit_fen, v_debit_count, 0, 0, p->>'terminal_totals', v_balanced);
+    UPDATE terminals SET batch = (v_batch + 1) % 1000000 WHERE tid = v_tid;
+    RETURN jsonb_build_object('outcome', 'approved', 'values', jsonb_build_object('batch_totals', jsonb_build_object(
+        'debit_fen', v_debit_fen, 'debit_count', v_debit_count, 'credit_fen', 0, 'credit_count', 0,
+        'balanced', v_balanced)));
 END $$;
 
 -- Record a batch's plain purchases together (p[n] where p_plain[n]: a
@@ -378,23 +451,23 @@ BEGIN
     END IF;
 
     WITH posted AS (
-        SELECT x.n, x.key, p[x.n] AS i, CASE WHEN x.result = 'ok' THEN '00' ELSE '51' END AS rc
+        SELECT x.n, x.key, p[x.n] AS i,
+               CASE WHEN x.result = 'ok' THEN 'approved' ELSE 'insufficient_funds' END AS outcome
           FROM unnest(v_n, v_keys, v_posted) AS x (n, key, result)),
     answered AS (
-        SELECT n, key, i, rc,
-               CASE WHEN rc = '00'
-                    THEN i->'response' || coalesce(i->'approval', '{}')
-                         || jsonb_build_object('auth_id', right(i->'response'->>'rrn', 6))
-                    ELSE i->'response' END || jsonb_build_object('response_code', rc) AS response
+        SELECT n, key, i, outcome,
+               i->'response' || jsonb_build_object('outcome', outcome)
+               || CASE WHEN outcome = 'approved' THEN coalesce(i->'approval', '{}') ELSE '{}' END AS response
           FROM posted),
     recorded AS (
         INSERT INTO gw_transactions (tid, batch, stan, mti_class, kind, processing_code, content_hash, response,
                                      response_code, status, amount_fen, card_id, rrn, local_date, posting_key,
                                      latitude, longitude)
         SELECT i->>'tid', (i->>'batch')::integer, i->>'stan', i->>'mti_class', i->>'kind', i->>'processing_code',
-               i->>'content', response, rc, CASE WHEN rc = '00' THEN 'approved' ELSE 'declined' END,
+               i->>'content', response, gw_response_code(outcome),
+               CASE WHEN outcome = 'approved' THEN 'approved' ELSE 'declined' END,
                (i->>'amount')::bigint, (i->>'card_id')::bigint, response->>'rrn', response->>'local_date',
-               CASE WHEN rc = '00' THEN key END,
+               CASE WHEN outcome = 'approved' THEN key END,
                (i->'position'->>'lat')::double precision, (i->'position'->>'lon')::double precision
           FROM answered ORDER BY n)
     SELECT array_agg(result ORDER BY n) INTO v_results

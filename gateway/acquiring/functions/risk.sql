@@ -3,7 +3,8 @@
 -- Check the daily and burst limits of a money-moving request under row locks
 -- on its terminal's and card's counters for the day, so concurrent requests
 -- (on any gateway instance) cannot slip past a limit. Returns NULL when the
--- request is within every limit, else {rule, response_code, values}.
+-- request is within every limit, else {rule, outcome (amount_limit or
+-- frequency_limit: gateway.acquiring.outcomes), values}.
 --
 -- r: {day, tid, card_id (or null), limits: {name: value}}
 CREATE OR REPLACE FUNCTION gw_risk_check(r jsonb, p_amount bigint) RETURNS jsonb
@@ -28,26 +29,26 @@ BEGIN
 
     v_limit := coalesce((v_limits->>'terminal_daily_amount_max_fen')::bigint, 0);
     IF v_limit > 0 AND v_terminal.amount_fen + p_amount > v_limit THEN
-        RETURN jsonb_build_object('rule', 'terminal_daily_amount_max_fen', 'response_code', '61', 'values',
+        RETURN jsonb_build_object('rule', 'terminal_daily_amount_max_fen', 'outcome', 'amount_limit', 'values',
             jsonb_build_object('limit', v_limit, 'today_fen', v_terminal.amount_fen, 'amount_fen', p_amount));
     END IF;
     v_limit := coalesce((v_limits->>'card_daily_amount_max_fen')::bigint, 0);
     IF v_card IS NOT NULL AND v_limit > 0 THEN  -- nested: v_card_counter is unassigned without a card
         IF v_card_counter.amount_fen + p_amount > v_limit THEN
-            RETURN jsonb_build_object('rule', 'card_daily_amount_max_fen', 'response_code', '61', 'values',
+            RETURN jsonb_build_object('rule', 'card_daily_amount_max_fen', 'outcome', 'amount_limit', 'values',
                 jsonb_build_object('limit', v_limit, 'today_fen', v_card_counter.amount_fen,
                                    'amount_fen', p_amount));
         END IF;
     END IF;
     v_limit := coalesce((v_limits->>'terminal_daily_count_max')::bigint, 0);
     IF v_limit > 0 AND v_terminal.count + 1 > v_limit THEN
-        RETURN jsonb_build_object('rule', 'terminal_daily_count_max', 'response_code', '65', 'values',
+        RETURN jsonb_build_object('rule', 'terminal_daily_count_max', 'outcome', 'frequency_limit', 'values',
             jsonb_build_object('limit', v_limit, 'today_count', v_terminal.count));
     END IF;
     v_limit := coalesce((v_limits->>'card_daily_count_max')::bigint, 0);
     IF v_card IS NOT NULL AND v_limit > 0 THEN
         IF v_card_counter.count + 1 > v_limit THEN
-            RETURN jsonb_build_object('rule', 'card_daily_count_max', 'response_code', '65', 'values',
+            RETURN jsonb_build_object('rule', 'card_daily_count_max', 'outcome', 'frequency_limit', 'values',
                 jsonb_build_object('limit', v_limit, 'today_count', v_card_counter.count));
         END IF;
     END IF;
@@ -57,7 +58,7 @@ BEGIN
          WHERE card_id = v_card::bigint AND status = 'approved' AND risk_day IS NOT NULL
            AND created_at > now() - make_interval(secs => coalesce((v_limits->>'card_burst_window_s')::bigint, 0));
         IF v_burst + 1 > v_limit THEN
-            RETURN jsonb_build_object('rule', 'card_burst_count_max', 'response_code', '65', 'values',
+            RETURN jsonb_build_object('rule', 'card_burst_count_max', 'outcome', 'frequency_limit', 'values',
                 jsonb_build_object('limit', v_limit, 'window_s', v_limits->'card_burst_window_s',
                                    'recent_count', v_burst));
         END IF;
