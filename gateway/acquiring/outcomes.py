@@ -51,7 +51,7 @@ class Outcome(Enum):
     @property
     def storable(self) -> bool:
         """Whether the answer is stored under the request's key (WIRE.md 8, repeats)."""
-        return self.response_code not in _NOT_STORED
+        return self.response_code.stored
 
 
 OUTCOME_CODES: dict[Outcome, RC] = {
@@ -86,10 +86,6 @@ OUTCOME_CODES: dict[Outcome, RC] = {
     Outcome.SYSTEM_ERROR: RC.SYSTEM_MALFUNCTION,
 }
 
-
-_NOT_STORED = frozenset({RC.FORMAT_ERROR, RC.TERMINAL_NOT_REGISTERED, RC.INVALID_MERCHANT, RC.SIGN_ON_FIRST,
-                         RC.MAC_FAILED, RC.AMOUNT_MISMATCH, RC.DUPLICATE_DIFFERENT_CONTENT,
-                         RC.SYSTEM_MALFUNCTION})
 
 
 class Decline(Exception):

@@ -10,7 +10,7 @@ from datetime import datetime
 
 import pytest
 
-from gateway.acquiring import ic_flows, steps, store
+from gateway.acquiring import ic_flows, steps
 from gateway.acquiring.context import Transaction
 from gateway.acquiring.router import Route, route
 from gateway.domain import ic
@@ -203,4 +203,3 @@ async def test_the_steps_on_a_hand_built_transaction(db, settings, world):
         assert await ic_flows.processing_requirement(unknown, services, ResponseCode.TERMINAL_NOT_REGISTERED) == "0"
     finally:
         await services.pool.close()
-        store.forget_pool(services.pool)

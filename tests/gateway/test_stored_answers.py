@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from gateway.acquiring.recording import response_fields
-from gateway.cli.main import demo_pan
+from gateway.domain.demo import demo_pan
 from protocol.codes import ResponseCode
 from sim.terminal import Response, Terminal
 from tests.e2e.helpers import terminal_for
