@@ -376,46 +376,64 @@ class PgPair:
         return self.psql(self.config.node_ports[index], "SHOW synchronous_standby_names")
 
     def postmaster_pid(self, index: int) -> int | None:
+        """The node's postmaster, if it runs."""
+        return self._postmaster_pid(self.pgdata(NODE_NAMES[index]))
+
+    @staticmethod
+    def _postmaster_pid(pgdata: Path) -> int | None:
         try:
-            return int((self.pgdata(NODE_NAMES[index]) / "postmaster.pid").read_text().split()[0])
+            pid = int((pgdata / "postmaster.pid").read_text().split()[0])
+            os.kill(pid, 0)
         except (OSError, ValueError, IndexError):
             return None
+        return pid
 
     # -- breaking it ---------------------------------------------------------------------
     def kill_node(self, index: int) -> None:
-        """SIGKILL the node as a machine loss would: its postmaster, then its pg_autoctl
-        (which would otherwise start PostgreSQL again). The backends die with the
-        postmaster's loss of its lock on their next check; we kill them too."""
+        """SIGKILL the node as a machine loss would: its PostgreSQL (the postmaster and
+        every process it started, stopped ones included) and its pg_autoctl (which
+        would otherwise start PostgreSQL again: killing the postmaster alone is a
+        crash and a restart, not a failover)."""
         proc = self.nodes[index]
         pid = self.postmaster_pid(index)
-        if pid is not None:
-            _kill(pid)
+        children = self.children_of(pid) if pid is not None else []  # before they are orphans
         if proc is not None:
             proc.signal_group(signal.SIGKILL)
+        for victim in ([pid] if pid is not None else []) + children:
+            _kill(victim)
+        if proc is not None:
             proc.wait(10.0)
-        self._kill_leftovers(index)
 
-    def _kill_leftovers(self, index: int) -> None:
-        """Any PostgreSQL process still working in the node's data dir (backends, WAL sender)."""
-        pgdata = str(self.pgdata(NODE_NAMES[index]))
-        result = subprocess.run(["pgrep", "-f", f"-D {pgdata}( |$)"], capture_output=True, text=True, check=False)
-        for line in result.stdout.split():
-            _kill(int(line))
+    @staticmethod
+    def children_of(pid: int) -> list[int]:
+        result = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
+        return [int(line) for line in result.stdout.split()]
+
+    def wal_sender_pids(self, index: int) -> list[int]:
+        """The node's WAL senders (on a primary: one per standby that streams)."""
+        out = self.psql(self.config.node_ports[index], "SELECT pid FROM pg_stat_replication")
+        return [int(line) for line in out.split()]
 
     # -- stopping ------------------------------------------------------------------------
-    def stop(self) -> None:
-        """Stop the nodes, then the monitor; whatever does not stop in time is killed."""
-        for proc in [*self.nodes, self.monitor]:
+    def stop(self, *, immediate: bool = False) -> None:
+        """Stop the nodes, then the monitor; whatever does not stop in time is killed.
+        ``immediate``: kill everything at once (a pair whose data is thrown away next)."""
+        procs = [*self.nodes, self.monitor]
+        if immediate:
+            for index in range(len(NODE_NAMES)):
+                self.kill_node(index)
+        for proc in procs:
             if proc is not None and proc.alive:
-                proc.signal_group(signal.SIGTERM)
-        for index, proc in enumerate([*self.nodes, self.monitor]):
+                proc.signal_group(signal.SIGKILL if immediate else signal.SIGTERM)
+        for proc in procs:
             if proc is not None and not proc.wait(15.0):
                 proc.signal_group(signal.SIGKILL)
                 proc.wait(5.0)
-        for index in range(len(NODE_NAMES)):
-            pid = self.postmaster_pid(index)
+        for name in ("monitor", *NODE_NAMES):  # a postmaster left behind by a killed pg_autoctl
+            pid = self._postmaster_pid(self.pgdata(name))
             if pid is not None:
-                _kill(pid)
+                for victim in [pid, *self.children_of(pid)]:
+                    _kill(victim)
         self.nodes = [None] * len(NODE_NAMES)
         self.monitor = None
 

@@ -1,0 +1,194 @@
+"""A primary and a synchronous standby under load, failed over by pg_auto_failover
+(deploy/pgpair.py): machines lost while terminals buy.
+
+Terminals behave as real ones (tests/e2e/test_crash.py's ``drive``): an
+unanswered purchase is reversed until the reversal is answered. Afterwards the
+ledger checks clean on the surviving node, every purchase a terminal saw
+approved is there, nothing was applied twice, and each card's balance is its
+opening balance less exactly what its terminal saw approved.
+
+Each run goes through an outcome unknown on purpose: just before the primary
+is killed its WAL sender is stopped (SIGSTOP), so the commits then in flight
+wait for the standby and are cut off unanswered; the terminals reverse them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from deploy.cluster import http_get
+from deploy.pgpair import NODE_NAMES, PairConfig, PgPair
+from gateway.db.migrate import migrate
+from gateway.db.pool import HostByHost
+from tests.conftest import make_settings, running_gateway
+from tests.e2e.test_crash import Book, assert_no_fen_lost_or_doubled, cli_runner, drive, register_world
+from tests.gateway.test_pool_hosts import frozen_host  # noqa: F401 (a fixture)
+
+pytestmark = [pytest.mark.slow, pytest.mark.needs_tools("pg_autoctl")]
+
+RESUME_WITHIN_S = 60.0
+HEALTH_POLL_S = 0.1
+
+
+@pytest.fixture(scope="module")
+async def pair() -> AsyncIterator[PgPair]:
+    """One pair for the module (it takes seconds to build): the tests run in
+    file order, the one that kills the primary last; each has a database of its own."""
+    run_dir = Path(tempfile.mkdtemp(prefix="posgw-pair-"))
+    pgpair = PgPair(PairConfig(run_dir))
+    await asyncio.to_thread(pgpair.start)
+    try:
+        yield pgpair
+    finally:
+        await asyncio.to_thread(pgpair.stop, immediate=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+async def migrated(pair: PgPair, dbname: str) -> str:
+    """A new database on the pair, migrated; its URL (both nodes, read-write)."""
+    await asyncio.to_thread(pair.wait_states, {NODE_NAMES[0]: "primary", NODE_NAMES[1]: "secondary"}, 30)
+    await asyncio.to_thread(pair.psql, pair.config.node_ports[0], f"CREATE DATABASE {dbname}")
+    url = pair.url(dbname)
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    return url
+
+
+@dataclass
+class HealthLog:
+    """/healthz as a load balancer sees it: (seconds since the start, status) at each change."""
+
+    started: float = field(default_factory=time.monotonic)
+    changes: list[tuple[float, int]] = field(default_factory=list)
+
+    def seen(self, status: int) -> None:
+        if not self.changes or self.changes[-1][1] != status:
+            self.changes.append((time.monotonic() - self.started, status))
+
+    def first(self, status: int, after_s: float = 0.0) -> float | None:
+        return next((at for at, seen in self.changes if seen == status and at >= after_s), None)
+
+
+async def watch_health(metrics_port: int, log: HealthLog, stop: asyncio.Event) -> None:
+    url = f"http://127.0.0.1:{metrics_port}/healthz"
+    while not stop.is_set():
+        status, _ = await asyncio.to_thread(http_get, url, 3.0)
+        log.seen(status)
+        await asyncio.sleep(HEALTH_POLL_S)
+
+
+async def until(predicate, timeout_s: float, what: str, poll_s: float = 0.1) -> float:
+    """Wait until ``predicate()`` is true; the seconds it took."""
+    started = time.monotonic()
+    while not predicate():
+        assert time.monotonic() - started < timeout_s, f"{what}: not within {timeout_s:.0f} s"
+        await asyncio.sleep(poll_s)
+    return time.monotonic() - started
+
+
+async def test_a_frozen_first_host_costs_its_own_timeout_and_the_primary_serves(pair, frozen_host):  # noqa: F811
+    hosts = ",".join([frozen_host] + [f"127.0.0.1:{port}" for port in pair.config.node_ports])
+    url = f"postgresql://{pair.db_user}@{hosts}/posgw?target_session_attrs=read-write&connect_timeout=0.5"
+    connect = HostByHost(url)
+    started = time.monotonic()
+    conn = await connect()
+    elapsed_s = time.monotonic() - started
+    try:
+        assert not await conn.fetchval("SELECT pg_is_in_recovery()")
+    finally:
+        await conn.close()
+    assert 0.5 <= elapsed_s < 2.0, elapsed_s  # the frozen host's 0.5 s, then node1 at once
+    assert connect.preferred == 1 + pair.primary_index()
+    started = time.monotonic()
+    await (await connect()).close()  # the host that served last is tried first
+    assert time.monotonic() - started < 0.5
+
+
+async def test_the_standby_lost_under_load_commits_go_on_asynchronously_and_it_comes_back_in_sync(pair, tmp_path):
+    """The durability policy of a pair (pg_auto_failover's with two nodes): while the
+    standby is away the primary goes on alone (``wait_primary``, no synchronous
+    standby named) rather than refusing every payment; the monitor's state says so
+    (the alert). Commits in flight wait until the monitor decides, then complete."""
+    url = await migrated(pair, "posgw_standby_lost")
+    settings = make_settings(url, tmp_path, db_pool_min=2, db_pool_max=8)
+    cli_run = cli_runner(settings)
+    lanes = await register_world(cli_run)
+
+    book, stop = Book(), asyncio.Event()
+    async with running_gateway(settings) as gateway:
+        driver = asyncio.create_task(drive(gateway.server.port, lanes, stop, book))
+        await until(lambda: len(book.approved) >= 40, 30, "approvals before the standby is lost")
+        approved_at_kill = len(book.approved)
+        await asyncio.to_thread(pair.kill_node, 1)
+        alone_s = await until(lambda: pair.states().get(NODE_NAMES[0]) == ("wait_primary", "wait_primary"), 30,
+                              "the primary alone (wait_primary)", 0.2)
+        assert pair.synchronous_standby_names(0) == ""  # asynchronous now
+        resumed_s = await until(lambda: len(book.approved) > approved_at_kill + 40, 30, "commits going on alone")
+        # the standby comes back, catches up, and is synchronous again
+        await asyncio.to_thread(pair.start_node, 1)
+        await asyncio.to_thread(pair.wait_states, {NODE_NAMES[0]: "primary", NODE_NAMES[1]: "secondary"}, 60)
+        assert pair.synchronous_standby_names(0) == "ANY 1 (pgautofailover_standby_2)"
+        approved_in_sync = len(book.approved)
+        await until(lambda: len(book.approved) > approved_in_sync + 20, 30, "commits in sync again")
+        stop.set()
+        await asyncio.wait_for(driver, 90)
+
+    await assert_no_fen_lost_or_doubled(url, lanes, book, cli_run)
+    print(f"\nstandby lost: the primary alone (wait_primary, asynchronous) after {alone_s:.1f} s; approvals again "
+          f"{alone_s + resumed_s:.1f} s after the loss; {len(book.approved)} approvals, "
+          f"{book.codes.get('96', 0)} answered 96, {book.unanswered} unanswered and reversed")
+
+
+async def test_the_primary_lost_under_load_the_standby_takes_over_and_no_approval_is_lost(pair, tmp_path):
+    url = await migrated(pair, "posgw_failover")
+    settings = make_settings(url, tmp_path, db_pool_min=2, db_pool_max=8)
+    cli_run = cli_runner(settings)
+    lanes = await register_world(cli_run)
+    primary = pair.primary_index()
+    assert primary == 0 and pair.synchronous_standby_names(0) == "ANY 1 (pgautofailover_standby_2)"
+
+    book, stop, health = Book(), asyncio.Event(), HealthLog()
+    async with running_gateway(settings) as gateway:
+        watcher = asyncio.create_task(watch_health(gateway.metrics_port, health, stop))
+        driver = asyncio.create_task(drive(gateway.server.port, lanes, stop, book))
+        await until(lambda: len(book.approved) >= 40, 30, "approvals before the failover")
+        # an outcome unknown, every run: the commits in flight wait for a standby that hears nothing
+        stopped = pair.wal_sender_pids(primary)
+        assert stopped, "no WAL sender on the primary"
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        await asyncio.sleep(0.3)
+        approved_at_kill = len(book.approved)
+        killed_at = time.monotonic() - health.started
+        await asyncio.to_thread(pair.kill_node, primary)  # the WAL sender dies with it
+        promoted_s = await until(lambda: pair.primary_index() == 1, RESUME_WITHIN_S, "the standby promoted", 0.2)
+        resumed_s = await until(lambda: len(book.approved) > approved_at_kill + 20, RESUME_WITHIN_S,
+                                "the gateway resumed")
+        await until(lambda: health.first(200, killed_at + 0.1) is not None, 10, "/healthz 200 again")
+        stop.set()
+        await asyncio.wait_for(driver, 90)
+        await watcher
+
+    first_503, back_200 = health.first(503, killed_at), health.first(200, killed_at + 0.1)
+    assert first_503 is not None and back_200 is not None, health.changes
+    assert book.unanswered >= 1, book  # the forced outcome unknown, reversed by the terminals
+    await assert_no_fen_lost_or_doubled(url, lanes, book, cli_run)
+    print(f"\nfailover: no primary for {back_200 - killed_at:.1f} s (/healthz 503 from +{first_503 - killed_at:.1f} s"
+          f" to +{back_200 - killed_at:.1f} s; the monitor promoted {NODE_NAMES[1]} after {promoted_s:.1f} s; "
+          f"approvals again within {promoted_s + resumed_s:.1f} s); {len(book.approved)} approvals, "
+          f"{book.codes.get('96', 0)} answered 96, {book.unanswered} unanswered and reversed "
+          f"({book.reversals} reversals answered 00); lost 0, applied twice 0")
