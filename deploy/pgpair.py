@@ -389,11 +389,21 @@ class PgPair:
         return pid
 
     # -- breaking it ---------------------------------------------------------------------
+    def kill_postgres(self, index: int) -> None:
+        """SIGKILL the node's postmaster and every process it started (a stopped WAL
+        sender too, which would never notice): PostgreSQL crashes, its pg_autoctl
+        lives on. The monitor fails over before pg_autoctl has it up again, and
+        pg_autoctl brings the old primary back as a standby (rewound if need be)."""
+        pid = self.postmaster_pid(index)
+        if pid is None:
+            raise PairError(f"{NODE_NAMES[index]} has no running postmaster")
+        children = self.children_of(pid)  # before they are orphans
+        for victim in [pid, *children]:
+            _kill(victim)
+
     def kill_node(self, index: int) -> None:
-        """SIGKILL the node as a machine loss would: its PostgreSQL (the postmaster and
-        every process it started, stopped ones included) and its pg_autoctl (which
-        would otherwise start PostgreSQL again: killing the postmaster alone is a
-        crash and a restart, not a failover)."""
+        """SIGKILL the node as a machine loss would: its PostgreSQL and its
+        pg_autoctl; ``start_node`` brings it back."""
         proc = self.nodes[index]
         pid = self.postmaster_pid(index)
         children = self.children_of(pid) if pid is not None else []  # before they are orphans
