@@ -154,6 +154,48 @@ async def test_the_standby_lost_under_load_commits_go_on_asynchronously_and_it_c
           f"{book.codes.get('96', 0)} answered 96, {book.unanswered} unanswered and reversed")
 
 
+async def test_an_approval_is_never_answered_before_the_standby_has_it_even_past_the_command_timeout(
+        pair, tmp_path):
+    """The standby hears nothing (its WAL sender stopped) for longer than the
+    gateway's command timeout, under load: each approval the terminals see must
+    be on the standby, since the primary could be lost the next moment. (A COMMIT
+    cancelled while it waits for the standby stays committed on the primary
+    alone; any later read of it there must not be taken for a durable outcome.)"""
+    url = await migrated(pair, "posgw_commit_cancelled")
+    settings = make_settings(url, tmp_path, db_pool_min=2, db_pool_max=8, db_command_timeout_s=1.0)
+    cli_run = cli_runner(settings)
+    lanes = await register_world(cli_run)
+    primary, standby = 0, 1
+    standby_url = pair.node_url(standby, "posgw_commit_cancelled")
+
+    book, stop = Book(), asyncio.Event()
+    async with running_gateway(settings) as gateway:
+        driver = asyncio.create_task(drive(gateway.server.port, lanes, stop, book))
+        await until(lambda: len(book.approved) >= 40, 30, "approvals before the standby goes deaf")
+        stopped = pair.wal_sender_pids(primary)
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(2.5)  # commits wait for the standby past the 1 s command timeout
+            conn = await asyncpg.connect(standby_url)
+            try:
+                on_standby = {(r["tid"], r["stan"]) for r in await conn.fetch(
+                    "SELECT tid, stan FROM gw_transactions WHERE mti_class = '0200' AND status = 'approved'")}
+            finally:
+                await conn.close()
+            seen = set(book.approved)
+        finally:
+            for pid in stopped:
+                os.kill(pid, signal.SIGCONT)
+        stop.set()
+        await asyncio.wait_for(driver, 90)
+
+    await assert_no_fen_lost_or_doubled(url, lanes, book, cli_run)  # consistent on the primary, which lives
+    print(f"\ncommand timeout while the standby is deaf: {len(seen)} approvals seen, "
+          f"{len(seen - on_standby)} of them not on the standby; codes {book.codes}, {book.unanswered} unanswered")
+    assert seen <= on_standby, f"answered 00 but only on the primary: {sorted(seen - on_standby)}"
+
+
 async def test_the_primary_lost_under_load_the_standby_takes_over_and_no_approval_is_lost(pair, tmp_path):
     url = await migrated(pair, "posgw_failover")
     settings = make_settings(url, tmp_path, db_pool_min=2, db_pool_max=8)
