@@ -54,6 +54,7 @@ from pathlib import Path
 from gateway.db.backup import archive_command
 
 NODE_NAMES = ("node1", "node2")
+PORTS_FILE = "ports.json"  # in the run dir: the ports the pair was built with
 DBNAME = "posgw"
 PG_VERSION = "15"
 RUN_AS = "postgres"  # pg_autoctl's user when we are root
@@ -158,6 +159,10 @@ class PgPair:
 
     def __init__(self, config: PairConfig) -> None:
         self.config = config
+        ports_file = config.run_dir / PORTS_FILE
+        if ports_file.exists():  # the pair of an earlier run: its nodes know their ports
+            ports = json.loads(ports_file.read_text())
+            config.monitor_port, config.node_ports = ports["monitor"], tuple(ports["nodes"])
         self.user = _run_as()
         self.bindir = pg_bindir()
         self.monitor: Proc | None = None
@@ -226,17 +231,30 @@ class PgPair:
 
     # -- starting ----------------------------------------------------------------------
     def start(self) -> PgPair:
+        """Build the pair in an empty run dir, or run again the one it holds (then
+        whichever node was primary stays primary)."""
+        fresh = not (self.pgdata(NODE_NAMES[0]) / "PG_VERSION").exists()
         try:
             self._prepare_dirs()
+            if fresh:
+                (self.config.run_dir / PORTS_FILE).write_text(json.dumps(
+                    {"monitor": self.config.monitor_port, "nodes": list(self.config.node_ports)}) + "\n")
             self._start_monitor()
             for index in range(len(NODE_NAMES)):
                 self.start_node(index)
-                self.wait_states({NODE_NAMES[0]: "single"} if index == 0 else
-                                 {NODE_NAMES[0]: "primary", NODE_NAMES[1]: "secondary"})
+                if fresh:
+                    self.wait_states({NODE_NAMES[0]: "single"} if index == 0 else
+                                     {NODE_NAMES[0]: "primary", NODE_NAMES[1]: "secondary"})
+            if not fresh:
+                self._wait(self._roles_settled, "a primary and a secondary", self.monitor)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _roles_settled(self) -> bool:
+        states = self.states().values()
+        return sorted(reported for reported, goal in states if reported == goal) == ["primary", "secondary"]
 
     def __enter__(self) -> PgPair:
         return self.start()
@@ -263,9 +281,12 @@ class PgPair:
 
     def _start_monitor(self) -> None:
         pgdata = self.pgdata("monitor")
-        self.monitor = self._spawn("monitor", "create", "monitor", "--pgctl", str(self.bindir / "pg_ctl"),
-                                   "--pgdata", str(pgdata), "--pgport", str(self.config.monitor_port),
-                                   "--hostname", "127.0.0.1", "--auth", "trust", "--no-ssl", "--run")
+        if (pgdata / "PG_VERSION").exists():
+            self.monitor = self._spawn("monitor", "run", "--pgdata", str(pgdata))
+        else:
+            self.monitor = self._spawn("monitor", "create", "monitor", "--pgctl", str(self.bindir / "pg_ctl"),
+                                       "--pgdata", str(pgdata), "--pgport", str(self.config.monitor_port),
+                                       "--hostname", "127.0.0.1", "--auth", "trust", "--no-ssl", "--run")
         self._wait(lambda: self._monitor_ready(), "the monitor to accept nodes", self.monitor)
         settings = [f"ALTER SYSTEM SET {name} = '{value}'" for name, value in MONITOR_SETTINGS.items()]
         self.psql(self.config.monitor_port, *settings, "SELECT pg_reload_conf()", dbname="pg_auto_failover")
