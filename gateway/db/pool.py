@@ -124,6 +124,17 @@ class HostByHost:
         raise ConnectionError("no host accepted the connection: " + "; ".join(failures))
 
 
+async def connect(url: str, **kwargs: Any) -> asyncpg.Connection:
+    """One connection, as the pool makes them: host by host over a multi-host URL
+    (``connect_timeout`` understood), else asyncpg's own connect. For commands
+    that connect once (``posgw db migrate``, ``ledger check``)."""
+    if url.startswith(("postgres://", "postgresql://")):
+        urls, _timeout_s = split_hosts(url)
+        if len(urls) > 1 or "connect_timeout=" in url:
+            return await HostByHost(url)(**kwargs)
+    return await asyncpg.connect(url, **kwargs)
+
+
 async def fetchval_retrying(pool: asyncpg.Pool, query: str, *args: Any, timeout_s: float | None = None) -> Any:
     """A read that changes nothing, run once more on a fresh connection when
     the first fails because its connection had gone (a pooled connection whose

@@ -10,7 +10,14 @@ import asyncio
 import asyncpg
 import pytest
 
-from gateway.db.pool import HOST_CONNECT_TIMEOUT_S, HostByHost, create_pool, fetchval_retrying, split_hosts
+from gateway.db.pool import (
+    HOST_CONNECT_TIMEOUT_S,
+    HostByHost,
+    connect,
+    create_pool,
+    fetchval_retrying,
+    split_hosts,
+)
 from tests.conftest import make_settings
 
 
@@ -63,3 +70,14 @@ async def test_pooled_connections_whose_backends_were_terminated_are_replaced(db
             assert pid not in pids
     finally:
         await pool.close()
+
+
+async def test_connect_takes_a_url_with_connect_timeout_which_asyncpg_alone_would_send_as_a_setting(db_url):
+    url = db_url + ("&" if "?" in db_url else "?") + "connect_timeout=3"
+    with pytest.raises(asyncpg.PostgresError, match="connect_timeout"):
+        await asyncpg.connect(url)  # why the CLI must connect through gateway.db.pool.connect
+    conn = await connect(url)
+    try:
+        assert await conn.fetchval("SELECT 1") == 1
+    finally:
+        await conn.close()
