@@ -66,6 +66,16 @@ async def pair() -> AsyncIterator[PgPair]:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
+async def checked_on_the_primary(pair: PgPair, dbname: str, lanes, book: Book, tmp_path: Path) -> None:
+    """The ledger checks of test_crash, on the node that is primary now, named alone: the
+    CLI connects with asyncpg's own multi-host connect, which returned a broken connection
+    (InternalClientError) while the old primary was coming back as a standby."""
+    primary = pair.primary_index()
+    assert primary is not None
+    url = pair.node_url(primary, dbname)
+    await assert_no_fen_lost_or_doubled(url, lanes, book, cli_runner(make_settings(url, tmp_path)))
+
+
 async def migrated(pair: PgPair, dbname: str) -> str:
     """A new database on the pair, migrated; its URL (both nodes, read-write)."""
     await asyncio.to_thread(pair.wait_states, {NODE_NAMES[0]: "primary", NODE_NAMES[1]: "secondary"}, 30)
@@ -144,8 +154,7 @@ async def test_the_standby_lost_under_load_commits_go_on_asynchronously_and_it_c
     (the alert). Commits in flight wait until the monitor decides, then complete."""
     url = await migrated(pair, "posgw_standby_lost")
     settings = make_settings(url, tmp_path, db_pool_min=2, db_pool_max=8)
-    cli_run = cli_runner(settings)
-    lanes = await register_world(cli_run)
+    lanes = await register_world(cli_runner(settings))
 
     book, stop = Book(), asyncio.Event()
     async with running_gateway(settings) as gateway:
@@ -166,7 +175,7 @@ async def test_the_standby_lost_under_load_commits_go_on_asynchronously_and_it_c
         stop.set()
         await asyncio.wait_for(driver, 90)
 
-    await assert_no_fen_lost_or_doubled(url, lanes, book, cli_run)
+    await checked_on_the_primary(pair, "posgw_standby_lost", lanes, book, tmp_path)
     print(f"\nstandby lost: the primary alone (wait_primary, asynchronous) after {alone_s:.1f} s; approvals again "
           f"{alone_s + resumed_s:.1f} s after the loss; {len(book.approved)} approvals, "
           f"{book.codes.get('96', 0)} answered 96, {book.unanswered} unanswered and reversed")
@@ -182,8 +191,7 @@ async def test_an_approval_is_never_answered_before_the_standby_has_it_even_past
     alone; any later read of it there must not be taken for a durable outcome.)"""
     url = await migrated(pair, "posgw_commit_cancelled")
     settings = make_settings(url, tmp_path, db_pool_min=2, db_pool_max=8, db_command_timeout_s=1.0)
-    cli_run = cli_runner(settings)
-    lanes = await register_world(cli_run)
+    lanes = await register_world(cli_runner(settings))
     primary, standby = 0, 1
     standby_url = pair.node_url(standby, "posgw_commit_cancelled")
 
@@ -212,7 +220,7 @@ async def test_an_approval_is_never_answered_before_the_standby_has_it_even_past
         stop.set()
         await asyncio.wait_for(driver, 90)
 
-    await assert_no_fen_lost_or_doubled(url, lanes, book, cli_run)  # consistent on the primary, which lives
+    await checked_on_the_primary(pair, "posgw_commit_cancelled", lanes, book, tmp_path)  # consistent there
     print(f"\ncommand timeout while the standby is deaf: {len(seen)} approvals seen, "
           f"{len(seen - on_standby)} of them not on the standby; codes {book.codes}, {book.unanswered} unanswered")
     assert seen <= on_standby, f"answered 00 but only on the primary: {sorted(seen - on_standby)}"
@@ -263,8 +271,7 @@ async def test_a_repeat_is_not_answered_00_from_a_commit_the_standby_does_not_ha
 async def test_the_primary_lost_under_load_the_standby_takes_over_and_no_approval_is_lost(pair, tmp_path):
     url = await migrated(pair, "posgw_failover")
     settings = make_settings(url, tmp_path, db_pool_min=2, db_pool_max=8)
-    cli_run = cli_runner(settings)
-    lanes = await register_world(cli_run)
+    lanes = await register_world(cli_runner(settings))
     primary = pair.primary_index()
     assert primary == 0 and pair.synchronous_standby_names(0) == "ANY 1 (pgautofailover_standby_2)"
 
@@ -295,7 +302,7 @@ async def test_the_primary_lost_under_load_the_standby_takes_over_and_no_approva
     first_503, back_200 = health.first(503, killed_at), health.first(200, killed_at + 0.1)
     assert first_503 is not None and back_200 is not None, health.changes
     assert book.unanswered >= 1, book  # the forced outcome unknown, reversed by the terminals
-    await assert_no_fen_lost_or_doubled(url, lanes, book, cli_run)
+    await checked_on_the_primary(pair, "posgw_failover", lanes, book, tmp_path)
     print(f"\nfailover: no primary for {back_200 - killed_at:.1f} s (/healthz 503 from +{first_503 - killed_at:.1f} s"
           f" to +{back_200 - killed_at:.1f} s; the monitor promoted {NODE_NAMES[1]} after {promoted_s:.1f} s; "
           f"approvals again within {promoted_s + resumed_s:.1f} s); {len(book.approved)} approvals, "
