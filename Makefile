@@ -29,7 +29,7 @@ demo: migrate
 run: demo
 	exec $(BIN)/posgw serve
 
-# Debian packages the tests need (HAProxy, Prometheus): installed when missing.
+# Debian packages the tests need (HAProxy, Prometheus, PostgreSQL 15, pg_auto_failover): installed when missing.
 test-tools:
 	@deploy/test-tools.sh
 
@@ -62,13 +62,16 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 # make cluster: docker-compose.yml's topology on this machine, in the foreground
-# (deploy/cluster.py): PostgreSQL (POSGW_DATABASE_URL, or the embedded one under
-# ./var), two gateways (:8584, :8585), HAProxy on :8583 and Prometheus on :9090
-# when installed (apt-get install -y haproxy prometheus). Ctrl-C stops it all.
+# (deploy/cluster.py): PostgreSQL as a primary and a synchronous standby failed
+# over by pg_auto_failover (deploy/pgpair.py, under var/cluster/pgpair, WAL
+# archived into var/cluster/archive; the demo world on its first run), two
+# gateways (:8584, :8585) that follow the primary, HAProxy on :8583 and
+# Prometheus on :9090 (make test-tools installs them all: Debian packages).
+# Ctrl-C stops it all. CLUSTER_ARGS=--help for the options.
 .PHONY: cluster
 
-cluster: demo
-	exec $(BIN)/python deploy/cluster.py $(CLUSTER_ARGS)
+cluster: install test-tools
+	exec $(BIN)/python deploy/cluster.py --pair $(CLUSTER_ARGS)
 
 db-stop:
 	-$(BIN)/posgw db stop

@@ -3,7 +3,11 @@
     PostgreSQL   ``POSGW_DATABASE_URL``, or the embedded one (pgserver) under the
                  data dir, started by ``posgw db migrate``: it listens on a unix
                  socket, and both gateways reach it through the shared
-                 ``POSGW_DATA_DIR`` as every ``posgw`` command does
+                 ``POSGW_DATA_DIR`` as every ``posgw`` command does; or, with
+                 ``--pair`` (``make cluster``), a primary and a synchronous
+                 standby failed over by pg_auto_failover (deploy/pgpair.py),
+                 archiving their WAL into ``<run dir>/archive``; the gateways
+                 get both nodes in one URL and follow the primary
     gw1, gw2     two ``posgw serve`` processes on 127.0.0.1, each with /metrics
                  and /healthz on a metrics port of its own
     HAProxy      config/haproxy.cfg as it is (it reads its addresses from the
@@ -25,6 +29,8 @@ Ports come from flags or the environment (defaults in brackets):
   --stats-port       CLUSTER_STATS_PORT         HAProxy /stats and /metrics      [8404]
   --prometheus-port  CLUSTER_PROMETHEUS_PORT    Prometheus                       [9090]
   --run-dir          CLUSTER_RUN_DIR            logs, Prometheus config and data [var/cluster]
+  --pair             CLUSTER_PAIR=1             PostgreSQL as a pair (deploy/pgpair.py)
+  --pair-ports       CLUSTER_PAIR_PORTS         its monitor and nodes      [5601,5602,5603]
 The database is ``POSGW_DATABASE_URL`` when set, else the embedded one under
 ``POSGW_DATA_DIR`` (default ./var, the one ``make run`` uses). The tests drive
 the same code through ``Cluster`` with free ports and a temporary directory.
@@ -54,6 +60,10 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script (make cluster): deploy/ is no installed package
+    sys.path.insert(0, str(REPO))
+
+from deploy.pgpair import PairConfig, PairError, PgPair  # noqa: E402
 HAPROXY_CFG = REPO / "config" / "haproxy.cfg"
 PROMETHEUS_YML = REPO / "config" / "prometheus.yml"
 GATEWAY_NAMES = ("gw1", "gw2")  # the servers of config/haproxy.cfg
@@ -86,6 +96,16 @@ def _ports(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected PORT,PORT, got {text!r}") from None
     if len(ports) != len(GATEWAY_NAMES) or not all(0 < p < 65536 for p in ports):
         raise argparse.ArgumentTypeError(f"expected {len(GATEWAY_NAMES)} ports, got {text!r}")
+    return ports
+
+
+def _pair_ports(text: str) -> tuple[int, ...]:
+    try:
+        ports = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MONITOR,NODE1,NODE2 ports, got {text!r}") from None
+    if len(ports) != 3 or not all(0 < p < 65536 for p in ports):
+        raise argparse.ArgumentTypeError(f"expected 3 ports, got {text!r}")
     return ports
 
 
@@ -123,6 +143,7 @@ class ClusterConfig:
     env: dict[str, str] = field(default_factory=dict)  # POSGW_* settings for the gateways and commands
     bin_dir: Path = field(default_factory=lambda: Path(sys.executable).parent)  # where `posgw` is
     start_timeout_s: float = 60.0
+    pair_ports: tuple[int, ...] | None = None  # monitor, node1, node2: PostgreSQL as a pair (deploy/pgpair.py)
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir).resolve()
@@ -203,6 +224,7 @@ class Cluster:
         self.haproxy: Child | None = None
         self.prometheus: Child | None = None
         self.started_database = False  # the embedded PostgreSQL was started by us: stop it at the end
+        self.pair: PgPair | None = None
 
     # -- environment and commands -------------------------------------------------
     def env(self) -> dict[str, str]:
@@ -272,11 +294,32 @@ class Cluster:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def _start_pair(self) -> None:
+        """The pair under <run dir>/pgpair (built on the first run, run again after),
+        its URL the gateways' database; on a new pair, the demo world."""
+        assert self.config.pair_ports is not None
+        monitor_port, *node_ports = self.config.pair_ports
+        pair_dir = self.config.run_dir / "pgpair"
+        fresh = not (pair_dir / "node1" / "PG_VERSION").exists()
+        self.pair = PgPair(PairConfig(pair_dir, monitor_port, tuple(node_ports),
+                                      archive_dir=self.config.run_dir / "archive"))
+        try:
+            self.pair.start()
+        except PairError as exc:
+            raise ClusterError(f"the PostgreSQL pair: {exc}") from None
+        self.config.database_url = self.pair.url()
+        self.posgw("db", "migrate")
+        if fresh:
+            self.posgw("demo")
+
     def _start_database(self) -> None:
+        if self.config.pair_ports is not None:
+            self._start_pair()
         if not self.config.database_url:
             pid_file = self.config.data_dir / "pg" / "postmaster.pid"
             self.started_database = not pid_file.exists()
-        self.posgw("db", "migrate")  # starts the embedded server when there is no URL
+        if self.pair is None:
+            self.posgw("db", "migrate")  # starts the embedded server when there is no URL
         if not self.env().get("POSGW_LMK"):
             # both gateways read <data dir>/lmk.key: create it before either starts
             sys.path.insert(0, str(REPO))
@@ -405,6 +448,11 @@ class Cluster:
         database = (hide_password(c.database_url) if c.database_url
                     else f"embedded, under {c.data_dir / 'pg'} (unix socket)")
         lines = [f"posgw cluster: PostgreSQL {database}"]
+        if self.pair is not None:
+            primary = self.pair.primary_index()
+            lines.append(f"  pair        primary node{'12'[primary] if primary is not None else '?'}, "
+                         f"pg_auto_failover monitor {self.pair.monitor_url}; WAL archived into "
+                         f"{c.run_dir / 'archive'}; logs {self.pair.config.run_dir / 'logs'}/")
         if self.haproxy is not None:
             lines.append(f"  terminals   127.0.0.1:{c.port}   HAProxy, TCP, leastconn over gw1 and gw2")
         for name, port, metrics in zip(GATEWAY_NAMES, c.gateway_ports, c.metrics_ports):
@@ -430,6 +478,9 @@ class Cluster:
         for child in (self.haproxy, self.prometheus):
             if child is not None:
                 child.stop(timeout_s=10.0)
+        if self.pair is not None:
+            self.pair.stop()
+            self.pair = None
         if self.started_database:
             self.started_database = False
             try:
@@ -484,6 +535,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Prometheus (CLUSTER_PROMETHEUS_PORT, default 9090)")
     parser.add_argument("--run-dir", type=Path, default=Path(env("CLUSTER_RUN_DIR", "var/cluster")),
                         help="logs, Prometheus config and data (CLUSTER_RUN_DIR, default var/cluster)")
+    parser.add_argument("--pair", action="store_true", default=env("CLUSTER_PAIR", "") not in ("", "0"),
+                        help="PostgreSQL as a primary and a synchronous standby with pg_auto_failover "
+                        "(deploy/pgpair.py) under the run dir (CLUSTER_PAIR=1)")
+    parser.add_argument("--pair-ports", type=_pair_ports,
+                        default=_pair_ports(env("CLUSTER_PAIR_PORTS", "5601,5602,5603")),
+                        help="the pair's monitor and two nodes (CLUSTER_PAIR_PORTS, default 5601,5602,5603)")
     parser.add_argument("--no-haproxy", action="store_true", help="do not start HAProxy")
     parser.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus")
     return parser
@@ -495,7 +552,10 @@ def main(argv: list[str] | None = None) -> int:
         run_dir=args.run_dir, data_dir=Path(os.environ.get("POSGW_DATA_DIR") or "var"),
         database_url=os.environ.get("POSGW_DATABASE_URL") or None, port=args.port,
         gateway_ports=args.gateway_ports, metrics_ports=args.metrics_ports, stats_port=args.stats_port,
-        prometheus_port=args.prometheus_port)
+        prometheus_port=args.prometheus_port, pair_ports=args.pair_ports if args.pair else None)
+    if args.pair and config.database_url:
+        print("cluster: error: --pair and POSGW_DATABASE_URL: choose one", file=sys.stderr)
+        return 2
     if args.no_haproxy:
         config.haproxy = None
     if args.no_prometheus:

@@ -1,19 +1,27 @@
 #!/usr/bin/env bash
 # The Debian packages that `make test` needs beyond Python: HAProxy and Prometheus
-# for the scale-out test (tests/e2e/test_cluster.py), Prometheus's promtool for the
-# alert rules (tests/deploy/test_alerts.py). Installs whichever is
+# for the scale-out test (tests/e2e/test_cluster.py) and the alert rules (Debian's prometheus
+# ships promtool: tests/deploy/test_alerts.py); PostgreSQL 15 and
+# pg_auto_failover for the failover and restore tests (tests/e2e/test_failover.py,
+# tests/e2e/test_restore.py, deploy/pgpair.py). Installs whichever is
 # missing, with apt-get as root (or passwordless sudo). Where that cannot be
 # done it says so and exits 0: the tests that need a missing tool then skip,
 # except under CI=true, where they fail (tests/conftest.py, needs_tools).
 set -uo pipefail
 
-PACKAGES=(haproxy prometheus)  # package = the command it installs (Debian's prometheus ships promtool too:
-                                # tests/deploy/test_alerts.py runs `promtool check rules` and `promtool test rules`)
+# package=the command that tells it is installed
+PACKAGES=(haproxy=haproxy prometheus=prometheus
+          postgresql-15=/usr/lib/postgresql/15/bin/pg_ctl postgresql-15-auto-failover=pg_autoctl)
 
 sbin_path="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 missing=()
-for package in "${PACKAGES[@]}"; do
-    PATH="$sbin_path" command -v "$package" >/dev/null || missing+=("$package")
+commands=()
+for entry in "${PACKAGES[@]}"; do
+    package=${entry%%=*} command=${entry#*=}
+    if ! PATH="$sbin_path" command -v "$command" >/dev/null; then
+        missing+=("$package")
+        commands+=("$command")
+    fi
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 
@@ -35,8 +43,8 @@ log=$(mktemp)
 if ${as_root[@]+"${as_root[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get update -qq >"$log" 2>&1 \
     && ${as_root[@]+"${as_root[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
         --no-install-recommends "${missing[@]}" >>"$log" 2>&1; then
-    for package in "${missing[@]}"; do
-        echo "test-tools: $(PATH="$sbin_path" "$package" --version 2>&1 | head -n 1)"
+    for command in "${commands[@]}"; do
+        echo "test-tools: $(PATH="$sbin_path" "$command" --version 2>&1 | head -n 1)"
     done
 else
     echo "test-tools: installing ${missing[*]} failed:"

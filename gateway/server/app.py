@@ -17,7 +17,7 @@ from gateway.acquiring import store
 from gateway.upstream.billers import Connectors
 from gateway.acquiring.context import Services
 from gateway.acquiring.context_cache import ContextCache
-from gateway.db.pool import create_pool
+from gateway.db.pool import create_pool, fetchval_retrying
 from gateway.keys import SoftHsm, load_lmk
 from gateway.db.migrate import check_migrated
 from gateway.acquiring.processor import Processor
@@ -76,15 +76,24 @@ class Gateway:
     def metrics_port(self) -> int | None:
         return self._http.sockets[0].getsockname()[1] if self._http else None
 
-    async def healthy(self) -> bool:
-        """The database answers within HEALTH_DB_TIMEOUT_S and the gateway is not stopping.
-        The pool replaces connections the database dropped, so health comes back with it."""
+    async def healthy(self) -> tuple[bool, bytes]:
+        """(healthy, why): a primary answers within HEALTH_DB_TIMEOUT_S and the gateway
+        is not stopping. A standby (read-only, in recovery) is no primary: while a
+        failover runs there is none, and /healthz says 503. The pool replaces
+        connections the database dropped (a pooled one whose server went is read
+        once more on a fresh one), so health comes back with the new primary."""
         try:
-            await asyncio.wait_for(self.services.pool.fetchval("SELECT 1"), HEALTH_DB_TIMEOUT_S)
+            in_recovery = await asyncio.wait_for(
+                fetchval_retrying(self.services.pool, "SELECT pg_is_in_recovery()"), HEALTH_DB_TIMEOUT_S)
         except Exception as exc:  # any failure (refused, dropped, timed out): unhealthy, never a failed request
             log.warning("health_check_failed", error=f"{type(exc).__name__}: {exc}")
-            return False
-        return not self.server.stopping
+            return False, b"database unavailable\n"
+        if in_recovery:
+            log.warning("health_check_failed", error="the database is a standby: no primary")
+            return False, b"no primary: the database is a standby\n"
+        if self.server.stopping:
+            return False, b"stopping\n"
+        return True, b"ok\n"
 
     async def refresh_db_gauges(self) -> None:
         """Gauges read from the database, each on its own: a failed read keeps its last value."""
@@ -116,9 +125,9 @@ class Gateway:
                 await self.refresh_db_gauges()
                 status, ctype, body = "200 OK", CONTENT_TYPE_LATEST, generate_latest(metrics.registry())
             elif path == "/healthz":
-                ok = await self.healthy()
+                ok, body = await self.healthy()
                 status = "200 OK" if ok else "503 Service Unavailable"
-                ctype, body = "text/plain", (b"ok\n" if ok else b"database unavailable\n")
+                ctype = "text/plain"
             else:
                 status, ctype, body = "404 Not Found", "text/plain", b"not found\n"
             writer.write(
