@@ -94,11 +94,14 @@ async def load_context(txn: Transaction, svc: Services) -> None:
 
 
 async def check_repeat(txn: Transaction, svc: Services) -> None:
-    """A repeat gets the stored answer; the same key with other content gets 94."""
+    """A repeat gets the stored answer, once it is on the synchronous standby;
+    the same key with other content gets 94."""
     stored = txn.ctx.stored
     if stored is not None:
         if stored.content_hash != content_hash(txn.request):
             raise Decline(Outcome.DUPLICATE_DIFFERENT_CONTENT, "same key, different content")
+        txn.recording_sent = True  # from here an error leaves the outcome unknown: no answer
+        await svc.store.confirm_replicated()
         txn.answer = stored.response
         raise Answered
     txn.recordable = True

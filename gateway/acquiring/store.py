@@ -274,11 +274,19 @@ def _settle(future: asyncio.Future[Any], *, result: Any = None, exception: BaseE
         future.set_result(result)
 
 
+# A COMMIT is never cancelled by us: cancelled while it waits for the synchronous
+# standby, it stays committed on the primary without being replicated, and a
+# failover then loses it (docs/reliability.md). The pool's command timeout does
+# not apply to the statements that commit money; this bound only frees a
+# connection whose server went away without a word.
+COMMIT_WAIT_S = 3600.0
+
+
 async def _finish_many(pool: asyncpg.Pool | asyncpg.Connection, payloads: list[str]) -> list[dict[str, Any]]:
     """Group commit: record a batch of outcomes (``gw_finish_many``) in one
     transaction. A hot account (a busy merchant) is then locked once per
     batch, not once per request, and the batch shares one commit."""
-    results = await pool.fetchval("SELECT gw_finish_many($1::jsonb[])", payloads)
+    results = await pool.fetchval("SELECT gw_finish_many($1::jsonb[])", payloads, timeout=COMMIT_WAIT_S)
     return [orjson.loads(result) for result in results]
 
 
@@ -311,6 +319,8 @@ class TransactionStore(Protocol):
                            biller_code: str | None, day: date, with_risk: bool) -> RequestContext | None: ...
 
     async def finish(self, operation: Operation, on_sent: Callable[[], None] | None = None) -> FinishResult: ...
+
+    async def confirm_replicated(self) -> None: ...
 
 
 class Store:
@@ -370,3 +380,13 @@ class Store:
                 time.perf_counter() - started)
         return FinishResult(result["status"], result["stored"], result.get("response") or {},
                             result.get("reversed"), result.get("risk_rule"))
+
+    async def confirm_replicated(self) -> None:
+        """Return once everything committed so far is on the synchronous standby.
+        A stored answer read from the primary may belong to a COMMIT that is not
+        (one cancelled while it waited for the standby, by another client or an
+        older gateway): answering from it before then could hand the terminal an
+        approval that a failover loses. A transactional WAL record's COMMIT waits
+        for the standby like any other (reading alone writes no WAL, and waits
+        for nothing)."""
+        await self.pool.execute("SELECT pg_logical_emit_message(true, 'posgw', 'repeat')", timeout=COMMIT_WAIT_S)

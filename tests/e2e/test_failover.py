@@ -44,14 +44,6 @@ HEALTH_POLL_S = 0.1
 NO_ANSWER = (ConnectionError, TimeoutError, OSError)
 # What the engine must change (gateway/acquiring: the lead's, after the merge);
 # docs/reliability.md, "A stored answer sent before the standby has it".
-ENGINE_FIX = (
-    "a stored answer (a terminal's repeat, or the batcher's one-by-one retry finding its own cancelled commit) "
-    "is read without writing WAL, so nothing waits for the standby before it goes out: card_flows.check_repeat "
-    "must set txn.recording_sent and run SELECT pg_logical_emit_message(true, 'posgw', 'repeat') before "
-    "answering, and gw_finish.sql's repeat branch PERFORM the same (a transactional WAL record: its COMMIT waits "
-    "for the synchronous standby, and the original's commit is before it in the WAL)")
-
-
 @pytest.fixture(scope="module")
 async def pair() -> AsyncIterator[PgPair]:
     """One pair for the module (it takes seconds to build): the tests run in
@@ -181,7 +173,6 @@ async def test_the_standby_lost_under_load_commits_go_on_asynchronously_and_it_c
           f"{book.codes.get('96', 0)} answered 96, {book.unanswered} unanswered and reversed")
 
 
-@pytest.mark.xfail(reason=ENGINE_FIX, strict=False)  # fails in most runs: it takes a batch of two or more
 async def test_an_approval_is_never_answered_before_the_standby_has_it_even_past_the_command_timeout(
         pair, tmp_path):
     """The standby hears nothing (its WAL sender stopped) for longer than the
@@ -226,7 +217,6 @@ async def test_an_approval_is_never_answered_before_the_standby_has_it_even_past
     assert seen <= on_standby, f"answered 00 but only on the primary: {sorted(seen - on_standby)}"
 
 
-@pytest.mark.xfail(reason=ENGINE_FIX, strict=True)
 async def test_a_repeat_is_not_answered_00_from_a_commit_the_standby_does_not_have(pair, tmp_path):
     """A purchase whose COMMIT waits for a deaf standby past the command timeout
     is cancelled by the client: committed on the primary alone, and (rightly) not

@@ -305,6 +305,9 @@ class World:
                       biller=self.billers.get(biller_code or ""), batch_settled=key.batch == SETTLED_BATCH,
                       merchant_limits=None, terminal_limits=None, history=history)
 
+    async def confirm_replicated(self) -> None:
+        """No standby here: everything recorded is as safe as it gets."""
+
     async def finish(self, operation: Operation, on_sent: Any = None) -> FinishResult:
         p = json.loads(json.dumps(operation.as_json()))  # what gw_finish gets: JSON, or a TypeError as with asyncpg
         if on_sent is not None:

@@ -98,6 +98,10 @@ BEGIN
              ON tx.tid = v_tid AND tx.batch = v_batch AND tx.stan = v_stan AND tx.mti_class = v_class;
     IF v_existing.content_hash IS NOT NULL THEN
         IF v_existing.content_hash = p->>'content' THEN
+            -- a WAL record, so that this transaction's COMMIT waits for the
+            -- synchronous standby, and with it the stored answer's own COMMIT
+            -- (Store.confirm_replicated says why)
+            PERFORM pg_logical_emit_message(true, 'posgw', 'repeat');
             RETURN jsonb_build_object('status', 'repeat', 'stored', true, 'response', v_existing.response);
         END IF;
         RETURN jsonb_build_object('status', 'conflict', 'stored', false);
