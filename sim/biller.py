@@ -382,8 +382,8 @@ def _bill_argument(text: str) -> tuple[str, int]:
     return account, int(amount)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m sim.biller", description="an HTTP biller with faults")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The simulator's options (``python -m sim.biller``, and ``posgw-sim biller`` once wired there)."""
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8601)
     p.add_argument("--prepaid", action="store_true", help="answer each payment with a 20-digit token")
@@ -394,6 +394,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drop", type=int, default=0, help="drop the next N requests unanswered")
     p.add_argument("--fail-after-accept", type=int, default=0, help="book the next N pays and cancels, then drop")
     p.add_argument("--down-s", type=float, default=0.0, help="start down for that many seconds")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sim.biller", description="an HTTP biller with faults")
+    add_arguments(p)
     return p
 
 
@@ -411,9 +416,14 @@ async def _main(args: argparse.Namespace) -> None:
     await sim.stop()
 
 
-def main(argv: list[str] | None = None) -> int:
-    asyncio.run(_main(build_parser().parse_args(argv)))
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGINT or SIGTERM; print one JSON line with the URL once listening."""
+    asyncio.run(_main(args))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -5,10 +5,13 @@ meanings, idempotence by receipt, and the simulator's faults."""
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 import threading
 import time
 from datetime import date
 
+import httpx
 import pytest
 
 from gateway.upstream.billers import (
@@ -144,8 +147,6 @@ async def test_a_biller_down_for_a_while_comes_back_by_itself(biller_sim, connec
 
 
 async def test_the_control_endpoint_sets_faults_at_run_time(biller_sim):
-    import httpx
-
     async with httpx.AsyncClient(base_url=biller_sim.url) as client:
         state = (await client.post("/control", json={"delay_s": 0.2, "drop": 2, "payments": [
             {"receipt": "000000000099", "account": "M9", "amount_fen": 300}]})).json()
@@ -160,9 +161,6 @@ async def test_the_control_endpoint_sets_faults_at_run_time(biller_sim):
 
 
 async def test_the_simulator_runs_as_a_program(tmp_path):
-    import json
-    import sys
-
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "sim.biller", "--port", "0", "--prepaid",
                                                 stdout=asyncio.subprocess.PIPE)
     try:

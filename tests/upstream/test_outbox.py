@@ -12,9 +12,10 @@ import pytest
 import structlog
 from prometheus_client import REGISTRY
 
+from gateway.settings import Settings
 from gateway.upstream import outbox
 from gateway.upstream.outbox import ForwarderSettings, backoff_s
-from tests.upstream.conftest import BILLER, FAST
+from tests.upstream.conftest import BILLER
 
 RECEIPTS = [f"{n:012d}" for n in range(100001, 100041)]
 
@@ -162,7 +163,7 @@ async def test_backoff_grows_after_each_failed_attempt_and_is_capped(db, http_bi
         waits.append(await db.fetchval(
             "SELECT extract(epoch FROM next_attempt_at - clock_timestamp())::float8 FROM biller_outbox"))
     expected = [0.5, 1.0, 2.0, 2.0, 2.0]
-    assert all(want - 0.3 < got <= want for got, want in zip(waits, expected)), waits
+    assert all(want - 0.3 < got <= want for got, want in zip(waits, expected, strict=True)), waits
     message = await outbox.get_message(db, message_id)
     assert message.attempts == 5 and message.status == "pending"
     assert await forwarder.run_once() == 0  # not due yet
@@ -262,3 +263,11 @@ async def test_saf_list_and_retry_on_the_command_line(cli, db, http_biller, bill
     audit = (await cli("audit", "list", "--json")).json["events"]
     assert [(e["action"], e["entity"]) for e in audit if e["action"].startswith("saf.")] == [
         ("saf.retry", f"saf:{second}")]
+
+
+def test_the_forwarders_settings_come_from_the_gateways():
+    settings = Settings(saf_poll_interval_s=2.0, saf_batch_max=8, saf_backoff_base_s=0.5, saf_backoff_max_s=60.0,
+                        saf_age_alert_s=600.0, biller_timeout_s=4.0)
+    assert ForwarderSettings.from_settings(settings) == ForwarderSettings(
+        poll_interval_s=2.0, batch_max=8, backoff_base_s=0.5, backoff_max_s=60.0, age_alert_s=600.0, lease_s=9.0)
+    assert ForwarderSettings.from_settings(Settings()).backoff_max_s == 300.0
