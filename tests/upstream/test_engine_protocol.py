@@ -13,7 +13,7 @@ from gateway.upstream import outbox
 from gateway.upstream.billers import Biller, BillerUnavailable, HttpConnector, PaymentOrder
 from tests.upstream.conftest import BILLER
 
-IN_FLIGHT_S = 0.5  # the armed cancel's delay: longer than a payment may take (the engine: request_timeout_s)
+IN_FLIGHT_S = 1.5  # the armed cancel's delay: longer than a payment may take (the engine: request_timeout_s)
 
 
 @pytest.fixture

@@ -82,7 +82,7 @@ async def test_a_timed_out_call_holds_no_thread_and_is_91(biller_sim):
     results = await asyncio.gather(*calls, return_exceptions=True)
     elapsed_s = time.monotonic() - started
     assert all(isinstance(r, BillerUnavailable) for r in results), results
-    assert elapsed_s < 1.5  # all 30 gave up at their time limit, together
+    assert elapsed_s < 3.0  # all 30 gave up at their time limit, together (one after another: 9 s)
     assert threads_during == threads_before  # no thread per call
     assert threading.active_count() == threads_before
     await connectors.close()
@@ -137,12 +137,12 @@ async def test_a_pay_that_fails_after_the_accept_is_unavailable_yet_booked_at_th
 async def test_a_biller_down_for_a_while_comes_back_by_itself(biller_sim, connector):
     biller = biller_at(biller_sim.url)
     await connector.inquire(biller, "M1")
-    await biller_sim.go_down(0.5)
+    await biller_sim.go_down(1.0)
     with pytest.raises(BillerUnavailable):  # the kept connection was dropped under the call
         await connector.inquire(biller, "M1")
     with pytest.raises(BillerUnavailable, match="ConnectError"):  # the port is closed
         await connector.inquire(biller, "M1")
-    await asyncio.sleep(0.7)
+    await asyncio.sleep(1.5)
     assert (await connector.inquire(biller, "M1")).name == "Customer M1"
 
 
@@ -153,10 +153,10 @@ async def test_the_control_endpoint_sets_faults_at_run_time(biller_sim):
         assert state["faults"] == {"delay_s": 0.2, "drop": 2, "fail_after_accept": 0, "down_s": 0.0}
         assert biller_sim.paid_receipts() == {"000000000099"}
         assert (await client.post("/control", json={"nonsense": 1})).status_code == 400
-        await client.post("/control", json={"down_s": 0.3})
+        await client.post("/control", json={"down_s": 0.5})
     await asyncio.sleep(0.1)
     assert biller_sim.down
-    await asyncio.sleep(0.4)
+    await asyncio.sleep(1.0)
     assert not biller_sim.down
 
 

@@ -105,7 +105,8 @@ async def test_the_biller_down_while_cancels_are_queued_gets_each_once_when_back
     assert biller_sim.paid_receipts() == set()
     assert await outbox.list_messages(db) == []  # saf list: nothing pending
     done = await outbox.list_messages(db, include_done=True)
-    assert all(m.status == "done" and m.attempts >= 4 for m in done)
+    # Each was claimed 3 times at least while it was down (the third may have connected once it was back).
+    assert all(m.status == "done" and m.attempts >= 3 for m in done)
 
 
 async def test_two_forwarders_with_their_own_pools_send_each_message_once(db, http_biller, biller_sim, forwarders):
@@ -163,7 +164,7 @@ async def test_backoff_grows_after_each_failed_attempt_and_is_capped(db, http_bi
         waits.append(await db.fetchval(
             "SELECT extract(epoch FROM next_attempt_at - clock_timestamp())::float8 FROM biller_outbox"))
     expected = [0.5, 1.0, 2.0, 2.0, 2.0]
-    assert all(want - 0.3 < got <= want for got, want in zip(waits, expected, strict=True)), waits
+    assert all(want - 0.45 < got <= want for got, want in zip(waits, expected, strict=True)), waits
     message = await outbox.get_message(db, message_id)
     assert message.attempts == 5 and message.status == "pending"
     assert await forwarder.run_once() == 0  # not due yet
@@ -174,7 +175,7 @@ async def test_a_restarted_forwarder_resumes_what_the_killed_one_left(db, http_b
         biller_sim.add_payment(receipt, "M0001", 700)
         await outbox.enqueue(db, BILLER, "cancel", receipt)
     biller_sim.faults.delay_s = 5.0  # the first forwarder dies in the middle of its sends
-    lease = ForwarderSettings(poll_interval_s=0.05, backoff_base_s=0.05, backoff_max_s=0.2, lease_s=1.0)
+    lease = ForwarderSettings(poll_interval_s=0.05, backoff_base_s=0.05, backoff_max_s=0.2, lease_s=3.0)
     first = await forwarders.make(lease, timeout_s=10.0)
     killed = asyncio.create_task(first.run_once())
     await asyncio.sleep(0.3)
