@@ -143,3 +143,18 @@ DB_POOL_ACQUIRE_SECONDS = Gauge(
     "Time the scrape waited for a pool connection, as a request would (asyncpg counts no waiters)",
     multiprocess_mode="livemostrecent",
 )
+
+# -- the biller outbox (gateway.upstream.outbox: the forwarder sets them each round) -----------------
+SAF_PENDING = Gauge(
+    "posgw_saf_pending_messages", "Messages to billers (cancels, notices) not yet acknowledged",
+    multiprocess_mode="livemostrecent",
+)
+SAF_OLDEST_AGE_SECONDS = Gauge(
+    "posgw_saf_oldest_pending_age_seconds",
+    "Age of the oldest message to a biller not yet acknowledged; 0 when none is pending",
+    multiprocess_mode="livemostrecent",
+)
+SAF_ATTEMPTS = Counter(
+    "posgw_saf_attempts_total", "Attempts to send a message to a biller, by kind (cancel, notice) and result "
+    "(acknowledged, failed)", ["kind", "result"],
+)

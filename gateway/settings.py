@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     payer_name: str = Field("posgw", min_length=1, max_length=140)  # the payer of payout files (pain.001 Dbtr)
     payer_account: str = Field("0000000000000000", pattern=r"^[A-Za-z0-9]{1,34}$")  # its account (DbtrAcct)
     payer_bank_code: str = Field("000000000000", pattern=r"^[A-Za-z0-9]{1,35}$")  # its bank's CNAPS code (DbtrAgt)
+    biller_connections_max: int = Field(10, ge=1)  # HTTP connections kept open per biller (http connector)
+    saf_poll_interval_s: float = Field(1.0, gt=0)  # the biller outbox's forwarder looks for due messages this often
+    saf_batch_max: int = Field(32, ge=1)  # messages one forwarder claims and sends at once
+    saf_backoff_base_s: float = Field(1.0, gt=0)  # wait after a message's first failed attempt, doubling after each
+    saf_backoff_max_s: float = Field(300.0, gt=0)  # ... up to this
+    saf_age_alert_s: float = Field(3600.0, gt=0)  # a message still unacknowledged this old: security_alert
 
     @field_validator("timezone")
     @classmethod

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from gateway.cli import biller_link
 from gateway.cli.common import Context, Subcommands, add_command, add_group
 from gateway.cli.reports import add_csv_flag, report_format, report_output
 from gateway.domain import bills, validate
@@ -66,6 +67,7 @@ def register(groups: Subcommands) -> None:
     p.add_argument("code")
     p.add_argument("--date", required=True, help="YYYY-MM-DD, a local day")
     add_csv_flag(p, "print the payments as CSV")
+    biller_link.add_reconcile(biller)
 
     bill = add_group(groups, "bill", "postpaid bills")
     p = add_command(bill, "add", bill_add)
