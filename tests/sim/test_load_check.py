@@ -23,13 +23,14 @@ from bench.procs import free_port
 from protocol.crypto import cup_ecb_mac
 from protocol.framing import encode_frame, parse_frame_body
 from protocol.messages import decode_message
-from sim.load.check import OperatorCli, check_report, check_text, compare, payers_of
-from sim.load.cli import exit_code
+from sim import cli as sim_cli
+from sim.load.check import CheckError, OperatorCli, check_report, check_text, compare, payers_of
+from sim.load.cli import exit_code, summary
 from sim.load.faults import Faults
 from sim.load.loops import run_load
 from sim.load.money import CARD, FLOAT, MoneySeen
 from sim.load.options import LoadOptions, UsageError
-from sim.load.stats import Stats
+from sim.load.stats import Stats, build_report
 from sim.load.terminals import make_terminals
 from sim.load.world import World
 from sim.terminal import WorkingKeys, build_request
@@ -96,6 +97,48 @@ def test_the_check_covers_the_cards_of_the_terminals_and_their_agents_floats():
     with pytest.raises(UsageError, match="agent of terminal DEMO0001"):
         payers_of(no_merchants, options.mix)
     assert payers_of(no_merchants, {"purchase": 1})[0] == (CARD, "6222020000000015")
+
+
+def test_the_text_report_ends_with_the_check():
+    stats = Stats({"purchase": 1})
+    report = build_report(stats, mode="closed", connect="persistent", terminals=1, duration_s=1.0,
+                          mix={"purchase": 1}, faults={}, rate=None,
+                          signon={"terminals": 1, "signed_on": 1, "failed": 0, "failures": {}}).to_dict()
+    seen = MoneySeen()
+    report["check"] = check_report({(CARD, PAN_1): 100}, seen, {(CARD, PAN_1): 100})
+    assert summary(report).splitlines()[-1] == ("check: 1 cards and 0 agent floats exact (approved: cards 0.00, "
+                                                "floats 0.00 yuan)")
+    report["check"] = {"ok": False, "error": "card 622202*0015: `card show` exited 1: unknown card 622202*0015"}
+    assert summary(report).splitlines()[-1] == ("check: not done: card 622202*0015: `card show` exited 1: "
+                                                "unknown card 622202*0015")
+    assert exit_code(report) == 1
+
+
+def test_load_check_exits_2_when_the_opening_balances_cannot_be_read(tmp_path, capsys, unused_tcp_port):
+    world = tmp_path / "world.json"
+    world.write_text(json.dumps(WORLD))
+    argv = ["load", "--world", str(world), "--port", str(unused_tcp_port), "--quiet", "--check"]
+    assert sim_cli.main([*argv, "--check-command", "/bin/false"]) == 2
+    err = capsys.readouterr().err
+    assert "posgw-sim load: error: --check: opening balances: card 622202*0015: `card show` exited 1" in err
+    assert PAN_1 not in err
+    assert sim_cli.main([*argv, "--check-command", str(tmp_path / "no-posgw")]) == 2
+    assert "cannot run" in capsys.readouterr().err
+    assert sim_cli.main([*argv, "--mix", "bill-pay=1", "--check-command", "/bin/false"]) == 2
+    assert "agent DEMO float: `agent show` exited 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        sim_cli.main([*argv, "--check-command", ""])
+
+
+async def test_the_operator_cli_reads_balances_and_names_an_unknown_card_masked(issued_card, db_url,
+                                                                                tmp_path):
+    reader = OperatorCli([str(BIN / "posgw")], env=_env(db_url, tmp_path))
+    pan = issued_card
+    assert await reader.read([(CARD, pan), (FLOAT, "AG01"), (CARD, pan)]) == {(CARD, pan): 12_345,
+                                                                              (FLOAT, "AG01"): 0}
+    with pytest.raises(CheckError, match=r"^card 622202\*0015: `card show` exited 2: posgw: error: unknown card "
+                                         r"622202\*{6}0015$"):
+        await reader.read([(CARD, PAN_1)])
 
 
 # -- the reversals owed at the end of a run, against an in-test host -----------------------------
@@ -178,6 +221,15 @@ async def test_a_reversal_never_answered_is_left_after_the_timeout_and_in_doubt(
 
 
 # -- a real gateway --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def issued_card(cli, world) -> str:
+    """The ``world`` of tests/conftest.py and a card of 123.45 yuan: its PAN."""
+    pan = "6222020000000114"
+    result = await cli("card", "issue", pan, "--pin", "123456", "--expiry", "3012", "--balance", "123.45")
+    assert result.code == 0, result.stderr
+    return pan
 
 
 def _env(db_url: str, data_dir: Path) -> dict[str, str]:
