@@ -135,7 +135,7 @@ async def _bill_pay(terminal: Terminal, args: argparse.Namespace) -> tuple[Respo
     return response, {"bill": bill_fields(response)}
 
 
-# A chip command runs a whole exchange: its report (``--json``), and the exit code.
+# A chip command runs a whole exchange (no MAC) and returns its report (what ``--json`` prints).
 ChipHandler = Callable[[Terminal, argparse.Namespace], Awaitable[dict[str, Any]]]
 
 
@@ -427,9 +427,17 @@ async def _run_chip(args: argparse.Namespace, command: str) -> int:
     return EXIT_APPROVED
 
 
+def _chip_command(args: argparse.Namespace) -> str | None:
+    """The ``CHIP_COMMANDS`` entry ``args`` name, if any."""
+    if args.command == "signon" and args.follow_prompts:
+        return "signon --follow-prompts"
+    return args.command if args.command in CHIP_COMMANDS else None
+
+
 async def _run(args: argparse.Namespace) -> int:
-    if args.command == "ic-download" or (args.command == "signon" and args.follow_prompts):
-        return await _run_chip(args, "ic-download" if args.command == "ic-download" else "signon --follow-prompts")
+    chip_command = _chip_command(args)
+    if chip_command is not None:
+        return await _run_chip(args, chip_command)
     terminal = Terminal(args.host, args.port, args.tid, args.mid, args.tmk, mac_algorithm=args.mac,
                         batch=args.batch)
     try:
