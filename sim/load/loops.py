@@ -120,8 +120,12 @@ class LoadRun:
             await self.one(terminal, scheduled)
 
     async def one(self, terminal: LoadTerminal, scheduled: float | None) -> None:
-        """One slot of the load: a request, possibly with a fault, or a garbage probe."""
+        """One slot of the load: a request, possibly with a fault, or a garbage probe; none while
+        the terminal owes a reversal the gateway does not answer yet."""
         self.stats.slots += 1
+        if terminal.owed and not await self.faults.pay_owed(terminal):
+            await asyncio.sleep(CONNECT_RETRY_DELAY_S)
+            return
         fault = self._fault()
         if fault == "garbage":
             await self.faults.garbage()
@@ -267,7 +271,6 @@ async def run_load(world: World, options: LoadOptions, *, progress: ProgressDisp
             warm = LoadRun(signed_on, replace(options, duration_s=options.warmup_s), money)
             warmup = _warmup_summary(report_of(warm, await _drive(warm, progress, "warm-up")))
             warmup["ended_at"] = round(time.time(), 3)  # Unix time: the run's requests come after
-            runner.faults.owed += warm.faults.owed  # settled with the run's, at its end
             if warm.stopped:
                 runner.stop()
         if not runner.stopped:
@@ -275,7 +278,7 @@ async def run_load(world: World, options: LoadOptions, *, progress: ProgressDisp
     finally:
         for terminal in signed_on:
             terminal.close()
-    await runner.faults.settle_owed(options.timeout_s)
+    await runner.faults.settle_owed(signed_on, options.timeout_s)
     await asyncio.sleep(0)  # let the closed connections go
     report = report_of(runner, duration)
     report.warmup = warmup

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from protocol.messages import Message
 from sim.terminal import mask_pan
 
 CARD, FLOAT = "card", "float"
@@ -50,3 +51,13 @@ class MoneySeen:
 
     def doubt(self, payer: Payer, amount_fen: int, cause: str, answer: str | None) -> None:
         self.in_doubt.append(Doubt(payer, amount_fen, cause, answer))
+
+
+@dataclass(slots=True)
+class OwedReversal:
+    """A reversal a terminal owes (the 0400 of ``original``): sent until answered (not 96)."""
+
+    original: Message
+    payer: Payer  # whose money the original would have moved
+    cause: str
+    reason: str  # 39 of the 0400: 98 no answer, 06 other

@@ -71,9 +71,10 @@ class Stats:
             "badmac": {"injected": 0, "rejected_a0": 0, "accepted": 0, "failed": 0},
             "garbage": {"injected": 0, "closed": 0, "answered": 0, "not_closed": 0},
         }
-        # sent: reversals begun; answered: those answered (not 96), at once or at the end of the run;
-        # unanswered: those still unanswered after it; end_of_run: the reversals owed when the run ended.
-        self.reversals: dict[str, Any] = {"sent": 0, "answered": 0, "unanswered": 0, "attempts": 0,
+        # sent: reversals begun; answered: those answered (not 96), at once, later or at the end;
+        # owed: those not answered at once (then sent before the terminal's next request);
+        # unanswered: those left after the end of the run; end_of_run: the reversals owed when it ended.
+        self.reversals: dict[str, Any] = {"sent": 0, "answered": 0, "unanswered": 0, "owed": 0, "attempts": 0,
                                           "answered_96": 0, "by_code": {}, "by_cause": {},
                                           "end_of_run": {"owed": 0, "sent": 0, "answered": 0, "left": 0,
                                                          "seconds": 0.0}}

@@ -16,7 +16,7 @@ from protocol.framing import FramingError
 from protocol.messages import SECURITY_CONTROL
 from sim.load.connection import Connection
 from sim.load.frames import RequestTemplate, ResponseView
-from sim.load.money import CARD, FLOAT, Payer
+from sim.load.money import CARD, FLOAT, OwedReversal, Payer
 from sim.load.options import UNMACCED_TYPES, LoadOptions, UsageError
 from sim.load.world import CardSpec, TerminalSpec, World
 from sim.terminal import (
@@ -52,6 +52,7 @@ class LoadTerminal:
         self._pin_blocks: dict[int, bytes] = {}
         self._turn = 0
         self.connection: Connection | None = None
+        self.owed: list[OwedReversal] = []  # reversals not answered yet, oldest first
 
     def next_stan(self) -> int:
         self._stan = self._stan % STAN_MAX + 1

@@ -27,11 +27,11 @@ from sim import cli as sim_cli
 from sim.load.check import CheckError, OperatorCli, check_report, check_text, compare, payers_of
 from sim.load.cli import exit_code, summary
 from sim.load.faults import Faults
-from sim.load.loops import run_load
+from sim.load.loops import LoadRun, run_load
 from sim.load.money import CARD, FLOAT, MoneySeen
 from sim.load.options import LoadOptions, UsageError
 from sim.load.stats import Stats, build_report
-from sim.load.terminals import make_terminals
+from sim.load.terminals import LoadTerminal, make_terminals
 from sim.load.world import World
 from sim.terminal import WorkingKeys, build_request
 from tests.conftest import TEST_LMK
@@ -145,8 +145,9 @@ async def test_the_operator_cli_reads_balances_and_names_an_unknown_card_masked(
 
 
 def _reversal_host(codes: list[str]):
-    """A host answering each 0400 with the next of ``codes`` (the last one for ever), without a MAC."""
-    answers: list[str] = []
+    """A host answering each 0400 with the next of ``codes`` (the last one for ever), without a MAC,
+    and each 0200 with a 0210 00 MAC'd under ``MAK``; the MTIs it saw, with the answers' codes."""
+    seen: list[str] = []
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
@@ -154,19 +155,22 @@ def _reversal_host(codes: list[str]):
                 length = int.from_bytes(await reader.readexactly(2), "big")
                 frame = parse_frame_body(await reader.readexactly(length))
                 request = decode_message(frame.message)
-                code = codes[min(len(answers), len(codes) - 1)]
-                answers.append(code)
-                answer = build_request("0410", pan=request.pan, processing_code=request.processing_code,
-                                       amount=request.amount, stan=request.stan, terminal_id=request.terminal_id,
-                                       merchant_id=request.merchant_id, txn_data=request.txn_data,
-                                       response_code=code).encode()
-                writer.write(encode_frame(frame.tpdu.swapped(), frame.header, answer))
+                reversals = sum(1 for entry in seen if entry.startswith("0400"))
+                code = codes[min(reversals, len(codes) - 1)] if request.mti == "0400" else "00"
+                seen.append(f"{request.mti} {code}")
+                answer = build_request(f"{request.mti[:2]}{int(request.mti[2]) + 1}0", pan=request.pan,
+                                       processing_code=request.processing_code, amount=request.amount,
+                                       stan=request.stan, terminal_id=request.terminal_id,
+                                       merchant_id=request.merchant_id, currency=request.currency,
+                                       txn_data=request.txn_data, response_code=code)
+                raw = answer.encode() if request.mti == "0400" else answer.encode_with_mac(partial(cup_ecb_mac, MAK))
+                writer.write(encode_frame(frame.tpdu.swapped(), frame.header, raw))
         writer.close()
 
-    return serve, answers
+    return serve, seen
 
 
-async def _owed_purchase(port: int, timeout_s: float = 0.5) -> tuple[Faults, MoneySeen]:
+async def _owed_purchase(port: int, timeout_s: float = 0.5) -> tuple[Faults, MoneySeen, LoadTerminal]:
     """A purchase of 0.37 yuan by the world's second card (the first template taken) sent nowhere
     (nobody listens on ``port``): its reversal is owed."""
     options = LoadOptions(port=port, mix={"purchase": 1}, timeout_s=timeout_s)
@@ -177,47 +181,70 @@ async def _owed_purchase(port: int, timeout_s: float = 0.5) -> tuple[Faults, Mon
     stats, money = Stats(options.mix), MoneySeen()
     faults = Faults(stats, options, random.Random(1), money)
     await faults.reverse(terminal, message, "drop", reason="98")
-    assert len(faults.owed) == 1 and stats.reversals["sent"] == 1 and stats.reversals["answered"] == 0
-    assert stats.reversals["attempts"] == 5  # REVERSAL_TRIES, all refused
-    return faults, money
+    assert len(terminal.owed) == 1 and stats.reversals["sent"] == stats.reversals["owed"] == 1
+    assert stats.reversals["answered"] == 0 and stats.reversals["attempts"] == 5  # REVERSAL_TRIES, all refused
+    return faults, money, terminal
 
 
 async def test_a_reversal_owed_when_the_host_was_away_is_sent_at_the_end_until_answered():
     port = free_port()
-    faults, money = await _owed_purchase(port)
+    faults, money, terminal = await _owed_purchase(port)
     serve, answers = _reversal_host(["96", "96", "00"])  # back, but the database is away at first
     server = await asyncio.start_server(serve, "127.0.0.1", port)
     try:
-        await faults.settle_owed(5.0)
+        await faults.settle_owed([terminal], 5.0)
     finally:
         server.close()
         await server.wait_closed()
     reversals = faults.stats.reversals
-    assert answers == ["96", "96", "00"]
+    assert answers == ["0400 96", "0400 96", "0400 00"]
     assert reversals["end_of_run"] | {"seconds": 0} == {"owed": 1, "sent": 3, "answered": 1, "left": 0,
                                                           "seconds": 0}
     assert reversals["answered_96"] == 2 and reversals["by_code"] == {"00": 1}
     assert reversals["answered"] == 1 and reversals["unanswered"] == 0
-    assert faults.owed == [] and money.in_doubt == [] and faults.stats.error_total == 0
+    assert terminal.owed == [] and money.in_doubt == [] and faults.stats.error_total == 0
 
 
 async def test_a_reversal_never_answered_is_left_after_the_timeout_and_in_doubt():
     port = free_port()
-    faults, money = await _owed_purchase(port)
+    faults, money, terminal = await _owed_purchase(port)
     serve, answers = _reversal_host(["96"])
     server = await asyncio.start_server(serve, "127.0.0.1", port)
     started = time.monotonic()
     try:
-        await faults.settle_owed(0.8)
+        await faults.settle_owed([terminal], 0.8)
     finally:
         server.close()
         await server.wait_closed()
     assert 0.7 <= time.monotonic() - started < 2.0  # bounded by the time given
+    assert set(answers) == {"0400 96"}
     end = faults.stats.reversals["end_of_run"]
     assert end["owed"] == 1 and end["answered"] == 0 and end["left"] == 1 and end["sent"] == len(answers) >= 2
     assert faults.stats.reversals["unanswered"] == 1 and faults.stats.errors["reversals_unanswered"] == 1
     assert [d.to_dict() for d in money.in_doubt] == [
         {"payer": "card 622202*0023", "amount_fen": 37, "cause": "drop", "reversal_answer": None}]
+
+
+async def test_a_terminal_that_owes_a_reversal_sends_it_before_its_next_request():
+    port = free_port()
+    _, money, terminal = await _owed_purchase(port)
+    serve, seen = _reversal_host(["96", "00"])
+    server = await asyncio.start_server(serve, "127.0.0.1", port)
+    runner = LoadRun([terminal], terminal.options, money)
+    try:
+        await runner.one(terminal, None)  # the reversal first: 96, so no request yet
+        assert seen == ["0400 96"] and runner.stats.requests == 0 and len(terminal.owed) == 1
+        await runner.one(terminal, None)  # the reversal answered, then the purchase
+        assert seen == ["0400 96", "0400 00", "0200 00"]
+    finally:
+        terminal.close()
+        server.close()
+        await server.wait_closed()
+    reversals = runner.stats.reversals
+    assert (reversals["answered"], reversals["answered_96"], reversals["by_code"]) == (1, 1, {"00": 1})
+    assert terminal.owed == [] and runner.stats.requests == runner.stats.approved == 1
+    assert runner.stats.error_total == 0 and money.in_doubt == []
+    assert sum(money.approved_fen.values()) in range(1, 11)  # the purchase's amount, 0.01 to 0.10
 
 
 # -- a real gateway --------------------------------------------------------------------------------
