@@ -148,7 +148,9 @@ def summary(report: dict[str, Any]) -> str:
     reversals = report["reversals"]
     if reversals["sent"]:
         lines.append(f"reversals: {reversals['sent']} sent, {reversals['answered']} answered "
-                     f"in {reversals['attempts']} attempts, {reversals['unanswered']} unanswered")
+                     f"in {reversals['attempts']} attempts, {reversals['unanswered']} unanswered"
+                     + (f"; {reversals['owed']} owed for a while ({reversals['slots_held']} slots held)"
+                        if reversals["owed"] else ""))
     end = reversals["end_of_run"]
     if end["owed"]:
         lines.append(f"owed at the end of the run: {end['owed']} reversals, {end['sent']} sent, "

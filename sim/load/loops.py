@@ -124,6 +124,7 @@ class LoadRun:
         the terminal owes a reversal the gateway does not answer yet."""
         self.stats.slots += 1
         if terminal.owed and not await self.faults.pay_owed(terminal):
+            self.stats.reversals["slots_held"] += 1
             await asyncio.sleep(CONNECT_RETRY_DELAY_S)
             return
         fault = self._fault()

@@ -73,9 +73,10 @@ class Stats:
         }
         # sent: reversals begun; answered: those answered (not 96), at once, later or at the end;
         # owed: those not answered at once (then sent before the terminal's next request);
-        # unanswered: those left after the end of the run; end_of_run: the reversals owed when it ended.
+        # unanswered: those left after the end of the run; end_of_run: the reversals owed when it ended;
+        # slots_held: slots that sent no request, their terminal owing a reversal not answered yet.
         self.reversals: dict[str, Any] = {"sent": 0, "answered": 0, "unanswered": 0, "owed": 0, "attempts": 0,
-                                          "answered_96": 0, "by_code": {}, "by_cause": {},
+                                          "answered_96": 0, "slots_held": 0, "by_code": {}, "by_cause": {},
                                           "end_of_run": {"owed": 0, "sent": 0, "answered": 0, "left": 0,
                                                          "seconds": 0.0}}
         self.slots = 0  # requests and fault probes begun

@@ -108,6 +108,11 @@ def test_the_text_report_ends_with_the_check():
     report["check"] = check_report({(CARD, PAN_1): 100}, seen, {(CARD, PAN_1): 100})
     assert summary(report).splitlines()[-1] == ("check: 1 cards and 0 agent floats exact (approved: cards 0.00, "
                                                 "floats 0.00 yuan)")
+    report["reversals"] |= {"sent": 3, "answered": 2, "attempts": 9, "unanswered": 1, "owed": 2, "slots_held": 5,
+                            "end_of_run": {"owed": 1, "sent": 4, "answered": 0, "left": 1, "seconds": 3.0}}
+    lines = summary(report).splitlines()
+    assert "reversals: 3 sent, 2 answered in 9 attempts, 1 unanswered; 2 owed for a while (5 slots held)" in lines
+    assert "owed at the end of the run: 1 reversals, 4 sent, 0 answered, 1 left, in 3.0 s" in lines
     report["check"] = {"ok": False, "error": "card 622202*0015: `card show` exited 1: unknown card 622202*0015"}
     assert summary(report).splitlines()[-1] == ("check: not done: card 622202*0015: `card show` exited 1: "
                                                 "unknown card 622202*0015")
@@ -242,6 +247,7 @@ async def test_a_terminal_that_owes_a_reversal_sends_it_before_its_next_request(
         await server.wait_closed()
     reversals = runner.stats.reversals
     assert (reversals["answered"], reversals["answered_96"], reversals["by_code"]) == (1, 1, {"00": 1})
+    assert reversals["slots_held"] == 1 and runner.stats.slots == 2
     assert terminal.owed == [] and runner.stats.requests == runner.stats.approved == 1
     assert runner.stats.error_total == 0 and money.in_doubt == []
     assert sum(money.approved_fen.values()) in range(1, 11)  # the purchase's amount, 0.01 to 0.10
