@@ -116,19 +116,31 @@ def answer(pain001: bytes, reject_accounts: Collection[str], *, reason_code: str
     return etree.tostring(document, xml_declaration=True, encoding="UTF-8", pretty_print=True)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="posgw-sim bank", description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The bank simulator's options, on ``parser`` (its own, or ``posgw-sim``'s ``bank`` subcommand)."""
     parser.add_argument("--in", dest="input", required=True, type=Path, help="the pain.001 payout file")
     parser.add_argument("--out", type=Path, help="where to write the pain.002 answer (default stdout)")
     parser.add_argument("--reject", default="", metavar="ACCOUNTS",
                         help="account numbers to reject, comma-separated")
-    parser.add_argument("--reason", default=DEFAULT_REJECT_REASON, help="their reason code (default AC04)")
+    parser.add_argument("--reason", default=DEFAULT_REJECT_REASON, type=_reason_code,
+                        help="their reason code (default AC04, closed account; AC01 a wrong number)")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``posgw-sim bank --in F [--out F] [--reject LIST] [--reason CODE]``: exit 0, or 2 for bad input."""
-    args = build_parser().parse_args(argv)
+def _reason_code(value: str) -> str:
+    """An ISO 20022 external status reason code: 1 to 4 letters or digits (``AC04``)."""
+    if not (1 <= len(value) <= 4 and value.isascii() and value.isalnum()):
+        raise argparse.ArgumentTypeError("reason must be an ISO 20022 status reason code, like AC04")
+    return value.upper()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return add_arguments(argparse.ArgumentParser(prog="posgw-sim bank", description=__doc__.split("\n\n")[0]))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Answer the file ``args`` names: exit 0, or 2 for a file that cannot be read or is no pain.001.
+    The rejected account numbers are never printed."""
     rejects = {account.strip() for account in args.reject.split(",") if account.strip()}
     try:
         output = answer(args.input.read_bytes(), rejects, reason_code=args.reason)
@@ -137,9 +149,19 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     if args.out is None:
         sys.stdout.buffer.write(output)
+        sys.stdout.flush()
     else:
-        args.out.write_bytes(output)
+        try:
+            args.out.write_bytes(output)
+        except OSError as exc:
+            print(f"posgw-sim bank: error: {args.out}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_USAGE
     return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``posgw-sim bank --in F [--out F] [--reject LIST] [--reason CODE]``: exit 0, or 2 for bad input."""
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

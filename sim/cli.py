@@ -1,4 +1,6 @@
-"""``posgw-sim``: drive one terminal exchange against a gateway from the shell.
+"""``posgw-sim``: drive one terminal exchange against a gateway from the shell; a chip
+terminal's list downloads (``ic-download``, ``signon --follow-prompts``); a load
+(``load``); the bank's answer to a payout file (``bank``).
 
 Exit codes: 0 response 00; 1 another response code; 2 bad usage or input,
 connection failure, timeout, or a response that fails its checks.
@@ -20,7 +22,7 @@ from protocol.codes import ResponseCode
 from protocol.crypto import key_check_value
 from protocol.framing import FramingError
 from protocol.messages import FormatError
-from sim import load
+from sim import bank, ic, load
 from sim.cli_support import batch_number, run_async
 from sim.terminal import (
     AMOUNT_FEN_MAX,
@@ -132,6 +134,25 @@ async def _bill_pay(terminal: Terminal, args: argparse.Namespace) -> tuple[Respo
     )
     return response, {"bill": bill_fields(response)}
 
+
+# A chip command runs a whole exchange (no MAC) and returns its report (what ``--json`` prints).
+ChipHandler = Callable[[Terminal, argparse.Namespace], Awaitable[dict[str, Any]]]
+
+
+async def _ic_download(terminal: Terminal, args: argparse.Namespace) -> dict[str, Any]:
+    return ic.download_report(await ic.ic_download(terminal))
+
+
+async def _signon_following_prompts(terminal: Terminal, args: argparse.Namespace) -> dict[str, Any]:
+    followed = await ic.sign_on_following_prompts(terminal, network_code=args.network_code,
+                                                  holding_nothing=args.first_day)
+    return ic.prompts_report(followed)
+
+
+CHIP_COMMANDS: dict[str, ChipHandler] = {
+    "ic-download": _ic_download,
+    "signon --follow-prompts": _signon_following_prompts,
+}
 
 COMMANDS: dict[str, Handler] = {
     "signon": _signon,
@@ -259,6 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     signon = commands.add_parser("signon", parents=[common], help="sign on and check the working keys")
     signon.add_argument("--network-code", choices=("003", "004"), default="003")
+    signon.add_argument("--follow-prompts", action="store_true",
+                        help="then do what each answer's header digit asks (3 sign on, 4 download the CAPKs, "
+                             "5 the AIDs) until it says 0")
+    signon.add_argument("--first-day", action="store_true",
+                        help="with --follow-prompts: a chip terminal holding no lists downloads both first")
     commands.add_parser("echo", parents=[common], help="echo test")
     commands.add_parser("balance", parents=[common, card, pin], help="sign on, then a balance inquiry")
     commands.add_parser("purchase", parents=[common, card, pin, amount], help="sign on, then a purchase")
@@ -297,7 +323,14 @@ def build_parser() -> argparse.ArgumentParser:
     bill_pay.add_argument("--reference", metavar="BR", type=_reference, help="the inquiry's bill reference")
     bill_pay.add_argument("--pan", type=_digits("PAN", *PAN_DIGITS), help="pay by this card (with --pin)")
     bill_pay.add_argument("--pin", type=_digits("PIN", *PIN_DIGITS))
+    commands.add_parser("ic-download", parents=[common],
+                        help="download the CAPK and AID lists as a chip terminal does (query, each entry, end)")
     load.add_parser(commands)
+    bank.add_arguments(commands.add_parser(
+        "bank", help="the bank simulator: answer a payout file (pain.001) with a pain.002",
+        description="Read a pain.001 payout file and write the bank's pain.002 status report: every credit "
+                    "transfer settled (ACSC) but those to the --reject account numbers (RJCT with --reason). "
+                    "Exit 0, or 2 for a file that cannot be read or is no pain.001.001.09."))
     return parser
 
 
@@ -363,7 +396,48 @@ def _summary(command: str, output: dict[str, Any], latency_s: float) -> str:
     return line
 
 
+def _chip_summary(command: str, report: dict[str, Any]) -> str:
+    """``ic-download``'s lists, or what ``signon --follow-prompts`` did, as text."""
+    if "actions" in report:
+        downloaded = ", ".join(f"{n} {which.upper()}s" for which, n in report["downloaded"].items()) or "nothing"
+        return f"{command}: {' then '.join(report['actions'])}; downloaded {downloaded}"
+    lines = [f"{command}: {len(report['capks'])} CAPKs ({report['queries'].get('capk', 0)} queries, "
+             f"{report['downloads'].get('capk', 0)} downloads), {len(report['aids'])} AIDs "
+             f"({report['queries'].get('aid', 0)} queries, {report['downloads'].get('aid', 0)} downloads)"]
+    lines += [f"CAPK {c['rid']} {c['index']}  expires {c['expiry']}  {c['modulus_bits']} bits  "
+              f"check sum {c['checksum']}" for c in report["capks"]]
+    lines += [f"AID  {a['aid']}  {a['tlv']}" for a in report["aids"]]
+    return "\n".join(lines)
+
+
+async def _run_chip(args: argparse.Namespace, command: str) -> int:
+    """A chip exchange: exit 0 when it went through, 1 when the host refused a step (not 00)."""
+    terminal = Terminal(args.host, args.port, args.tid, args.mid, args.tmk, mac_algorithm=args.mac,
+                        batch=args.batch)
+    try:
+        report = await CHIP_COMMANDS[command](terminal, args)
+    except ic.IcExchangeError as exc:
+        if exc.response_code is None:
+            raise
+        print(f"posgw-sim {command}: {exc}", file=sys.stderr)
+        return EXIT_DECLINED
+    finally:
+        await terminal.close()
+    print(json.dumps(report) if args.json else _chip_summary(command, report))
+    return EXIT_APPROVED
+
+
+def _chip_command(args: argparse.Namespace) -> str | None:
+    """The ``CHIP_COMMANDS`` entry ``args`` name, if any."""
+    if args.command == "signon" and args.follow_prompts:
+        return "signon --follow-prompts"
+    return args.command if args.command in CHIP_COMMANDS else None
+
+
 async def _run(args: argparse.Namespace) -> int:
+    chip_command = _chip_command(args)
+    if chip_command is not None:
+        return await _run_chip(args, chip_command)
     terminal = Terminal(args.host, args.port, args.tid, args.mid, args.tmk, mac_algorithm=args.mac,
                         batch=args.batch)
     try:
@@ -381,6 +455,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "load":
         return load.main(args)
+    if args.command == "bank":
+        return bank.run(args)
+    if args.command == "signon" and args.first_day and not args.follow_prompts:
+        parser.error("signon: --first-day goes with --follow-prompts")
     if args.command == "bill-pay" and (args.pan is None) != (args.pin is None):
         parser.error("bill-pay: --pan and --pin go together")
     if args.command == "reverse" and (args.biller is None) != (args.account is None):
@@ -393,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         reason = f"{where}: {exc.strerror or exc}"
     except (KeyCheckError, ResponseMacError, BalanceFormatError, tlv.TlvError, FramingError,
-            FormatError) as exc:
+            FormatError, ic.IcExchangeError) as exc:
         reason = f"bad response from {where}: {exc}"
     print(f"posgw-sim {args.command}: error: {reason}", file=sys.stderr)
     return EXIT_FAILED

@@ -28,7 +28,12 @@ FOLLOW_STEPS_MAX = 6  # prompts followed after one sign-on, so that a host that 
 
 
 class IcExchangeError(Exception):
-    """The host refused a step of the exchange (not 00) or answered a malformed 62."""
+    """The host refused a step of the exchange (not 00: ``response_code``) or answered a
+    malformed 62, or kept prompting (``response_code`` None)."""
+
+    def __init__(self, message: str, response_code: str | None = None) -> None:
+        super().__init__(message)
+        self.response_code = response_code
 
 
 def prompt_digit(response: Response) -> str:
@@ -45,7 +50,7 @@ async def exchange(terminal: Terminal, mti: str, network_code: str, key_data: by
     """One message of the exchange (no MAC); anything but 00 raises ``IcExchangeError``."""
     response = await terminal.exchange(_request(terminal, mti, network_code, key_data), mac=False)
     if response.response_code != "00":
-        raise IcExchangeError(f"{mti} {network_code} answered {response.response_code}")
+        raise IcExchangeError(f"{mti} {network_code} answered {response.response_code}", response.response_code)
     return response
 
 
@@ -146,7 +151,7 @@ async def sign_on_following_prompts(terminal: Terminal, *, network_code: str = "
     followed = FollowedPrompts(["signon"])
     response = await terminal.sign_on(network_code=network_code)
     if response.response_code != "00":
-        raise IcExchangeError(f"sign-on answered {response.response_code}")
+        raise IcExchangeError(f"sign-on answered {response.response_code}", response.response_code)
     if holding_nothing:
         for which in (CAPK, AID):
             followed.actions.append(which)

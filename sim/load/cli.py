@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sim.cli_support import batch_number, run_async
+from sim.load.check import CheckError, OperatorCli, check_text, default_command, parse_command
 from sim.load.loops import run_load
 from sim.load.options import (
     CONNECT_MODES,
@@ -28,7 +29,7 @@ from sim.load.terminals import check_world
 from sim.load.world import load_world
 from sim.terminal import STAN_MAX
 
-EXIT_COMPLETED, EXIT_FAILED = 0, 2
+EXIT_COMPLETED, EXIT_CHECK_FAILED, EXIT_FAILED = 0, 1, 2
 
 
 def _argument(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -73,8 +74,9 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     load = commands.add_parser(
         "load", help="sign on many terminals and drive them (load test with faults)",
         description="Sign on N terminals of a world (posgw demo --json) and drive them: closed loop as fast "
-                    "as each can, or open loop at --rate requests/s. Exit 0 when the run completed, 2 on bad "
-                    "usage or when no terminal could sign on.")
+                    "as each can, or open loop at --rate requests/s. At the end, the reversals still owed are "
+                    "sent until answered (for at most --timeout). Exit 0 when the run completed, 1 when "
+                    "--check found a difference, 2 on bad usage or when no terminal could sign on.")
     load.add_argument("--host", default="127.0.0.1")
     load.add_argument("--port", type=int, default=8583)
     load.add_argument("--world", required=True, metavar="FILE",
@@ -99,7 +101,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     load.add_argument("--biller", metavar="CODE",
                       help="prepaid biller for bill types (default: the world's first)")
     load.add_argument("--timeout", type=_positive(float), default=5.0, metavar="S",
-                      help="per response (default 5)")
+                      help="per response, and for the reversals still owed at the end (default 5)")
     load.add_argument("--stan-start", type=_stan_start, metavar="N",
                       help="first STAN of every terminal (default: random per terminal)")
     load.add_argument("--batch", type=batch_number, default=1, help="open batch (60.2) of the terminals")
@@ -107,6 +109,12 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     load.add_argument("--json", action="store_true", help="print the report as one JSON object")
     load.add_argument("--out", metavar="FILE", help="also write the report as JSON to FILE")
     load.add_argument("--quiet", action="store_true", help="no live progress display")
+    load.add_argument("--check", action="store_true",
+                      help="after the run, compare each card's balance and each agent's float with its opening "
+                           "value less what the simulator saw approved (read with posgw card/agent show); "
+                           "exit 1 on any difference")
+    load.add_argument("--check-command", type=_argument(parse_command), metavar="CMD",
+                      help="the operator CLI --check runs (default: posgw beside this Python, else on the PATH)")
     return load
 
 
@@ -140,7 +148,13 @@ def summary(report: dict[str, Any]) -> str:
     reversals = report["reversals"]
     if reversals["sent"]:
         lines.append(f"reversals: {reversals['sent']} sent, {reversals['answered']} answered "
-                     f"in {reversals['attempts']} attempts, {reversals['unanswered']} unanswered")
+                     f"in {reversals['attempts']} attempts, {reversals['unanswered']} unanswered"
+                     + (f"; {reversals['owed']} owed for a while ({reversals['slots_held']} slots held)"
+                        if reversals["owed"] else ""))
+    end = reversals["end_of_run"]
+    if end["owed"]:
+        lines.append(f"owed at the end of the run: {end['owed']} reversals, {end['sent']} sent, "
+                     f"{end['answered']} answered, {end['left']} left, in {end['seconds']:.1f} s")
     warmup = report.get("warmup")
     if warmup is not None:
         lines.append(f"warm-up before the run (not counted above): {warmup['duration_s']:.1f} s, "
@@ -151,6 +165,8 @@ def summary(report: dict[str, Any]) -> str:
         lines.append(f"open loop at {open_loop['rate_rps']}/s: {open_loop['scheduled']} scheduled, "
                      f"{open_loop['sent']} sent, {open_loop['late']} late, {open_loop['dropped']} dropped, "
                      f"max lag {open_loop['max_lag_ms']} ms")
+    if report.get("check") is not None:
+        lines += check_text(report["check"])
     return "\n".join(lines)
 
 
@@ -166,6 +182,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         world = load_world(args.world, biller=args.biller)
         check_world(world, options)
+        reader = OperatorCli(args.check_command or default_command()) if args.check else None
     except UsageError as exc:
         print(f"posgw-sim load: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -173,11 +190,14 @@ def main(args: argparse.Namespace) -> int:
     try:
         if live:
             with ProgressDisplay(options.duration_s) as progress:
-                report = run_async(run_load(world, options, progress=progress))
+                report = run_async(run_load(world, options, progress=progress, check=reader))
         else:
-            report = run_async(run_load(world, options))
+            report = run_async(run_load(world, options, check=reader))
     except UsageError as exc:
         print(f"posgw-sim load: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except CheckError as exc:
+        print(f"posgw-sim load: error: --check: opening balances: {exc}", file=sys.stderr)
         return EXIT_FAILED
     output = report.to_dict()
     text = json.dumps(output)
@@ -188,4 +208,12 @@ def main(args: argparse.Namespace) -> int:
             print(f"posgw-sim load: error: {args.out}: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_FAILED
     print(text if args.json else summary(output))
-    return EXIT_COMPLETED
+    if args.json and output["check"] is not None and not output["check"]["ok"]:
+        print("\n".join(check_text(output["check"])), file=sys.stderr)  # each difference, for a person
+    return exit_code(output)
+
+
+def exit_code(report: dict[str, Any]) -> int:
+    """0 for a completed run, 1 when its ``--check`` found a difference or something in doubt."""
+    check = report.get("check")
+    return EXIT_CHECK_FAILED if check is not None and not check["ok"] else EXIT_COMPLETED

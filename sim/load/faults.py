@@ -1,18 +1,23 @@
 """The faults a real field brings, injected into a load, and what a terminal does about
 them: a connection dropped before the answer (then the reversal, repeated until
-answered), a repeated request (its answer must be the first one, byte for byte), a bad
+answered, and if the gateway is away, owed: sent again before the terminal's next
+request and at the end of the run), a
+repeated request (its answer must be the first one, byte for byte), a bad
 MAC (answered A0), garbage bytes (the connection closed unanswered)."""
 
 from __future__ import annotations
 
 import asyncio
 import random
+import time
+from collections.abc import Sequence
 
 from protocol.codes import ResponseCode
 from protocol.framing import FramingError
 from protocol.messages import FormatError, decode_message
 from sim.load.connection import Connection
 from sim.load.frames import ResponseFormatError, read_response
+from sim.load.money import CARD, FLOAT, MoneySeen, OwedReversal
 from sim.load.options import MONEY_TYPES, LoadOptions
 from sim.load.stats import Stats
 from sim.load.terminals import LoadTerminal
@@ -24,12 +29,16 @@ GARBAGE_WAIT_S = 5.0
 
 
 class Faults:
-    """The faults of a run, and the reversals after them, counted in the run's ``stats``."""
+    """The faults of a run, and the reversals after them, counted in the run's ``stats``.
+    A reversal not answered at once is owed by its terminal (``LoadTerminal.owed``): sent
+    again before the terminal's next request (``pay_owed``), and at the end of the run
+    (``settle_owed``)."""
 
-    def __init__(self, stats: Stats, options: LoadOptions, rng: random.Random) -> None:
+    def __init__(self, stats: Stats, options: LoadOptions, rng: random.Random, money: MoneySeen) -> None:
         self.stats = stats
         self.options = options
         self.rng = rng
+        self.money = money
 
     async def no_answer(self, terminal: LoadTerminal, connection: Connection, kind: str, message: bytes,
                         error: str) -> None:
@@ -40,33 +49,86 @@ class Faults:
             await self.reverse(terminal, message, error, reason="98")
 
     async def reverse(self, terminal: LoadTerminal, message: bytes, cause: str, *, reason: str) -> None:
-        """The 0400 of a request, on a fresh connection, repeated until answered (bounded)."""
+        """The 0400 of a request, on a fresh connection, repeated until answered: ``REVERSAL_TRIES``
+        now; if still unanswered, the terminal owes it."""
         reversals = self.stats.reversals
         reversals["sent"] += 1
         reversals["by_cause"][cause] = reversals["by_cause"].get(cause, 0) + 1
         original = decode_message(message)
-        sim = terminal.terminal
+        payer = (CARD, original.pan) if original.pan else (FLOAT, terminal.spec.agent)
+        owed = OwedReversal(original, payer, cause, reason)
         for attempt in range(REVERSAL_TRIES):
             if attempt:
                 await asyncio.sleep(REVERSAL_RETRY_DELAY_S)
-            reversals["attempts"] += 1
-            try:
-                response = await sim.reverse(original, reason=reason)
-            except ResponseMacError:
-                self.stats.error("mac_failures")
-                continue
-            except (OSError, TimeoutError, FramingError, FormatError):
-                continue
-            finally:
-                await sim.close()
-            code = response.response_code
-            reversals["answered"] += 1
-            reversals["by_code"][code] = reversals["by_code"].get(code, 0) + 1
-            if code != "00":
-                self.stats.error("unexpected_codes")
-            return
-        reversals["unanswered"] += 1
-        self.stats.error("reversals_unanswered")
+            if await self._send(terminal, owed, self.options.timeout_s):
+                return
+        reversals["owed"] += 1
+        terminal.owed.append(owed)
+
+    async def pay_owed(self, terminal: LoadTerminal) -> bool:
+        """Before a terminal's next request, as a real one does: each reversal it owes, once,
+        oldest first, stopping at the first not answered. True when it owes nothing more."""
+        while terminal.owed:
+            if not await self._send(terminal, terminal.owed[0], self.options.timeout_s):
+                return False
+            terminal.owed.pop(0)
+        return True
+
+    async def _send(self, terminal: LoadTerminal, owed: OwedReversal, timeout_s: float) -> bool:
+        """One attempt at an owed reversal; True once it is answered. A 96 (nothing decided:
+        WIRE.md 7) is not an answer: the reversal is sent again. An answer other than 00 ends
+        the repeats, but leaves the original in doubt."""
+        reversals = self.stats.reversals
+        reversals["attempts"] += 1
+        sim = terminal.terminal
+        try:
+            async with asyncio.timeout(timeout_s):
+                response = await sim.reverse(owed.original, reason=owed.reason)
+        except ResponseMacError:
+            self.stats.error("mac_failures")
+            return False
+        except (OSError, TimeoutError, FramingError, FormatError):
+            return False
+        finally:
+            await sim.close()
+        code = response.response_code
+        if code == ResponseCode.SYSTEM_MALFUNCTION:
+            reversals["answered_96"] += 1
+            return False
+        reversals["answered"] += 1
+        reversals["by_code"][code] = reversals["by_code"].get(code, 0) + 1
+        if code != ResponseCode.APPROVED:
+            self.stats.error("unexpected_codes")
+            self.money.doubt(owed.payer, owed.original.amount_fen or 0, owed.cause, code)
+        return True
+
+    async def settle_owed(self, terminals: Sequence[LoadTerminal], within_s: float) -> None:
+        """At the end of a run: every reversal the ``terminals`` still owe, sent until answered,
+        each terminal's in turn, for at most ``within_s`` seconds in all. Those left are counted
+        unanswered, and their originals are in doubt."""
+        end = self.stats.reversals["end_of_run"]
+        owing = [terminal for terminal in terminals if terminal.owed]
+        end["owed"] = sum(len(terminal.owed) for terminal in owing)
+        started = time.monotonic()
+        deadline = started + within_s
+
+        async def drain(terminal: LoadTerminal) -> None:
+            while terminal.owed and (remaining := deadline - time.monotonic()) > 0:
+                end["sent"] += 1
+                if await self._send(terminal, terminal.owed[0], remaining):
+                    end["answered"] += 1
+                    terminal.owed.pop(0)
+                else:
+                    await asyncio.sleep(min(REVERSAL_RETRY_DELAY_S, max(0.0, deadline - time.monotonic())))
+
+        await asyncio.gather(*(drain(terminal) for terminal in owing))
+        end["seconds"] = round(time.monotonic() - started, 3)
+        for terminal in owing:
+            for owed in terminal.owed:
+                end["left"] += 1
+                self.stats.reversals["unanswered"] += 1
+                self.stats.error("reversals_unanswered")
+                self.money.doubt(owed.payer, owed.original.amount_fen or 0, owed.cause, None)
 
     async def repeat(self, connection: Connection, frame: bytes, first: bytes, code: str) -> None:
         """Send the same request again: its answer must be the first one, byte for byte."""

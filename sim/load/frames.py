@@ -13,6 +13,7 @@ from typing import Any
 from protocol.framing import Header, Tpdu, encode_frame
 from protocol.messages import MAC_BYTES
 from protocol.spec import FIELD_NUMBERS, FIELDS
+from sim.load.money import Payer
 from sim.terminal import HEADER, TPDU
 
 _STAN_FIELD, _AMOUNT_FIELD, _CODE_FIELD, _TID_FIELD, _MAC_FIELD = (
@@ -120,16 +121,17 @@ class RequestTemplate:
     stan_at: int
     amount_at: int  # -1: no amount
     macced: bool = True  # False: no field 64 (echo)
+    payer: Payer | None = None  # whose money an approval moves (purchases, cash bill payments)
 
     @classmethod
     def of(cls, request: Any, tpdu: bytes = TPDU, header: bytes = HEADER, *,
-           macced: bool = True) -> RequestTemplate:
+           macced: bool = True, payer: Payer | None = None) -> RequestTemplate:
         message = request.encode_with_mac(lambda _: bytes(MAC_BYTES)) if macced else request.encode()
         spans = field_spans(message)
         frame = encode_frame(Tpdu(tpdu), Header(header), message)
         amount = spans.get(_AMOUNT_FIELD)
         amount_at = -1 if amount is None else amount[0]
-        return cls(frame[: -len(message)], message, spans[_STAN_FIELD][0], amount_at, macced)
+        return cls(frame[: -len(message)], message, spans[_STAN_FIELD][0], amount_at, macced, payer)
 
     def build(self, stan: int, amount_fen: int, mac_of: Callable[[bytes], bytes],
               *, bad_mac: bool = False) -> tuple[bytes, bytes]:

@@ -17,8 +17,10 @@ from dataclasses import replace
 from typing import Any
 
 from protocol.codes import ResponseCode
+from sim.load.check import BalanceReader, CheckError, check_report, payers_of
 from sim.load.faults import Faults
 from sim.load.frames import ResponseFormatError, read_response
+from sim.load.money import MoneySeen
 from sim.load.options import AMOUNT_TYPES, MONEY_TYPES, UNMACCED_TYPES, LoadOptions, UsageError
 from sim.load.progress import ProgressDisplay
 from sim.load.stats import LATE_AFTER_S, Report, Stats, build_report
@@ -31,12 +33,13 @@ CONNECT_RETRY_DELAY_S = 0.1
 class LoadRun:
     """Drives the signed-on terminals for the duration and counts what happens."""
 
-    def __init__(self, terminals: list[LoadTerminal], options: LoadOptions) -> None:
+    def __init__(self, terminals: list[LoadTerminal], options: LoadOptions, money: MoneySeen | None = None) -> None:
         self.terminals = terminals
         self.options = options
         self.rng = random.Random(options.seed)
         self.stats = Stats(options.mix)
-        self.faults = Faults(self.stats, options, self.rng)
+        self.money = MoneySeen() if money is None else money
+        self.faults = Faults(self.stats, options, self.rng, self.money)
         self._kinds = list(options.mix)
         self._kind_bounds = list(_cumulative(options.mix.values()))
         self._fault_names = list(options.faults)
@@ -117,8 +120,13 @@ class LoadRun:
             await self.one(terminal, scheduled)
 
     async def one(self, terminal: LoadTerminal, scheduled: float | None) -> None:
-        """One slot of the load: a request, possibly with a fault, or a garbage probe."""
+        """One slot of the load: a request, possibly with a fault, or a garbage probe; none while
+        the terminal owes a reversal the gateway does not answer yet."""
         self.stats.slots += 1
+        if terminal.owed and not await self.faults.pay_owed(terminal):
+            self.stats.reversals["slots_held"] += 1
+            await asyncio.sleep(CONNECT_RETRY_DELAY_S)
+            return
         fault = self._fault()
         if fault == "garbage":
             await self.faults.garbage()
@@ -128,8 +136,9 @@ class LoadRun:
             fault = None  # an echo carries no MAC to spoil
         stats, options = self.stats, self.options
         stan = terminal.next_stan()
-        frame, message = terminal.template(kind).build(
-            stan, self._amount() if kind in AMOUNT_TYPES else 0, terminal.mac_of, bad_mac=fault == "badmac")
+        template = terminal.template(kind)
+        amount = self._amount() if kind in AMOUNT_TYPES else 0
+        frame, message = template.build(stan, amount, terminal.mac_of, bad_mac=fault == "badmac")
         try:
             connection = await terminal.open_connection()
         except (OSError, TimeoutError):
@@ -186,6 +195,8 @@ class LoadRun:
             if kind in MONEY_TYPES and code == "00":
                 await self.faults.reverse(terminal, message, "mac_failure", reason="06")
             return
+        if code == "00" and template.payer is not None:
+            self.money.approved(template.payer, amount)
         if fault == "repeat":
             await self.faults.repeat(connection, frame, body, code)
         terminal.done_with(connection)
@@ -226,11 +237,17 @@ async def _drive(runner: LoadRun, progress: ProgressDisplay | None, label: str) 
                 await ticker
 
 
-async def run_load(world: World, options: LoadOptions, *, progress: ProgressDisplay | None = None) -> Report:
-    """Sign on, warm up (``options.warmup_s``), run the load, and report. ``UsageError`` if no
-    terminal could sign on."""
+async def run_load(world: World, options: LoadOptions, *, progress: ProgressDisplay | None = None,
+                   check: BalanceReader | None = None) -> Report:
+    """Sign on, warm up (``options.warmup_s``), run the load, send the reversals still owed
+    (for at most ``options.timeout_s``), and report. With ``check``, the balances of the
+    cards and floats the run can move are read before and after, and compared with what
+    the terminals saw approved (``Report.check``). ``UsageError`` if no terminal could sign
+    on; ``CheckError`` if the opening balances cannot be read."""
     count = check_world(world, options)
     terminals = make_terminals(world, options, count)
+    payers = payers_of(terminals, options.mix) if check is not None else []
+    opening = await check.read(payers) if check is not None else {}
     if progress is not None:
         progress.start_signon(len(terminals))
     signed_on, signon = await sign_on_all(terminals, on_done=progress.signed_on if progress else None)
@@ -245,13 +262,14 @@ async def run_load(world: World, options: LoadOptions, *, progress: ProgressDisp
                             terminals=len(signed_on), duration_s=duration, mix=options.mix,
                             faults=options.faults, rate=options.rate, signon=signon)
 
-    runner = LoadRun(signed_on, options)
+    money = MoneySeen()
+    runner = LoadRun(signed_on, options, money)
     runner.stats.errors["signon_failures"] = signon["failed"]
     runner.stats.error_total += signon["failed"]
     warmup, duration = None, 0.0
     try:
         if options.warmup_s > 0:
-            warm = LoadRun(signed_on, replace(options, duration_s=options.warmup_s))
+            warm = LoadRun(signed_on, replace(options, duration_s=options.warmup_s), money)
             warmup = _warmup_summary(report_of(warm, await _drive(warm, progress, "warm-up")))
             warmup["ended_at"] = round(time.time(), 3)  # Unix time: the run's requests come after
             if warm.stopped:
@@ -261,7 +279,13 @@ async def run_load(world: World, options: LoadOptions, *, progress: ProgressDisp
     finally:
         for terminal in signed_on:
             terminal.close()
+    await runner.faults.settle_owed(signed_on, options.timeout_s)
     await asyncio.sleep(0)  # let the closed connections go
     report = report_of(runner, duration)
     report.warmup = warmup
+    if check is not None:
+        try:
+            report.check = check_report(opening, money, await check.read(payers))
+        except CheckError as exc:
+            report.check = {"ok": False, "error": str(exc)}
     return report

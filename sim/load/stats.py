@@ -71,8 +71,14 @@ class Stats:
             "badmac": {"injected": 0, "rejected_a0": 0, "accepted": 0, "failed": 0},
             "garbage": {"injected": 0, "closed": 0, "answered": 0, "not_closed": 0},
         }
-        self.reversals: dict[str, Any] = {"sent": 0, "answered": 0, "unanswered": 0, "attempts": 0,
-                                          "by_code": {}, "by_cause": {}}
+        # sent: reversals begun; answered: those answered (not 96), at once, later or at the end;
+        # owed: those not answered at once (then sent before the terminal's next request);
+        # unanswered: those left after the end of the run; end_of_run: the reversals owed when it ended;
+        # slots_held: slots that sent no request, their terminal owing a reversal not answered yet.
+        self.reversals: dict[str, Any] = {"sent": 0, "answered": 0, "unanswered": 0, "owed": 0, "attempts": 0,
+                                          "answered_96": 0, "slots_held": 0, "by_code": {}, "by_cause": {},
+                                          "end_of_run": {"owed": 0, "sent": 0, "answered": 0, "left": 0,
+                                                         "seconds": 0.0}}
         self.slots = 0  # requests and fault probes begun
         self.scheduled = 0
         self.late = 0
@@ -123,6 +129,7 @@ class Report:
     signon: dict[str, Any]
     errors_total: int = field(default=0)
     warmup: dict[str, Any] | None = None  # the warm-up before the run (--warmup), counted apart
+    check: dict[str, Any] | None = None  # --check: the money seen approved against the ledger
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -148,6 +155,7 @@ def build_report(stats: Stats, *, mode: str, connect: str, terminals: int, durat
     for name, counts in stats.faults.items():
         fault_report[name] = {"percent": faults.get(name, 0.0), **counts}
     reversals = dict(stats.reversals)
+    reversals["end_of_run"] = dict(reversals["end_of_run"])
     reversals["by_code"] = _sorted_codes(reversals["by_code"])
     open_loop = None
     if mode == "open":

@@ -16,6 +16,7 @@ from protocol.framing import FramingError
 from protocol.messages import SECURITY_CONTROL
 from sim.load.connection import Connection
 from sim.load.frames import RequestTemplate, ResponseView
+from sim.load.money import CARD, FLOAT, OwedReversal, Payer
 from sim.load.options import UNMACCED_TYPES, LoadOptions, UsageError
 from sim.load.world import CardSpec, TerminalSpec, World
 from sim.terminal import (
@@ -51,6 +52,7 @@ class LoadTerminal:
         self._pin_blocks: dict[int, bytes] = {}
         self._turn = 0
         self.connection: Connection | None = None
+        self.owed: list[OwedReversal] = []  # reversals not answered yet, oldest first
 
     def next_stan(self) -> int:
         self._stan = self._stan % STAN_MAX + 1
@@ -97,8 +99,18 @@ class LoadTerminal:
         found = self._templates.get(key)
         if found is None:
             found = self._templates[key] = RequestTemplate.of(self._request(kind, index),
-                                                               macced=kind not in UNMACCED_TYPES)
+                                                               macced=kind not in UNMACCED_TYPES,
+                                                               payer=self._payer(kind, index))
         return found
+
+    def _payer(self, kind: str, index: int) -> Payer | None:
+        """Whose money a request of ``kind`` moves: the card of a purchase, the agent's float of a
+        (cash) bill payment; None for the others."""
+        if kind == "purchase":
+            return CARD, self.cards[index].pan
+        if kind == "bill-pay":
+            return FLOAT, self.spec.agent
+        return None
 
     def prepare(self, kinds: Iterable[str]) -> None:
         """Encode every template the run can take for ``kinds`` now, before the clock

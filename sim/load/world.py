@@ -19,6 +19,7 @@ class TerminalSpec:
     mid: str
     tmk: bytes
     mac_algorithm: str = "cup-ecb"
+    agent: str | None = None  # the agent of its merchant, whose float cash bill payments draw on
 
 
 @dataclass(frozen=True)
@@ -40,13 +41,16 @@ class World:
     @classmethod
     def from_json(cls, data: Any, *, biller: str | None = None) -> World:
         """Read the demo JSON: ``terminals`` (tid, mid, tmk hex, optional mac_algorithm),
-        ``cards`` (pan, pin, optional expiry) and ``billers`` (a prepaid one's ``meters``)."""
+        ``cards`` (pan, pin, optional expiry), ``billers`` (a prepaid one's ``meters``) and
+        ``merchants`` (mid and ``agent``: whose float a terminal's cash bill payments draw on)."""
         if not isinstance(data, dict):
             raise UsageError("world: expected a JSON object with terminals, cards and billers")
         try:
+            agents = {str(m["mid"]): str(m["agent"]) for m in data.get("merchants", ()) or ()
+                      if isinstance(m, dict) and m.get("agent")}
             terminals = tuple(
                 TerminalSpec(str(t["tid"]), str(t["mid"]), _tmk(str(t["tmk"])),
-                             str(t.get("mac_algorithm") or "cup-ecb"))
+                             str(t.get("mac_algorithm") or "cup-ecb"), agents.get(str(t["mid"])))
                 for t in data.get("terminals", ())
             )
             cards = tuple(CardSpec(str(c["pan"]), str(c["pin"]), c.get("expiry"))

@@ -344,7 +344,7 @@ def test_report_counts_codes_types_errors_and_latency():
     assert set(report) == {
         "mode", "connect", "terminals", "duration_s", "requests", "answered", "approved", "by_code", "by_type",
         "throughput_rps", "approved_rps", "latency_ms", "errors", "faults", "reversals", "open_loop", "mix",
-        "signon", "errors_total", "warmup",
+        "signon", "errors_total", "warmup", "check",
     }
     assert report["requests"] == 6 and report["answered"] == 5 and report["approved"] == 3
     assert report["by_code"] == {"00": 3, "51": 1, "94": 1}
@@ -364,7 +364,8 @@ def test_report_counts_codes_types_errors_and_latency():
     assert report["faults"]["repeat"] == {"percent": 5.0, "injected": 1, "matched": 1, "mismatched": 0,
                                           "skipped": 0, "failed": 0}
     assert set(report["faults"]) == {"drop", "repeat", "badmac", "garbage"}
-    assert report["open_loop"] is None and report["warmup"] is None
+    assert report["open_loop"] is None and report["warmup"] is None and report["check"] is None
+    assert report["reversals"]["end_of_run"] == {"owed": 0, "sent": 0, "answered": 0, "left": 0, "seconds": 0.0}
     json.dumps(report)  # JSON-safe
     text = summary(report)
     assert "requests 6 (3.0/s), approved 3 (1.5/s)" in text and "unexpected_codes 1" in text
