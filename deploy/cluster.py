@@ -14,6 +14,7 @@
                  environment): TCP on the terminal port in front of gw1 and gw2
     Prometheus   config/prometheus.yml, copied into the run directory next to the
                  target files it reads (targets/posgw.json, targets/haproxy.json)
+                 and the alert rules it loads (config/prometheus/, as prometheus/)
 
 Everything runs in the foreground; Ctrl-C (or SIGTERM) stops it all: the
 gateways first (they answer 503 on /healthz, HAProxy takes them out, and they
@@ -66,6 +67,7 @@ if str(REPO) not in sys.path:  # run as a script (make cluster): deploy/ is no i
 from deploy.pgpair import PairConfig, PairError, PgPair  # noqa: E402
 HAPROXY_CFG = REPO / "config" / "haproxy.cfg"
 PROMETHEUS_YML = REPO / "config" / "prometheus.yml"
+PROMETHEUS_RULES = PROMETHEUS_YML.parent / "prometheus"  # alerts.yml (and its promtool tests)
 GATEWAY_NAMES = ("gw1", "gw2")  # the servers of config/haproxy.cfg
 BACKEND = "gateways"  # its backend
 INSTALL_LINE = "sudo apt-get install -y haproxy prometheus"
@@ -374,6 +376,8 @@ class Cluster:
         home = c.run_dir / "prometheus"
         (home / "targets").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(PROMETHEUS_YML, home / "prometheus.yml")
+        # the alert rules, where prometheus.yml's rule_files (relative to it) name them
+        shutil.copytree(PROMETHEUS_RULES, home / "prometheus", dirs_exist_ok=True)
         gateways = [{"targets": [f"127.0.0.1:{port}"], "labels": {"gateway": name}}
                     for name, port in zip(GATEWAY_NAMES, c.metrics_ports)]
         lb = [{"targets": [f"127.0.0.1:{c.stats_port}"]}] if self.haproxy is not None else []
@@ -425,6 +429,13 @@ class Cluster:
                 return
             time.sleep(POLL_S)
         raise ClusterError(f"HAProxy: wanted {dict(wanted)}, has {seen}")
+
+    def rules(self) -> list[dict[str, Any]]:
+        """The rule groups Prometheus has loaded (``/api/v1/rules``), each with its ``file`` and ``rules``."""
+        status, body = http_get(f"{self.prometheus_url}/api/v1/rules", 5.0)
+        if status != 200:
+            raise ClusterError(f"Prometheus rules: HTTP {status} {body[:200]!r}")
+        return json.loads(body)["data"]["groups"]
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         """An instant PromQL query: the result vector (each ``metric`` labels and ``value``)."""

@@ -35,6 +35,8 @@ class Context:
 
 
 Command = Callable[[argparse.Namespace, Context], Awaitable[dict[str, Any] | None]]
+# A command that opens no database connection (db restore: the database may be the one lost; db stop)
+LocalCommand = Callable[[argparse.Namespace, Settings], dict[str, Any] | None]
 Subcommands = Any  # what ArgumentParser.add_subparsers returns (a class private to argparse)
 
 
@@ -45,6 +47,13 @@ def add_command(sub: Subcommands, name: str, handler: Command | None, json_flag:
     p.set_defaults(handler=handler)
     if json_flag:
         p.add_argument("--json", action="store_true", help="print one JSON object")
+    return p
+
+
+def add_local_command(sub: Subcommands, name: str, handler: LocalCommand, **kwargs: Any) -> argparse.ArgumentParser:
+    """A command ``name`` run by ``handler`` with the settings alone: no connection, no transaction."""
+    p = add_command(sub, name, None, **kwargs)
+    p.set_defaults(local=handler)
     return p
 
 

@@ -9,6 +9,14 @@ only through gateway.services, as the actor ``--actor`` (default
 
 Each group of commands is a module of this package with a ``register``
 that adds its parsers; this one assembles them and runs a command.
+
+A command connects as the gateway's pool does (``gateway.db.pool.connect``):
+over a multi-host URL host by host, each within ``connect_timeout``, keeping
+the first that the URL's ``target_session_attrs`` accepts; asyncpg's own
+multi-host connect has one timeout for the whole list, returned a broken
+connection right after a failover, and sends ``connect_timeout`` to the
+server as a setting. A command declared ``local`` (``db restore``,
+``db stop``) runs without connecting: the database may be the one lost.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from gateway.cli import (agents, audit, biller_link, billers, cards, demo, ic, l
                          serve, terminals)
 from gateway.cli.common import Context, print_result
 from gateway.db.migrate import UnmigratedDatabase, check_migrated
-from gateway.db.pool import database_url, stop_embedded
+from gateway.db.pool import CONNECTION_LOST, connect, database_url
 from gateway.domain.validate import InvalidInput, Problem
 from gateway.keys import LmkError
 from gateway.logs import configure as configure_logs
@@ -62,11 +70,10 @@ def actor(args: argparse.Namespace) -> str:
 
 
 async def _run_command(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None:
-    migrates = getattr(args, "migrates", False)
-    conn = await asyncpg.connect(database_url(settings), timeout=settings.db_command_timeout_s)
+    conn = await connect(database_url(settings), timeout=settings.db_command_timeout_s)
     try:
         ctx = Context(settings, conn, actor(args))
-        if migrates:  # each migration commits on its own
+        if getattr(args, "outside_transaction", False):  # db migrate (each migration commits on its own), db backup
             return await args.handler(args, ctx)
         await check_migrated(conn)
         async with conn.transaction():
@@ -88,19 +95,16 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
     try:
         if args.group == "serve":
             return serve.serve(args, settings, list(sys.argv[1:] if argv is None else argv))
-        if getattr(args, "stop_db", False):
-            stopped = stop_embedded(settings)
-            print_result({"stopped": stopped}, args.json)
-            return EXIT_OK
-        result = asyncio.run(_run_command(args, settings))
+        local = getattr(args, "local", None)
+        result = local(args, settings) if local is not None else asyncio.run(_run_command(args, settings))
     except (InvalidInput, LmkError, UnmigratedDatabase) as exc:
         print(f"posgw: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except Problem as exc:
         print(f"posgw: problem: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
-    except (OSError, asyncpg.PostgresError) as exc:
-        print(f"posgw: error: database: {exc}", file=sys.stderr)
+    except (*CONNECTION_LOST, asyncpg.PostgresError) as exc:  # no host answered, or the connection went
+        print(f"posgw: error: database: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
     except KeyboardInterrupt:
         return EXIT_OK

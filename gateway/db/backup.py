@@ -25,7 +25,9 @@ the primary) and paths.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -60,6 +62,42 @@ def pg_bindir() -> Path:
         return debian
     found = shutil.which("pg_basebackup")
     return Path(found).parent if found else debian
+
+
+def embedded_bindir() -> Path | None:
+    """The embedded PostgreSQL's programs (pgserver's), found without importing it; None without pgserver."""
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent / "pginstall" / "bin"
+
+
+def tool_major(bindir: Path, tool: str = "pg_basebackup") -> int | None:
+    """The major version of ``bindir/tool`` (``pg_basebackup (PostgreSQL) 16.2`` → 16); None if absent."""
+    try:
+        result = subprocess.run([str(bindir / tool), "--version"], capture_output=True, text=True, timeout=10,
+                                check=False)
+    except OSError:
+        return None
+    found = re.search(r"\(PostgreSQL\) (\d+)", result.stdout)
+    return int(found.group(1)) if found else None
+
+
+def pg_bindir_for(server_major: int) -> Path:
+    """Where PostgreSQL's programs of the server's major version are: ``PG_BINDIR``
+    (whatever its version), else the first of Debian's for that version, the
+    PATH's and the embedded PostgreSQL's whose ``pg_basebackup`` is that version
+    (``pg_basebackup`` refuses a newer server, and a restored data directory
+    starts only under its own version), else ``pg_bindir()``."""
+    if os.environ.get("PG_BINDIR"):
+        return pg_bindir()
+    found = shutil.which("pg_basebackup")
+    candidates = [Path(f"/usr/lib/postgresql/{server_major}/bin"), Path(found).parent if found else None,
+                  embedded_bindir()]
+    for bindir in candidates:
+        if bindir is not None and tool_major(bindir) == server_major:
+            return bindir
+    return pg_bindir()
 
 
 def archive_command(archive_dir: Path) -> str:

@@ -194,11 +194,27 @@ def test_the_compose_service_of_the_readme_mounts_the_provisioning_where_grafana
     assert service["depends_on"] == ["prometheus"]
 
 
-def test_compose_mounts_the_provisioning_where_grafana_reads_it():
-    services = yaml.safe_load(COMPOSE.read_text())["services"]
-    if "grafana" not in services:
-        pytest.skip("docker-compose.yml has no grafana service yet (deploy/grafana/README.md has the lines to add)")
-    assert_mounts_the_provisioning(services["grafana"])
+def test_compose_runs_grafana_as_the_readme_says_and_mounts_the_provisioning_where_grafana_reads_it():
+    compose = yaml.safe_load(COMPOSE.read_text())
+    blocks = re.findall(r"```yaml\n(.*?)```", README.read_text(), re.S)
+    assert compose["services"]["grafana"] == yaml.safe_load("services:\n" + blocks[0])["services"]["grafana"]
+    assert_mounts_the_provisioning(compose["services"]["grafana"])
+    assert "grafana" in compose["volumes"]  # its database (users, preferences) outlives the container
+
+
+def test_compose_mounts_the_alert_rules_where_prometheus_yml_names_them():
+    """config/prometheus/ beside /etc/prometheus/prometheus.yml, whose rule_files are relative to it."""
+    prometheus = yaml.safe_load(COMPOSE.read_text())["services"]["prometheus"]
+    mounts = dict(volume.rsplit(":", 2)[:2] for volume in prometheus["volumes"] if volume.startswith("./"))
+    config_dir = Path(mounts["./config/prometheus.yml"]).parent
+    blocks = re.findall(r"```yaml\n(.*?)```", README.read_text(), re.S)
+    assert f"./config/prometheus:{mounts['./config/prometheus']}:ro" in blocks[1]
+    rule_files = yaml.safe_load((REPO / "config" / "prometheus.yml").read_text())["rule_files"]
+    assert rule_files == ["prometheus/alerts.yml"]
+    for rule_file in rule_files:  # where Prometheus looks is where config/prometheus/ is mounted, and it has the file
+        in_container = config_dir / rule_file
+        assert in_container.parent == Path(mounts["./config/prometheus"])
+        assert (REPO / "config" / "prometheus" / in_container.name).is_file()
 
 
 # -- on a real Prometheus -------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+import yaml
 
 from bench.procs import free_ports
 from deploy.cluster import Cluster, ClusterConfig, http_get
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.slow
 needs_haproxy_and_prometheus = pytest.mark.needs_tools("haproxy", "prometheus")
 
 BIN = Path(sys.executable).parent
+ALERTS = Path(__file__).resolve().parents[2] / "config" / "prometheus" / "alerts.yml"
 TERMINALS = 16
 AMOUNT_FEN = 5  # every purchase the same amount: the simulator's approvals are its money
 APPROVED_PURCHASES = 'posgw_requests_total{job="posgw",kind="purchase",response_code="00"}'
@@ -159,6 +161,26 @@ async def test_a_gateway_killed_under_load_loses_no_money_and_prometheus_scraped
         scraped = by_gateway(cluster.query(f"sum by (gateway) (max_over_time({APPROVED_PURCHASES}[5m]))"))
         assert set(scraped) == {"gw1", "gw2"} and min(scraped.values()) > 0
         assert [float(r["value"][1]) for r in cluster.query('up{job="haproxy"}')] == [1.0]
+
+        # it loaded the alert rules (make cluster copies config/prometheus/ beside prometheus.yml), every one
+        # evaluates without error, and the one for a gateway down has caught gw1
+        expected = {rule["alert"] for group in yaml.safe_load(ALERTS.read_text())["groups"]
+                    for rule in group["rules"] if "alert" in rule}
+
+        def gateway_down_alert() -> tuple[bool, object]:
+            rules = {rule["name"]: rule for group in cluster.rules() for rule in group["rules"]
+                     if rule["type"] == "alerting"}
+            down = [alert["state"] for alert in rules.get("PosgwGatewayDown", {}).get("alerts", [])
+                    if alert["labels"].get("gateway") == "gw1"]
+            done = set(rules) == expected and all(rule["health"] == "ok" for rule in rules.values()) and bool(down)
+            return done, {"loaded": sorted(rules), "unhealthy": {name: rule.get("lastError") for name, rule
+                                                                 in rules.items() if rule["health"] != "ok"},
+                          "gw1 down": down}
+
+        await wait_for("the alert rules loaded and PosgwGatewayDown for gw1", gateway_down_alert, 30)
+        assert len(expected) >= 13
+        assert {group["file"] for group in cluster.rules()} == {str(config.run_dir / "prometheus" / "prometheus" /
+                                                                    "alerts.yml")}
     finally:
         if load is not None and load.returncode is None:
             load.kill()

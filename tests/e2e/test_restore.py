@@ -1,6 +1,7 @@
 """The restore drill: a base backup plus the archived WAL of a primary
 (deploy/pgpair.py, archiving into a directory) restored to a point in time
-into a new data directory (gateway.db.backup), started, and checked: the
+into a new data directory (``posgw db backup`` and ``posgw db restore``, as an
+operator runs them: gateway.db.backup), started, and checked: the
 ledger checks clean, every purchase approved before the point is there and
 none after it, and each card's balance is its opening balance less the
 purchases approved before the point.
@@ -23,7 +24,7 @@ import asyncpg
 import pytest
 
 from deploy.pgpair import PairConfig, PgPair, free_port
-from gateway.db.backup import base_backup, pg_bindir, prepare_restore, switch_and_wait_archived
+from gateway.db.backup import pg_bindir_for, switch_and_wait_archived
 from gateway.db.migrate import migrate
 from sim.terminal import Terminal
 from tests.conftest import TEST_TMK, make_settings, running_gateway
@@ -82,8 +83,9 @@ async def test_a_base_backup_and_the_wal_archive_restore_to_a_point_in_time(tmp_
         settings = make_settings(url, tmp_path)
         cli_run = cli_runner(settings)
         lanes = await register_world(cli_run)
-        taken = await asyncio.to_thread(base_backup, url, backup)
-        assert (taken.path / "backup_label").exists() or (taken.path / "backup_manifest").exists()
+        taken = await cli_run("db", "backup", "--to", str(backup), "--json")
+        assert taken["path"] == str(backup) and taken["server_major"] == 15
+        assert (backup / "backup_label").exists() and (backup / "backup_manifest").exists()
 
         before, after = {}, {}
         async with running_gateway(settings) as gateway:
@@ -100,12 +102,16 @@ async def test_a_base_backup_and_the_wal_archive_restore_to_a_point_in_time(tmp_
                 await terminal.close()
         await conn.close()
 
-        prepare_restore(backup, archive, restored, target_time=point, port=restored_port)
+        prepared = await cli_run("db", "restore", "--from", str(backup), "--archive", str(archive),
+                                 "--to", str(restored), "--time", point.isoformat(), "--port", str(restored_port),
+                                 "--json")
+        assert prepared["target_time"] == point.isoformat() and prepared["pg_version"] == "15"
+        pg_ctl = prepared["start"].split()[0]  # the pg_ctl of the backup's version
         give_to(restored, user)
         started = time.monotonic()
         log = restored / "restore.log"  # in the data dir: PostgreSQL's user may write there
         await asyncio.to_thread(run_postgres, [
-            str(pg_bindir() / "pg_ctl"), "-D", str(restored), "-l", str(log), "-w",
+            pg_ctl, "-D", str(restored), "-l", str(log), "-w",
             "-o", f"-c listen_addresses=127.0.0.1 -c unix_socket_directories={restored}", "start"], user, log)
         restored_url = f"postgresql://{pair.db_user}@127.0.0.1:{restored_port}/posgw"
         restored_conn = await asyncpg.connect(restored_url)
@@ -132,7 +138,7 @@ async def test_a_base_backup_and_the_wal_archive_restore_to_a_point_in_time(tmp_
               f"started and replayed in {replayed_s:.1f} s")
     finally:
         if (restored / "postmaster.pid").exists():
-            await asyncio.to_thread(run_postgres, [str(pg_bindir() / "pg_ctl"), "-D", str(restored), "-m",
+            await asyncio.to_thread(run_postgres, [str(pg_bindir_for(15) / "pg_ctl"), "-D", str(restored), "-m",
                                                    "immediate", "stop"], user)
         await asyncio.to_thread(pair.stop, immediate=True)
         shutil.rmtree(run_dir, ignore_errors=True)
