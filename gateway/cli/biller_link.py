@@ -10,10 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
 from gateway.cli.common import Context, Subcommands, add_command, add_group, print_result
-from gateway.db.pool import database_url
+from gateway.db.pool import connect, database_url
 from gateway.domain import validate
 from gateway.domain.bills import load_biller
 from gateway.domain.validate import InvalidInput, Problem
@@ -82,7 +80,7 @@ async def biller_reconcile(args: argparse.Namespace, ctx: Context) -> dict[str, 
 
 
 async def _cancel_orphans(ctx: Context, biller_code: str, receipts: list[str]) -> list[str]:
-    conn = await asyncpg.connect(database_url(ctx.settings), timeout=ctx.settings.db_command_timeout_s)
+    conn = await connect(database_url(ctx.settings), timeout=ctx.settings.db_command_timeout_s)
     try:
         return await biller_link.cancel_orphans(conn, ctx.actor, biller_code, receipts)
     finally:
