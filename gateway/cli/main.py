@@ -22,7 +22,7 @@ from typing import Any
 
 import asyncpg
 
-from gateway.cli import agents, audit, billers, cards, demo, ledger, merchants, reports, serve, terminals
+from gateway.cli import agents, audit, billers, cards, demo, ledger, merchants, reports, serve, terminals, users, web
 from gateway.cli.common import Context, print_result
 from gateway.db.migrate import UnmigratedDatabase, check_migrated
 from gateway.db.pool import database_url, stop_embedded
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="posgw", description="posgw operator command line")
     parser.add_argument("--actor", help="who makes the changes, in the audit trail (default cli:<OS user>)")
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
-    for group in (serve, ledger, demo, agents, merchants, terminals, cards, billers, reports, audit):
+    for group in (serve, ledger, demo, agents, merchants, terminals, cards, billers, reports, audit, web, users):
         group.register(groups)
     return parser
 
@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
     try:
         if args.group == "serve":
             return serve.serve(args, settings, list(sys.argv[1:] if argv is None else argv))
+        if args.group == "web":
+            return web.web(args, settings, actor(args))
         if getattr(args, "stop_db", False):
             stopped = stop_embedded(settings)
             print_result({"stopped": stopped}, args.json)
