@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.backoffice.access import ROUTE_ROLES
+from tests.backoffice.conftest import ROLE_USER
 
 # Path parameters of entities inside agent1's subtree (AG01), so that only the role decides.
 PARAMS = {"{tid}": "TERM0002", "{code}": "AG02", "{name}": "auditor"}
@@ -26,8 +27,6 @@ def concrete(path: str) -> str:
 
 @pytest.mark.parametrize("role", ["admin", "operator", "auditor", "agent"])
 async def test_each_route_answers_each_role_as_the_table_says(web_world, browse, role):
-    from tests.backoffice.conftest import ROLE_USER
-
     browser = await browse(ROLE_USER[role])
     wrong = []
     for (method, path), roles in ROUTE_ROLES.items():
