@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import secrets
+import signal
+from collections.abc import Iterator
 
 import asyncpg
 import uvicorn
@@ -46,9 +49,24 @@ def web(args: argparse.Namespace, settings: Settings, actor: str) -> int:
         if password is not None:
             print(f"back office: user {DEMO_ADMIN}, password {password} (shown this once)", flush=True)
     print(f"back office: open http://{host}:{port}/", flush=True)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False,
-                proxy_headers=False, server_header=False)
+    server = DrainingServer(uvicorn.Config(create_app(settings), host=host, port=port, log_level="warning",
+                                           access_log=False, proxy_headers=False, server_header=False))
+    asyncio.run(server.serve())
     return EXIT_OK
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, but SIGTERM and SIGINT drain and exit 0 (as ``posgw serve`` does), where
+    uvicorn raises the signal again after its graceful shutdown (the process then dies of it)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
 
 
 def register(groups: Subcommands) -> None:
