@@ -2,7 +2,7 @@
 
 - admin: everything, users included.
 - operator: reads everything but users; operates (freeze and unfreeze
-  terminals and agents, top up floats); manages no users.
+  terminals, merchants and agents, top up floats); manages no users.
 - auditor: reads everything (users and the audit log included), changes nothing.
 - agent: its own portal, and only its own subtree (itself, its sub-agents,
   their merchants and terminals, their transactions), read only. The subtree
@@ -39,6 +39,16 @@ ROUTE_ROLES: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/portal/statement.csv"): AGENTS,
     ("GET", "/transactions"): EVERYONE,
     ("GET", "/transactions.csv"): EVERYONE,
+    ("GET", "/transactions/{txn_id:int}"): EVERYONE,
+    ("GET", "/merchants"): EVERYONE,
+    ("GET", "/merchants.csv"): EVERYONE,
+    ("POST", "/merchants/{mid}/status"): OPERATES,
+    ("GET", "/cards"): STAFF,
+    ("GET", "/batches"): STAFF,
+    ("GET", "/risk"): STAFF,
+    ("GET", "/reports/daily"): STAFF,
+    ("GET", "/reports/daily.csv"): STAFF,
+    ("GET", "/reports/remittance.csv"): STAFF,
     ("GET", "/audit"): STAFF,
     ("GET", "/users"): USER_READERS,
     ("POST", "/users"): ADMINS,

@@ -18,8 +18,20 @@ from gateway.backoffice.access import AGENT
 from gateway.backoffice.security import Forbidden, NotFound, Page, guarded
 from gateway.domain import registry, validate
 from gateway.domain.validate import InvalidInput
-from gateway.reports.views import STATEMENT_COLUMNS, agent_statement, day_bounds, to_csv
-from gateway.services import agents, audit, terminals, users
+from gateway.reports.views import (
+    DAILY_BY_TYPE_COLUMNS,
+    REMITTANCE_COLUMNS,
+    STATEMENT_COLUMNS,
+    agent_statement,
+    biller_remittance,
+    consistent_snapshot,
+    daily_report,
+    day_bounds,
+    list_batches,
+    risk_events,
+    to_csv,
+)
+from gateway.services import agents, audit, merchants, terminals, users
 
 AUDIT_ROWS_MAX = 200
 
@@ -248,3 +260,125 @@ async def user_totp(page: Page) -> Response:
 ROUTES: list[Route] = [dashboard, dashboard_figures, terminal_list, terminal_csv, terminal_page, terminal_status,
                        agent_list, agent_page, agent_topup, agent_status, portal, portal_statement,
                        transaction_list, transaction_csv, audit_log, user_list, user_add, user_disable, user_totp]
+
+
+# -- merchants, cards, a transaction's story ---------------------------------------------------
+
+
+@guarded("GET", "/merchants")
+async def merchant_list(page: Page) -> Response:
+    q = queries.text(page.request.query_params.get("q"), 40, "the MID or name")
+    rows = await queries.merchants(page.conn, page.viewer.scope, q)
+    return page.render("merchants.html", merchants=rows, q=q or "", rows_max=queries.ROWS_MAX,
+                       may_operate=page.viewer.may("POST", "/merchants/{mid}/status"))
+
+
+@guarded("GET", "/merchants.csv")
+async def merchant_csv(page: Page) -> Response:
+    q = queries.text(page.request.query_params.get("q"), 40, "the MID or name")
+    rows = await queries.merchants(page.conn, page.viewer.scope, q, limit=None)
+    return _csv(to_csv(rows, queries.MERCHANT_COLUMNS), "merchants.csv")
+
+
+@guarded("POST", "/merchants/{mid}/status")
+async def merchant_status(page: Page) -> Response:
+    mid = page.request.path_params["mid"]
+    if not await queries.merchant_in_scope(page.conn, page.viewer.scope, mid):
+        raise NotFound(f"No merchant {mid}.")
+    async with page.conn.transaction():
+        await merchants.set_merchant_status(page.conn, page.viewer.actor, mid, _status(page.field("status")))
+    return RedirectResponse("/merchants", status_code=303)
+
+
+@guarded("GET", "/cards")
+async def card_list(page: Page) -> Response:
+    last4 = queries.digits(page.request.query_params.get("last4"), 4, "the card's last four")
+    return page.render("cards.html", cards=await queries.cards(page.conn, last4), last4=last4 or "",
+                       rows_max=queries.ROWS_MAX)
+
+
+@guarded("GET", "/transactions/{txn_id:int}")
+async def transaction_story(page: Page) -> Response:
+    txn_id = page.request.path_params["txn_id"]
+    story = await queries.transaction_story(page.conn, page.viewer.scope, txn_id, _settings(page).tz)
+    if story is None:
+        if page.viewer.scope is not None:
+            raise Forbidden
+        raise NotFound(f"No transaction {txn_id}.")
+    return page.render("story.html", story=story, txn_id=txn_id)
+
+
+# -- batches, risk events, reports -------------------------------------------------------------
+
+DAILY_PARTS = {
+    "by_type": DAILY_BY_TYPE_COLUMNS,
+    "agents": ("agent", "collections_count", "collections_fen", "reversals_count", "reversals_fen", "commission_fen",
+               "topups_fen", "float_movement_fen"),
+    "merchants": ("mid", "purchases_count", "purchases_fen", "returns_count", "returns_fen", "fees_fen", "net_fen"),
+}
+CHART_HEIGHT_PX, CHART_BAR_PX, CHART_GAP_PX = 160, 24, 6
+
+
+def bar_chart(hours: list[dict[str, Any]]) -> dict[str, Any]:
+    """The geometry of an SVG bar chart of the amount per hour (drawn by the template; no script)."""
+    top_fen = max((hour["amount_fen"] for hour in hours), default=0) or 1
+    bars = []
+    for i, hour in enumerate(hours):
+        height = round(hour["amount_fen"] * CHART_HEIGHT_PX / top_fen)
+        bars.append({**hour, "x": i * (CHART_BAR_PX + CHART_GAP_PX), "y": CHART_HEIGHT_PX - height,
+                     "height": height})
+    return {"bars": bars, "width": len(hours) * (CHART_BAR_PX + CHART_GAP_PX), "height": CHART_HEIGHT_PX,
+            "bar": CHART_BAR_PX, "top_fen": top_fen}
+
+
+@guarded("GET", "/batches")
+async def batch_list(page: Page) -> Response:
+    unbalanced = page.request.query_params.get("unbalanced") == "1"
+    return page.render("batches.html", batches=await list_batches(page.conn, unbalanced, _settings(page).tz),
+                       unbalanced=unbalanced)
+
+
+@guarded("GET", "/risk")
+async def risk_list(page: Page) -> Response:
+    params = page.request.query_params
+    tid = queries.text(params.get("tid"), 8, "the TID")
+    day = queries.day(params.get("date")) or _today(page)
+    events = await risk_events(page.conn, tid, day, _settings(page).tz)
+    return page.render("risk.html", events=events, tid=tid or "", day=day.isoformat())
+
+
+async def _daily(page: Page) -> tuple[Any, dict[str, Any]]:
+    day = queries.day(page.request.query_params.get("date")) or _today(page)
+    async with page.conn.transaction():
+        await consistent_snapshot(page.conn)
+        return day, await daily_report(page.conn, day, _settings(page).tz)
+
+
+@guarded("GET", "/reports/daily")
+async def report_daily(page: Page) -> Response:
+    day, report = await _daily(page)
+    chart = bar_chart(await queries.hourly_volume(page.conn, day, _settings(page).tz))
+    billers = [row["code"] for row in await page.conn.fetch("SELECT code FROM billers ORDER BY code")]
+    return page.render("daily.html", report=report, chart=chart, billers=billers)
+
+
+@guarded("GET", "/reports/daily.csv")
+async def report_daily_csv(page: Page) -> Response:
+    part = queries.choice(page.request.query_params.get("part"), tuple(DAILY_PARTS), "part") or "by_type"
+    day, report = await _daily(page)
+    return _csv(to_csv(report[part], DAILY_PARTS[part]), f"daily-{day.isoformat()}-{part}.csv")
+
+
+@guarded("GET", "/reports/remittance.csv")
+async def report_remittance_csv(page: Page) -> Response:
+    params = page.request.query_params
+    biller = queries.text(params.get("biller"), 16, "the biller")
+    if biller is None:
+        raise InvalidInput("name the biller")
+    day = queries.day(params.get("date")) or _today(page)
+    remittance = await biller_remittance(page.conn, biller, day, _settings(page).tz)
+    return _csv(to_csv(remittance["payments"], REMITTANCE_COLUMNS), f"remittance-{biller}-{day.isoformat()}.csv")
+
+
+ROUTES += [merchant_list, merchant_csv, merchant_status, card_list, transaction_story, batch_list, risk_list,
+           report_daily, report_daily_csv, report_remittance_csv]

@@ -206,7 +206,8 @@ async def transactions(conn: asyncpg.Connection, scope: str | None, where: Trans
     """Transactions in scope matching the filter, newest first; the card only as ``pan_masked``."""
     start, end = day_bounds(where.day, tz) if where.day is not None else (None, None)
     rows = await conn.fetch(_SUBTREE + f"""
-        SELECT g.created_at, g.tid, g.kind, g.stan, g.rrn, c.pan_masked, g.amount_fen, g.response_code, g.status
+        SELECT g.id, g.created_at, g.tid, g.kind, g.stan, g.rrn, c.pan_masked, g.amount_fen, g.response_code,
+               g.status
           FROM gw_transactions g
           JOIN terminals t ON t.tid = g.tid JOIN merchants m ON m.mid = t.mid
           LEFT JOIN cards c ON c.id = g.card_id
@@ -217,7 +218,7 @@ async def transactions(conn: asyncpg.Connection, scope: str | None, where: Trans
            AND ($7::text IS NULL OR right(c.pan_masked, 4) = $7)
          ORDER BY g.created_at DESC, g.id DESC LIMIT $8""",
         scope, where.tid, where.rrn, where.stan, start, end, where.last4, limit)
-    return [{"time": row["created_at"].astimezone(tz).isoformat(timespec="seconds"),
+    return [{"id": row["id"], "time": row["created_at"].astimezone(tz).isoformat(timespec="seconds"),
              **{name: row[name] for name in TRANSACTION_COLUMNS[1:]}} for row in rows]
 
 
@@ -226,7 +227,8 @@ async def transactions(conn: asyncpg.Connection, scope: str | None, where: Trans
 
 async def dashboard(conn: asyncpg.Connection, tz: ZoneInfo, float_low_threshold_fen: int,
                     today: date) -> dict[str, Any]:
-    """Today's answers by type and response code, the floats below the threshold, the unbalanced batches."""
+    """Today's answers by type and response code, the floats below the threshold, the unbalanced batches,
+    today's declines by risk rules."""
     start, end = day_bounds(today, tz)
     by_code = [dict(row) for row in await conn.fetch(
         """SELECT kind, response_code, count(*) AS count, coalesce(sum(amount_fen), 0)::bigint AS amount_fen
@@ -241,4 +243,99 @@ async def dashboard(conn: asyncpg.Connection, tz: ZoneInfo, float_low_threshold_
         "floats_below": await floats_below(conn, float_low_threshold_fen),
         "threshold_fen": float_low_threshold_fen,
         "unbalanced_batches": await list_batches(conn, True, tz),
+        "risk_declines": await risk_declines_count(conn, start, end),
     }
+
+
+# -- merchants, cards ---------------------------------------------------------------------------
+
+MERCHANT_COLUMNS = ("mid", "name", "agent", "status", "mdr_bp", "balance_fen", "terminals")
+
+
+async def merchants(conn: asyncpg.Connection, scope: str | None, q: str | None,
+                    limit: int | None = ROWS_MAX) -> list[dict[str, Any]]:
+    """Merchants in scope (MID or name starting with ``q``), with their balance and number of terminals."""
+    return [dict(row) for row in await conn.fetch(_SUBTREE + f"""
+        SELECT m.mid, m.name, m.agent_code AS agent, m.status, m.mdr_bp,
+               a.credits_posted - a.debits_posted AS balance_fen,
+               (SELECT count(*) FROM terminals t WHERE t.mid = m.mid) AS terminals
+          FROM merchants m JOIN ledger_accounts a ON a.id = m.account_id
+         WHERE {_IN_SCOPE.format(column='m.agent_code')}
+           AND ($2::text IS NULL OR starts_with(m.mid, $2) OR starts_with(lower(m.name), lower($2)))
+         ORDER BY m.mid LIMIT $3""", scope, q, limit)]
+
+
+async def merchant_in_scope(conn: asyncpg.Connection, scope: str | None, mid: str) -> bool:
+    return bool(await conn.fetchval(
+        _SUBTREE + f"SELECT 1 FROM merchants m WHERE m.mid = $2 AND {_IN_SCOPE.format(column='m.agent_code')}",
+        scope, mid))
+
+
+CARD_COLUMNS = ("pan_masked", "status", "pin_blocked", "expiry", "balance_fen")
+
+
+async def cards(conn: asyncpg.Connection, last4: str | None, limit: int | None = ROWS_MAX) -> list[dict[str, Any]]:
+    """Cards (masked: the first 6 and last 4 digits), with their balance; by the last four when given."""
+    return [dict(row) for row in await conn.fetch(
+        """SELECT c.pan_masked, c.status, c.pin_blocked, c.expiry, a.credits_posted - a.debits_posted AS balance_fen
+             FROM cards c JOIN ledger_accounts a ON a.id = c.account_id
+            WHERE ($1::text IS NULL OR right(c.pan_masked, 4) = $1)
+            ORDER BY c.id LIMIT $2""", last4, limit)]
+
+
+# -- a transaction's story ------------------------------------------------------------------------
+
+STORY_COLUMNS = ("id", "time", "tid", "batch", "kind", "mti_class", "processing_code", "stan", "rrn", "pan_masked",
+                 "amount_fen", "response_code", "status", "original_id", "exception")
+
+
+async def transaction_story(conn: asyncpg.Connection, scope: str | None, txn_id: int,
+                            tz: ZoneInfo) -> list[dict[str, Any]] | None:
+    """The transaction, what it undid (its original) and what undid it (voids, reversals, and theirs),
+    oldest first; None when it does not exist or lies outside the scope. Of the stored answer only the
+    auth code is shown (the rest are the columns)."""
+    rows = await conn.fetch(_SUBTREE + f"""
+        , story (id) AS (
+            SELECT g.id FROM gw_transactions g
+              JOIN terminals t ON t.tid = g.tid JOIN merchants m ON m.mid = t.mid
+             WHERE g.id = $2 AND {_IN_SCOPE.format(column='m.agent_code')}
+        ), root (id) AS (  -- up to the first original
+            SELECT id FROM story
+            UNION
+            SELECT g.original_id FROM gw_transactions g JOIN root r ON g.id = r.id WHERE g.original_id IS NOT NULL
+        ), family (id) AS (  -- and down to everything that refers to it
+            SELECT id FROM root
+            UNION
+            SELECT g.id FROM gw_transactions g JOIN family f ON g.original_id = f.id
+        )
+        SELECT g.*, g.response ->> 'auth_id' AS auth_id, c.pan_masked FROM gw_transactions g
+          LEFT JOIN gw_transactions o ON o.id = g.original_id
+          LEFT JOIN cards c ON c.id = coalesce(g.card_id, o.card_id)
+         WHERE g.id IN (SELECT id FROM family)
+         ORDER BY g.created_at, g.id""", scope, txn_id)
+    if not rows:
+        return None
+    return [{**{name: row[name] for name in STORY_COLUMNS if name in row.keys()},
+             "time": row["created_at"].astimezone(tz).isoformat(timespec="seconds"),
+             "auth_id": row["auth_id"], "pan_masked": row["pan_masked"]} for row in rows]
+
+
+# -- the daily report's chart ---------------------------------------------------------------------
+
+
+async def hourly_volume(conn: asyncpg.Connection, day: date, tz: ZoneInfo) -> list[dict[str, Any]]:
+    """The local day's approved purchases per local hour (0..23, every hour present): count and amount."""
+    start, end = day_bounds(day, tz)
+    rows = {row["hour"]: row for row in await conn.fetch(
+        """SELECT extract(hour FROM created_at AT TIME ZONE $3)::int AS hour, count(*) AS count,
+                  coalesce(sum(amount_fen), 0)::bigint AS amount_fen
+             FROM gw_transactions
+            WHERE created_at >= $1 AND created_at < $2 AND kind = 'purchase' AND response_code = '00'
+            GROUP BY 1""", start, end, tz.key)}
+    return [{"hour": hour, "count": rows[hour]["count"] if hour in rows else 0,
+             "amount_fen": rows[hour]["amount_fen"] if hour in rows else 0} for hour in range(24)]
+
+
+async def risk_declines_count(conn: asyncpg.Connection, start: datetime, end: datetime) -> int:
+    return await conn.fetchval("SELECT count(*) FROM risk_events WHERE created_at >= $1 AND created_at < $2",
+                               start, end)

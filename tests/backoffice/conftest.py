@@ -34,6 +34,21 @@ _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 class WebWorld:
     tids: dict[str, str]  # agent code -> its terminal
     mids: dict[str, str]
+    txn_ids: dict[str, int]  # terminal -> the id of its one approved purchase
+
+
+async def add_purchase(db: asyncpg.Connection, tid: str, stan: str, pan_masked: str, amount_fen: int) -> int:
+    """A card (known only masked) and an approved purchase at the terminal, as the engine records them."""
+    account = await db.fetchval("INSERT INTO ledger_accounts (kind, code) VALUES ('card', $1) RETURNING id",
+                                f"card:test:{stan}")
+    card = await db.fetchval(
+        """INSERT INTO cards (pan_hash, pan_lmk, pan_masked, pvv, expiry, account_id)
+           VALUES ($1, '\\x02', $2, '\\x03', '3012', $3) RETURNING id""", stan.encode(), pan_masked, account)
+    return await db.fetchval(
+        """INSERT INTO gw_transactions (tid, batch, stan, mti_class, kind, content_hash, response, response_code,
+                                        status, amount_fen, card_id, rrn, local_date)
+           VALUES ($1, 1, $2, '02', 'purchase', 'x', '{"auth_id": "010101"}', '00', 'approved', $3, $4, $5, '1208')
+           RETURNING id""", tid, stan, amount_fen, card, f"000000{stan}")
 
 
 @pytest.fixture
@@ -45,14 +60,17 @@ async def web_world(cli, world, db: asyncpg.Connection) -> WebWorld:
         ("agent", "add", "AG03", "--name", "Other Agent"),
         ("merchant", "add", "MERCHANT0000003", "--name", "Other Shop", "--agent", "AG03"),
         ("terminal", "add", "TERM0003", "--merchant", "MERCHANT0000003", "--tmk", TEST_TMK.hex()),
+        ("biller", "add", "EPOWER", "--name", "Electric Power"),
     ):
         result = await cli(*argv)
         assert result.code == 0, result.stderr
     password_hash = await users.hash_password(PASSWORD)  # hashed once: argon2 is slow on purpose
     await db.executemany("INSERT INTO web_users (name, role, agent_code, password_hash) VALUES ($1, $2, $3, $4)",
                          [(name, role, agent, password_hash) for name, (role, agent) in USERS.items()])
+    txn_ids = {"TERM0002": await add_purchase(db, "TERM0002", "000102", "622202******1111", 1500),
+               "TERM0003": await add_purchase(db, "TERM0003", "000103", "622202******3333", 3300)}
     return WebWorld({"AG01": "TERM0001", "AG02": "TERM0002", "AG03": "TERM0003"},
-                    {"AG01": "MERCHANT0000001", "AG02": "MERCHANT0000002", "AG03": "MERCHANT0000003"})
+                    {"AG01": "MERCHANT0000001", "AG02": "MERCHANT0000002", "AG03": "MERCHANT0000003"}, txn_ids)
 
 
 @pytest.fixture

@@ -10,18 +10,22 @@ from gateway.backoffice.access import ROUTE_ROLES
 from tests.backoffice.conftest import ROLE_USER
 
 # Path parameters of entities inside agent1's subtree (AG01), so that only the role decides.
-PARAMS = {"{tid}": "TERM0002", "{code}": "AG02", "{name}": "auditor"}
+PARAMS = {"{tid}": "TERM0002", "{code}": "AG02", "{name}": "auditor", "{mid}": "MERCHANT0000002"}
 FORMS = {
     "/terminals/{tid}/status": {"status": "frozen"},
     "/agents/{code}/topup": {"amount": "12.50"},
     "/agents/{code}/status": {"status": "frozen"},
     "/users": {"name": "newcomer", "role": "operator", "password": "another long password"},
+    "/merchants/{mid}/status": {"status": "frozen"},
 }
+QUERIES = {"/reports/remittance.csv": {"biller": "EPOWER"}}
 
 
-def concrete(path: str) -> str:
+def concrete(path: str, world=None) -> str:
     for template, value in PARAMS.items():
         path = path.replace(template, value)
+    if world is not None:
+        path = path.replace("{txn_id:int}", str(world.txn_ids["TERM0002"]))
     return path
 
 
@@ -31,10 +35,10 @@ async def test_each_route_answers_each_role_as_the_table_says(web_world, browse,
     wrong = []
     for (method, path), roles in ROUTE_ROLES.items():
         if method == "GET":
-            response = await browser.get(concrete(path))
+            response = await browser.get(concrete(path, web_world), params=QUERIES.get(path))
             expected = 200 if role in roles else 403
         else:
-            response = await browser.post(concrete(path), FORMS.get(path, {}))
+            response = await browser.post(concrete(path, web_world), FORMS.get(path, {}))
             expected = (200 if path.endswith("/totp") else 303) if role in roles else 403
         if response.status_code != expected:
             wrong.append(f"{method} {path}: {response.status_code}, expected {expected}")
@@ -53,10 +57,10 @@ async def test_without_a_session_pages_go_to_the_login_and_actions_are_401(web_w
     browser = await browse()
     for (method, path) in ROUTE_ROLES:
         if method == "GET":
-            response = await browser.get(concrete(path))
+            response = await browser.get(concrete(path, web_world))
             assert (response.status_code, response.headers.get("location")) == (303, "/login"), path
         else:
-            assert (await browser.post(concrete(path), FORMS.get(path, {}))).status_code == 401, path
+            assert (await browser.post(concrete(path, web_world), FORMS.get(path, {}))).status_code == 401, path
 
 
 async def test_an_agent_sees_its_subtree_and_gets_403_outside_it(web_world, browse):

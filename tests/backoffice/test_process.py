@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from gateway.backoffice import queries
 from gateway.domain.validate import InvalidInput
+from tests.backoffice.conftest import add_purchase
 from tests.e2e.test_processes import BIN, env_for, free_port
 
 
@@ -107,19 +108,11 @@ def test_any_terminal_filter_input_is_a_filter_or_invalid_input(params):
 
 
 @pytest.mark.parametrize("query, rows", [
-    ({"last4": "0072"}, 1), ({"last4": "0000"}, 0), ({"stan": "000001"}, 0), ({"tid": "TERM0003"}, 0),
-    ({"date": "2000-01-01"}, 0), ({"rrn": "1" * 12}, 0)])
+    ({}, 3), ({"last4": "0072"}, 1), ({"last4": "0000"}, 0), ({"stan": "000009"}, 1), ({"stan": "000001"}, 0),
+    ({"tid": "TERM0003"}, 1), ({"tid": "TERM0001", "last4": "1111"}, 0), ({"date": "2000-01-01"}, 0),
+    ({"rrn": "000000000009"}, 1), ({"rrn": "1" * 12}, 0)])
 async def test_transaction_filters_narrow_the_rows(web_world, browse, db, query, rows):
-    card = await db.fetchval(
-        """INSERT INTO ledger_accounts (kind, code) VALUES ('card', 'card:test') RETURNING id""")
-    card_id = await db.fetchval(
-        """INSERT INTO cards (pan_hash, pan_lmk, pan_masked, pvv, expiry, account_id)
-           VALUES ('\\x01', '\\x02', '622202******0072', '\\x03', '3012', $1) RETURNING id""", card)
-    await db.execute(
-        """INSERT INTO gw_transactions (tid, batch, stan, mti_class, kind, content_hash, response, response_code,
-                                        status, amount_fen, card_id, rrn, local_date)
-           VALUES ('TERM0001', 1, '000009', '02', 'purchase', 'x', '{}', '00', 'approved', 100, $1,
-                   '000000010009', '1208')""", card_id)
+    await add_purchase(db, "TERM0001", "000009", "622202******0072", 100)
     auditor = await browse("auditor")
     response = await auditor.get("/transactions.csv", params=query)
     assert response.status_code == 200
