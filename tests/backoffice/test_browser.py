@@ -118,11 +118,11 @@ async def test_operator_sees_a_purchase_freezes_a_terminal_tops_up_and_downloads
     cookies = {c["name"]: c for c in await page.context.cookies()}
     session = cookies["__Host-posgw_session"]  # Secure over plain http: Chromium holds 127.0.0.1 secure
     assert session["secure"] and session["httpOnly"] and session["sameSite"] == "Strict"
-    assert await page.inner_text("#approvals") == "0"
+    assert await page.inner_text("#approvals") == "2"  # the web world's two purchases
 
     assert (await terminal.purchase(CARD_PAN, CARD_PIN, 2550)).response_code == "00"
     # htmx polls the figures (the CSP forbids eval, so wait with a locator, not a JavaScript predicate)
-    await playwright_expect(page.locator("#approvals")).to_have_text("1", timeout=TIMEOUT_MS)
+    await playwright_expect(page.locator("#approvals")).to_have_text("3", timeout=TIMEOUT_MS)
     assert "purchase" in await page.inner_text("#by-code")
     await shot(page, "dashboard")
 
@@ -149,6 +149,13 @@ async def test_operator_sees_a_purchase_freezes_a_terminal_tops_up_and_downloads
     download = await info.value
     rows = list(csv.DictReader(io.StringIO(Path(await download.path()).read_text())))
     assert [(r["tid"], r["agent"], r["status"]) for r in rows] == [("TERM0001", "AG01", "frozen")]
+    await page.goto("/reports/daily")
+    assert await page.locator("#hourly rect").count() == 24
+    await shot(page, "daily-report")
+    await page.goto("/transactions?tid=TERM0001")
+    await page.click("table.transactions tbody tr:last-child a")  # the oldest: the approved purchase
+    assert "purchase" in await page.inner_text("#story")
+    await shot(page, "story")
     events = (await cli("audit", "list", "--actor", "web:operator", "--json")).json["events"]
     assert [e["action"] for e in events] == ["terminal.freeze", "agent.topup"]
     await page.context.close()
