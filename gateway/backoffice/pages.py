@@ -60,7 +60,8 @@ def _status(value: str | None) -> str:
 
 async def _dashboard_figures(page: Page) -> dict[str, Any]:
     settings = _settings(page)
-    return await queries.dashboard(page.conn, settings.tz, settings.float_low_threshold_fen, _today(page))
+    figures = await queries.dashboard(page.conn, settings.tz, settings.float_low_threshold_fen, _today(page))
+    return figures | {"gateways": await page.request.app.state.gateways.figures()}
 
 
 @guarded("GET", "/dashboard")
