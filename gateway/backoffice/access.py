@@ -2,7 +2,8 @@
 
 - admin: everything, users included.
 - operator: reads everything but users; operates (freeze and unfreeze
-  terminals, merchants and agents, top up floats); manages no users.
+  terminals, merchants and agents, top up floats, change a terminal's permits,
+  MAC, location and risk limits); manages no users.
 - auditor: reads everything (users and the audit log included), changes nothing.
 - agent: its own portal, and only its own subtree (itself, its sub-agents,
   their merchants and terminals, their transactions), read only. The subtree
@@ -31,6 +32,9 @@ ROUTE_ROLES: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/terminals.csv"): EVERYONE,
     ("GET", "/terminals/{tid}"): EVERYONE,
     ("POST", "/terminals/{tid}/status"): OPERATES,
+    ("POST", "/terminals/{tid}/settings"): OPERATES,
+    ("POST", "/terminals/{tid}/limits"): OPERATES,
+    ("GET", "/map"): EVERYONE,
     ("GET", "/agents"): EVERYONE,
     ("GET", "/agents/{code}"): EVERYONE,
     ("POST", "/agents/{code}/topup"): OPERATES,

@@ -13,6 +13,7 @@ from typing import Any
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from gateway.acquiring import risk
 from gateway.backoffice import queries
 from gateway.backoffice.access import AGENT
 from gateway.backoffice.security import Forbidden, NotFound, Page, guarded
@@ -32,6 +33,7 @@ from gateway.reports.views import (
     to_csv,
 )
 from gateway.services import agents, audit, merchants, terminals, users
+from gateway.settings import config_dir
 
 AUDIT_ROWS_MAX = 200
 
@@ -109,8 +111,80 @@ async def terminal_page(page: Page) -> Response:
     owner = await _terminal_or_refuse(page, tid)
     recent = await queries.transactions(page.conn, page.viewer.scope, queries.TransactionFilter(tid=tid),
                                         _settings(page).tz, limit=20)
+    limits = risk.effective_limits(risk.load_defaults(config_dir()),
+                                   await registry.limit_overrides(page.conn, "merchant", owner["mid"]),
+                                   await registry.limit_overrides(page.conn, "terminal", tid))
     return page.render("terminal.html", terminal=await registry.show_terminal(page.conn, tid), owner=owner,
-                       transactions=recent, may_operate=page.viewer.may("POST", "/terminals/{tid}/status"))
+                       transactions=recent, may_operate=page.viewer.may("POST", "/terminals/{tid}/status"),
+                       limits=limits, overrides=await registry.limit_overrides(page.conn, "terminal", tid),
+                       permits=validate.PERMITS, macs=validate.MAC_ALGORITHMS)
+
+
+@guarded("POST", "/terminals/{tid}/settings")
+async def terminal_settings(page: Page) -> Response:
+    """Permits (checkboxes; at least one), MAC algorithm, location and radius (blank: unchanged)."""
+    tid = page.request.path_params["tid"]
+    await _terminal_or_refuse(page, tid)
+    assert page.form is not None
+    permit = [name for name in page.form.getlist("permit") if isinstance(name, str)]
+    location, radius = (page.field("location") or "").strip(), (page.field("radius_km") or "").strip()
+    try:
+        radius_km = float(radius) if radius else None
+    except ValueError:
+        raise InvalidInput(f"the radius is a number of km: {radius!r}") from None
+    async with page.conn.transaction():
+        await terminals.set_terminal(page.conn, page.viewer.actor, tid,
+                                     permit=validate.permits(",".join(permit)),
+                                     mac_algorithm=validate.mac_algorithm(page.field("mac") or ""),
+                                     location=validate.location(location) if location else None, radius_km=radius_km)
+    return RedirectResponse(f"/terminals/{tid}", status_code=303)
+
+
+@guarded("POST", "/terminals/{tid}/limits")
+async def terminal_limits(page: Page) -> Response:
+    """The terminal's own overrides: a whole number per limit (0 switches it off); blank ones unchanged."""
+    tid = page.request.path_params["tid"]
+    await _terminal_or_refuse(page, tid)
+    values = {}
+    for name in risk.LIMIT_NAMES:
+        value = (page.field(name) or "").strip()
+        if value:
+            if not value.isdigit() or len(value) > 15:
+                raise InvalidInput(f"{name} must be a whole number (0 switches it off): {value!r}")
+            values[name] = int(value)
+    async with page.conn.transaction():
+        await terminals.set_terminal_limits(page.conn, page.viewer.actor, tid, values)
+    return RedirectResponse(f"/terminals/{tid}", status_code=303)
+
+
+MAP_WIDTH_PX, MAP_HEIGHT_PX, MAP_MARGIN_PX = 900, 520, 30
+
+
+def map_points(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Terminals with a registered location placed on an equirectangular plane fitted to them (an SVG,
+    no tiles: nothing leaves the host)."""
+    placed = []
+    for row in rows:
+        if row["location"]:
+            lat, lon = (float(part) for part in row["location"].split(","))
+            placed.append((row, lat, lon))
+    if not placed:
+        return {"points": [], "width": MAP_WIDTH_PX, "height": MAP_HEIGHT_PX}
+    lats, lons = [p[1] for p in placed], [p[2] for p in placed]
+    span_lat, span_lon = max(max(lats) - min(lats), 0.01), max(max(lons) - min(lons), 0.01)
+    scale = min((MAP_WIDTH_PX - 2 * MAP_MARGIN_PX) / span_lon, (MAP_HEIGHT_PX - 2 * MAP_MARGIN_PX) / span_lat)
+    points = [{"tid": row["tid"], "status": row["status"], "merchant": row["merchant"], "location": row["location"],
+               "x": round(MAP_MARGIN_PX + (lon - min(lons)) * scale, 1),
+               "y": round(MAP_HEIGHT_PX - MAP_MARGIN_PX - (lat - min(lats)) * scale, 1)} for row, lat, lon in placed]
+    return {"points": points, "width": MAP_WIDTH_PX, "height": MAP_HEIGHT_PX,
+            "south": min(lats), "north": max(lats), "west": min(lons), "east": max(lons)}
+
+
+@guarded("GET", "/map")
+async def terminal_map(page: Page) -> Response:
+    rows = await queries.terminals(page.conn, page.viewer.scope, queries.TerminalFilter(), _settings(page).tz,
+                                   limit=None)
+    return page.render("map.html", map=map_points(rows), unplaced=sum(not row["location"] for row in rows))
 
 
 @guarded("POST", "/terminals/{tid}/status")
@@ -259,6 +333,7 @@ async def user_totp(page: Page) -> Response:
 
 
 ROUTES: list[Route] = [dashboard, dashboard_figures, terminal_list, terminal_csv, terminal_page, terminal_status,
+                       terminal_settings, terminal_limits, terminal_map,
                        agent_list, agent_page, agent_topup, agent_status, portal, portal_statement,
                        transaction_list, transaction_csv, audit_log, user_list, user_add, user_disable, user_totp]
 

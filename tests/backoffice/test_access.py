@@ -17,6 +17,8 @@ FORMS = {
     "/agents/{code}/status": {"status": "frozen"},
     "/users": {"name": "newcomer", "role": "operator", "password": "another long password"},
     "/merchants/{mid}/status": {"status": "frozen"},
+    "/terminals/{tid}/settings": {"permit": "purchase", "mac": "x9.19", "location": "31.2,121.5"},
+    "/terminals/{tid}/limits": {"txn_amount_max_fen": "500000"},
 }
 QUERIES = {"/reports/remittance.csv": {"biller": "EPOWER"}}
 

@@ -138,3 +138,41 @@ async def test_the_agent_portal_shows_its_merchants_volume_and_top_ups(web_world
                      r'<td class="num">1</td><td class="num">7.00</td>', portal)
     assert 'id="float">¥88.00<' in portal and "88.00</td>" in portal
     assert "MERCHANT0000003" not in portal and "Other Agent" not in portal
+
+
+async def test_a_terminals_settings_and_limits_change_through_the_services(web_world, browse, cli):
+    operator = await browse("operator")
+    response = await operator.post("/terminals/TERM0001/settings", {"permit": ["purchase", "bill"], "mac": "x9.19",
+                                                                      "location": "31.23,121.47", "radius_km": "3"})
+    assert response.status_code == 303
+    shown = (await cli("terminal", "show", "TERM0001", "--json")).json
+    assert (shown["permit"], shown["mac"], shown["location"], shown["radius_km"]) == (
+        ["purchase", "bill"], "x9.19", "31.23,121.47", 3.0)
+    assert (await operator.post("/terminals/TERM0001/limits", {"txn_amount_max_fen": "500000",
+                                                               "card_daily_count_max": ""})).status_code == 303
+    limits = (await cli("terminal", "limits", "TERM0001", "--json")).json["limits"]
+    assert limits["txn_amount_max_fen"] == 500000 and limits["location_radius_km"] == 3
+    page = (await operator.get("/terminals/TERM0001")).text
+    assert re.search(r"<td>txn_amount_max_fen</td><td class=\"num\">500000</td><td class=\"num\">500000</td>", page)
+    events = (await cli("audit", "list", "--entity", "terminal:TERM0001", "--json")).json["events"]
+    assert [(e["actor"], e["action"]) for e in events][1:] == [("web:operator", "terminal.set"),
+                                                              ("web:operator", "terminal.limits")]
+    for bad in ({"permit": [], "mac": "x9.19"}, {"permit": ["purchase"], "mac": "md5"},
+                {"permit": ["purchase"], "mac": "x9.19", "location": "north"},
+                {"permit": ["purchase"], "mac": "x9.19", "radius_km": "far"}):
+        assert (await operator.post("/terminals/TERM0001/settings", bad)).status_code == 400, bad
+    assert (await operator.post("/terminals/TERM0001/limits", {"txn_amount_max_fen": "-1"})).status_code == 400
+    assert (await operator.post("/terminals/TERM0001/limits", {"spike_factor": "1e9"})).status_code == 400
+    assert len((await cli("audit", "list", "--entity", "terminal:TERM0001", "--json")).json["events"]) == 3
+
+
+async def test_the_map_places_the_terminals_with_a_location(web_world, browse, cli):
+    await cli("terminal", "set", "TERM0001", "--location", "31.20,121.40")
+    await cli("terminal", "set", "TERM0003", "--location", "31.30,121.60")
+    await cli("terminal", "freeze", "TERM0003")
+    page = (await (await browse("auditor")).get("/map")).text
+    assert page.count("<circle ") == 2 and "1 without a location" in page
+    assert re.search(r'<circle cx="30.0" cy="[0-9.]+" r="6" fill="#0b5cad">', page)  # the westmost at the margin
+    assert 'fill="#b42318"' in page  # the frozen one in red
+    agent_map = (await (await browse("agent1")).get("/map")).text
+    assert agent_map.count("<circle ") == 1 and "TERM0003" not in agent_map
