@@ -27,7 +27,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from gateway.backoffice.access import AGENT
-from gateway.backoffice.live import GatewayFigures
+from gateway.backoffice.live import GatewayFigures, Shared
 from gateway.backoffice.pages import ROUTES
 from gateway.backoffice.security import (
     CSRF_FIELD,
@@ -214,4 +214,5 @@ def create_app(settings: Settings, web: WebSettings | None = None, pool: asyncpg
     app.state.templates = _templates()
     app.state.throttle = LoginThrottle(web.login_attempts_per_minute)
     app.state.gateways = GatewayFigures(web.gateway_metrics_urls, web.gateway_metrics_interval_s)
+    app.state.dashboard_figures = Shared(web.dashboard_cache_s)
     return app

@@ -17,10 +17,13 @@ import asyncio
 import math
 import time
 import urllib.request
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
+
+T = TypeVar("T")
 
 REQUESTS = "posgw_requests"  # the family name (the parser drops _total)
 LATENCY = "posgw_request_latency_seconds"
@@ -124,3 +127,23 @@ class GatewayFigures:
             }
             self._read_at_s = time.monotonic()
             return self._figures
+
+
+class Shared(Generic[T]):
+    """One value for every viewer, computed at most once per ``interval_s`` (and again whenever
+    its key changes: the day turns): the dashboard's figures from the database, so that a crowd
+    on the dashboard costs the database one set of queries per interval, not one per viewer."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._value: T | None = None
+        self._key: Hashable = None
+        self._at_s = -math.inf
+        self._lock = asyncio.Lock()
+
+    async def get(self, key: Hashable, compute: Callable[[], Awaitable[T]]) -> T:
+        async with self._lock:
+            if self._value is None or key != self._key or time.monotonic() - self._at_s >= self.interval_s:
+                self._value = await compute()
+                self._key, self._at_s = key, time.monotonic()
+            return self._value

@@ -61,9 +61,10 @@ def _status(value: str | None) -> str:
 
 
 async def _dashboard_figures(page: Page) -> dict[str, Any]:
-    settings = _settings(page)
-    figures = await queries.dashboard(page.conn, settings.tz, settings.float_low_threshold_fen, _today(page))
-    return figures | {"gateways": await page.request.app.state.gateways.figures()}
+    settings, today, state = _settings(page), _today(page), page.request.app.state
+    figures = await state.dashboard_figures.get(today, lambda: queries.dashboard(
+        page.conn, settings.tz, settings.float_low_threshold_fen, today))
+    return figures | {"gateways": await state.gateways.figures()}
 
 
 @guarded("GET", "/dashboard")

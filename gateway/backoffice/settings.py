@@ -16,6 +16,7 @@ class WebSettings(BaseSettings):
     lockout_s: float = Field(900.0, gt=0)  # how long a lock-out lasts
     login_attempts_per_minute: int = Field(20, ge=1)  # per client address, whatever the user name
     dashboard_poll_s: int = Field(5, ge=1)  # how often the dashboard's figures refresh
+    dashboard_cache_s: float = Field(2.0, ge=0)  # its figures from the database, shared by every viewer this long
     # the gateways' /metrics, for the dashboard's throughput and latency (JSON list in the environment)
     gateway_metrics_urls: list[str] = ["http://127.0.0.1:9583/metrics"]
     gateway_metrics_interval_s: float = Field(2.0, ge=0)  # read them at most this often, whoever looks

@@ -77,7 +77,7 @@ async def web_world(cli, world, db: asyncpg.Connection) -> WebWorld:
 def web_settings() -> WebSettings:
     # no gateway's /metrics unless a test names one (the default port may be another process's)
     return WebSettings(login_failures_max=3, lockout_s=600, login_attempts_per_minute=1000, dashboard_poll_s=1,
-                       gateway_metrics_urls=[])
+                       gateway_metrics_urls=[], dashboard_cache_s=0)
 
 
 @pytest.fixture

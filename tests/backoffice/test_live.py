@@ -11,8 +11,8 @@ import re
 import httpx
 
 from gateway.backoffice.app import create_app
-from gateway.backoffice.live import GatewayFigures, p99_bound_s, p99_text, parse
-from tests.backoffice.conftest import BASE_URL, PASSWORD, Browser
+from gateway.backoffice.live import GatewayFigures, Shared, p99_bound_s, p99_text, parse
+from tests.backoffice.conftest import BASE_URL, PASSWORD, Browser, add_purchase
 from tests.e2e.helpers import CARD_PAN, CARD_PIN, terminal_for
 
 METRICS = """# HELP posgw_requests_total Requests answered
@@ -76,3 +76,30 @@ async def test_the_dashboard_shows_a_real_gateways_throughput_and_p99(web_world,
     throughput = float(re.search(r'id="throughput">([0-9.]+)/s<', second).group(1))
     assert throughput > 0
     assert re.search(r'id="p99">(≤|&gt;) [0-9.]+ ms<', second)
+
+
+async def test_shared_figures_are_computed_once_per_interval_and_again_when_the_day_turns():
+    calls = []
+
+    async def compute() -> int:
+        calls.append(1)
+        return len(calls)
+
+    shared = Shared(interval_s=60)
+    assert [await shared.get("2026-12-08", compute) for _ in range(20)] == [1] * 20
+    assert await shared.get("2026-12-09", compute) == 2
+    always = Shared(interval_s=0)
+    assert [await always.get("d", compute) for _ in range(3)] == [3, 4, 5]
+
+
+async def test_twenty_viewers_of_the_dashboard_cost_the_database_one_read(web_world, settings, web_settings,
+                                                                           web_pool, db):
+    app = create_app(settings, web_settings.model_copy(update={"dashboard_cache_s": 60}), web_pool)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL) as client:
+        browser = Browser(client)
+        assert (await browser.log_in("auditor", PASSWORD)).status_code == 303
+        first = (await client.get("/dashboard/figures")).text
+        await add_purchase(db, "TERM0001", "000301", "622202******4444", 100)
+        pages = await asyncio.gather(*(client.get("/dashboard/figures") for _ in range(20)))
+    assert all(page.text == first for page in pages)  # the same figures, not read again
+    assert 'id="approvals">2<' in first
