@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import csv
 import io
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -68,8 +69,11 @@ async def serving(app) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def site(settings, web_settings, web_pool, web_world) -> AsyncIterator[str]:
-    async with serving(create_app(settings, web_settings, web_pool)) as url:
+async def site(settings, web_settings, web_pool, web_world, gateway) -> AsyncIterator[str]:
+    """The back office, reading the test gateway's /metrics for the dashboard."""
+    web = web_settings.model_copy(update={
+        "gateway_metrics_urls": [f"http://127.0.0.1:{gateway.metrics_port}/metrics"], "gateway_metrics_interval_s": 0})
+    async with serving(create_app(settings, web, web_pool)) as url:
         yield url
 
 
@@ -124,6 +128,8 @@ async def test_operator_sees_a_purchase_freezes_a_terminal_tops_up_and_downloads
     # htmx polls the figures (the CSP forbids eval, so wait with a locator, not a JavaScript predicate)
     await playwright_expect(page.locator("#approvals")).to_have_text("3", timeout=TIMEOUT_MS)
     assert "purchase" in await page.inner_text("#by-code")
+    assert await page.inner_text("#gateways-up") == "1/1"
+    await playwright_expect(page.locator("#p99")).to_have_text(re.compile(r"^(≤|>) [0-9.]+ ms$"), timeout=TIMEOUT_MS)
     await shot(page, "dashboard")
 
     await page.goto("/terminals/TERM0001")
