@@ -115,7 +115,12 @@ async def terminal_page(page: Page) -> Response:
     limits = risk.effective_limits(risk.load_defaults(config_dir()),
                                    await registry.limit_overrides(page.conn, "merchant", owner["mid"]),
                                    await registry.limit_overrides(page.conn, "terminal", tid))
-    return page.render("terminal.html", terminal=await registry.show_terminal(page.conn, tid), owner=owner,
+    terminal = await registry.show_terminal(page.conn, tid)
+    for name in ("last_seen", "last_sign_on"):  # ISO 8601 in UTC from the registry; shown in local time
+        if terminal.get(name):
+            terminal[name] = datetime.fromisoformat(terminal[name]).astimezone(_settings(page).tz).isoformat(
+                timespec="seconds")
+    return page.render("terminal.html", terminal=terminal, owner=owner,
                        transactions=recent, may_operate=page.viewer.may("POST", "/terminals/{tid}/status"),
                        limits=limits, overrides=await registry.limit_overrides(page.conn, "terminal", tid),
                        permits=validate.PERMITS, macs=validate.MAC_ALGORITHMS)
