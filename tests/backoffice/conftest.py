@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -28,6 +29,21 @@ USERS = {"admin": ("admin", None), "operator": ("operator", None), "auditor": ("
 ROLE_USER = {"admin": "admin", "operator": "operator", "auditor": "auditor", "agent": "agent1"}
 BASE_URL = "https://testserver"  # https: the session cookie is Secure, and httpx keeps Secure cookies to https only
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run this directory's tests that use an in-process gateway after all the others.
+
+    The gateway's Prometheus counters are process-global, and
+    tests/deploy/test_dashboard.py waits for the sign-on counter of a process in
+    which no terminal has signed on yet (``== 1``); this directory sorts before
+    tests/deploy, and its browser and dashboard tests sign terminals on."""
+    here = Path(__file__).resolve().parent
+    ours = [item for item in items
+            if here in Path(str(item.path)).resolve().parents and "gateway" in getattr(item, "fixturenames", ())]
+    if ours:
+        chosen = set(map(id, ours))
+        items[:] = [item for item in items if id(item) not in chosen] + ours
 
 
 @dataclass
