@@ -17,7 +17,7 @@ from gateway.backoffice.app import create_app
 from gateway.cli.common import Subcommands, add_command
 from gateway.db.migrate import check_migrated
 from gateway.db.pool import database_url
-from gateway.services.users import add_user
+from gateway.services.users import add_user, user_exists
 from gateway.settings import Settings
 
 EXIT_OK = 0
@@ -32,7 +32,7 @@ async def ensure_demo_admin(settings: Settings, actor: str) -> str | None:
     try:
         await check_migrated(conn)
         async with conn.transaction():
-            if await conn.fetchval("SELECT 1 FROM web_users WHERE name = $1", DEMO_ADMIN):
+            if await user_exists(conn, DEMO_ADMIN):
                 return None
             password = secrets.token_urlsafe(12)
             await add_user(conn, actor, DEMO_ADMIN, "admin", None, password)

@@ -108,6 +108,10 @@ def _user_view(row: asyncpg.Record) -> dict[str, Any]:
             "totp": row["totp_secret"] is not None}
 
 
+async def user_exists(conn: asyncpg.Connection, name: str) -> bool:
+    return bool(await conn.fetchval("SELECT 1 FROM web_users WHERE name = $1", name))
+
+
 async def list_users(conn: asyncpg.Connection) -> list[dict[str, Any]]:
     """``user list``'s ``users``: in the order they were added."""
     return [_user_view(row) for row in await conn.fetch("SELECT * FROM web_users ORDER BY id")]
@@ -128,7 +132,7 @@ async def add_user(conn: asyncpg.Connection, actor: str, name: str, role: str, a
     password_hash = await hash_password(valid_password(password))
 
     async def change() -> None:
-        if await conn.fetchval("SELECT 1 FROM web_users WHERE name = $1", name):
+        if await user_exists(conn, name):
             raise InvalidInput(f"user {name} already exists")
         if agent is not None and not await conn.fetchval("SELECT 1 FROM agents WHERE code = $1", agent):
             raise InvalidInput(f"unknown agent {agent}")
