@@ -30,7 +30,7 @@ demo: migrate
 run: demo
 	$(BIN)/posgw web --demo-admin & web=$$!; trap 'kill $$web 2>/dev/null' EXIT INT TERM; $(BIN)/posgw serve
 
-# Debian packages the tests need (HAProxy, Prometheus, Chromium): installed when missing.
+# Debian packages the tests need (HAProxy, Prometheus): installed when missing.
 test-tools:
 	@deploy/test-tools.sh
 

@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
 # The Debian packages that `make test` needs beyond Python: HAProxy and Prometheus
 # for the scale-out test (tests/e2e/test_cluster.py), Prometheus's promtool for the
-# alert rules (tests/deploy/test_alerts.py), Chromium for the back office's browser tests
-# (tests/backoffice/test_browser.py: Playwright drives it; Playwright never downloads a browser of
-# its own). Installs whichever is
+# alert rules (tests/deploy/test_alerts.py). Installs whichever is
 # missing, with apt-get as root (or passwordless sudo). Where that cannot be
 # done it says so and exits 0: the tests that need a missing tool then skip,
 # except under CI=true, where they fail (tests/conftest.py, needs_tools).
 set -uo pipefail
 
-PACKAGES=(haproxy prometheus chromium)  # package = the command it installs (Debian's prometheus ships promtool
-                                          # too: tests/deploy/test_alerts.py runs `promtool check rules` and
-                                          # `promtool test rules`)
+PACKAGES=(haproxy prometheus)  # package = the command it installs (Debian's prometheus ships promtool too:
+                                # tests/deploy/test_alerts.py runs `promtool check rules` and `promtool test rules`)
 
 sbin_path="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+# Chromium for the back office's browser tests (tests/backoffice/test_browser.py: Playwright drives
+# Debian's Chromium and never downloads a browser of its own).
+PACKAGES+=(chromium)
 missing=()
 for package in "${PACKAGES[@]}"; do
     PATH="$sbin_path" command -v "$package" >/dev/null || missing+=("$package")

@@ -22,7 +22,9 @@ from typing import Any
 
 import asyncpg
 
-from gateway.cli import agents, audit, billers, cards, demo, ledger, merchants, reports, serve, terminals, users, web
+import gateway.cli.users as users  # the back office's groups (posgw user, posgw web)
+import gateway.cli.web as web
+from gateway.cli import agents, audit, billers, cards, demo, ledger, merchants, reports, serve, terminals
 from gateway.cli.common import Context, print_result
 from gateway.db.migrate import UnmigratedDatabase, check_migrated
 from gateway.db.pool import database_url, stop_embedded
@@ -38,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="posgw", description="posgw operator command line")
     parser.add_argument("--actor", help="who makes the changes, in the audit trail (default cli:<OS user>)")
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
-    for group in (serve, ledger, demo, agents, merchants, terminals, cards, billers, reports, audit, web, users):
+    for group in (serve, ledger, demo, agents, merchants, terminals, cards, billers, reports, audit):
+        group.register(groups)
+    for group in (web, users):
         group.register(groups)
     return parser
 
