@@ -1,5 +1,6 @@
 # posgw: two commands on a fresh machine.
 #   make run    set everything up (venv, install, embedded PostgreSQL, migrations, demo data), start the gateway
+#               and the back office (http://127.0.0.1:8080/, user admin, its password printed the first time)
 #   make test   set everything up (the Debian packages the tests need too) and run the whole test suite
 
 PYTHON ?= python3
@@ -27,7 +28,7 @@ demo: migrate
 	$(BIN)/posgw demo
 
 run: demo
-	exec $(BIN)/posgw serve
+	$(BIN)/posgw web --demo-admin & web=$$!; trap 'kill $$web 2>/dev/null' EXIT INT TERM; $(BIN)/posgw serve
 
 # Debian packages the tests need (HAProxy, Prometheus, PostgreSQL 15, pg_auto_failover): installed when missing.
 test-tools:

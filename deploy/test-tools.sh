@@ -14,6 +14,9 @@ PACKAGES=(haproxy=haproxy prometheus=prometheus
           postgresql-15=/usr/lib/postgresql/15/bin/pg_ctl postgresql-15-auto-failover=pg_autoctl)
 
 sbin_path="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+# Chromium for the back office's browser tests (tests/backoffice/test_browser.py: Playwright drives
+# Debian's Chromium and never downloads a browser of its own).
+PACKAGES+=(chromium)
 missing=()
 commands=()
 for entry in "${PACKAGES[@]}"; do

@@ -31,7 +31,7 @@ from typing import Any
 import asyncpg
 
 from gateway.cli import (agents, audit, biller_link, billers, cards, demo, ic, ledger, merchants, payouts, reports,
-                         serve, terminals)
+                         serve, terminals, users, web)
 from gateway.cli.common import Context, print_result
 from gateway.db.migrate import UnmigratedDatabase, check_migrated
 from gateway.db.pool import CONNECTION_LOST, connect, database_url
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--actor", help="who makes the changes, in the audit trail (default cli:<OS user>)")
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
     for group in (serve, ledger, demo, agents, merchants, terminals, cards, billers, reports, audit, payouts, ic,
-                  biller_link):
+                  biller_link, web, users):
         group.register(groups)
     return parser
 
@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
     try:
         if args.group == "serve":
             return serve.serve(args, settings, list(sys.argv[1:] if argv is None else argv))
+        if args.group == "web":
+            return web.web(args, settings, actor(args))
         local = getattr(args, "local", None)
         result = local(args, settings) if local is not None else asyncio.run(_run_command(args, settings))
     except (InvalidInput, LmkError, UnmigratedDatabase) as exc:

@@ -1,0 +1,2 @@
+"""The back office (``posgw web``): the operators' console and the agents' portal,
+server-rendered over the same database and services as the CLI (docs/backoffice.md)."""
