@@ -43,7 +43,7 @@ from gateway.backoffice.security import (
 )
 from gateway.backoffice.settings import WebSettings
 from gateway.db.migrate import UnmigratedDatabase, check_migrated
-from gateway.db.pool import database_url
+from gateway.db.pool import database_url, host_by_host
 from gateway.services.sessions import create_session, revoke_session
 from gateway.services.users import LoginResult, log_in
 from gateway.settings import Settings
@@ -188,8 +188,9 @@ def create_app(settings: Settings, web: WebSettings | None = None, pool: asyncpg
         if pool is not None:
             yield
             return
-        app.state.pool = await asyncpg.create_pool(
-            database_url(settings), min_size=1, max_size=web.pool_max, command_timeout=settings.db_command_timeout_s)
+        dsn = database_url(settings)
+        app.state.pool = await asyncpg.create_pool(dsn, connect=host_by_host(dsn), min_size=1, max_size=web.pool_max,
+                                                   command_timeout=settings.db_command_timeout_s)
         try:
             yield
         finally:

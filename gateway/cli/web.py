@@ -10,13 +10,12 @@ import secrets
 import signal
 from collections.abc import Iterator
 
-import asyncpg
 import uvicorn
 
 from gateway.backoffice.app import create_app
 from gateway.cli.common import Subcommands, add_command
 from gateway.db.migrate import check_migrated
-from gateway.db.pool import database_url
+from gateway.db.pool import connect, database_url
 from gateway.services.users import add_user, user_exists
 from gateway.settings import Settings
 
@@ -28,7 +27,7 @@ DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8080
 async def ensure_demo_admin(settings: Settings, actor: str) -> str | None:
     """Add the user ``admin`` (role admin) with a new random password, unless it exists;
     return the password (to be printed once), or None when the user was there already."""
-    conn = await asyncpg.connect(database_url(settings), timeout=settings.db_command_timeout_s)
+    conn = await connect(database_url(settings), timeout=settings.db_command_timeout_s)
     try:
         await check_migrated(conn)
         async with conn.transaction():

@@ -151,15 +151,21 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     transaction-scoped), and asyncpg's default reset costs a round trip."""
 
 
+def host_by_host(dsn: str) -> HostByHost | None:
+    """The ``connect`` of a pool over ``dsn``: host by host over a multi-host URL,
+    else None (asyncpg's own)."""
+    hosts = split_hosts(dsn)[0] if dsn.startswith(("postgres://", "postgresql://")) else [dsn]
+    return HostByHost(dsn) if len(hosts) > 1 else None
+
+
 async def create_pool(settings: Settings, url: str | None = None,
                       init: Callable[[asyncpg.Connection], Awaitable[None]] | None = None) -> asyncpg.Pool:
     """The pool; ``init`` runs once on each connection it opens, before its first use.
     Over a multi-host URL it connects host by host (``HostByHost``)."""
     dsn = url or database_url(settings)
-    hosts = split_hosts(dsn)[0] if dsn.startswith(("postgres://", "postgresql://")) else [dsn]
     return await asyncpg.create_pool(
         dsn,
-        connect=HostByHost(dsn) if len(hosts) > 1 else None,
+        connect=host_by_host(dsn),
         min_size=settings.db_pool_min,
         max_size=max(settings.db_pool_min, settings.db_pool_max),
         command_timeout=settings.db_command_timeout_s,
