@@ -143,3 +143,11 @@ DB_POOL_ACQUIRE_SECONDS = Gauge(
     "Time the scrape waited for a pool connection, as a request would (asyncpg counts no waiters)",
     multiprocess_mode="livemostrecent",
 )
+
+# -- chip terminals' devices, read at scrape time (gateway.server.app) -----------------------
+TERMINALS_DEVICE_BROKEN = Gauge(
+    "posgw_terminals_device_broken",
+    "Terminals whose last status upload (WIRE.md 9.5, 362) reports the device not working, by device "
+    "(reader, printer)",
+    ["device"], multiprocess_mode="livemostrecent",
+)
