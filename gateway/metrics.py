@@ -3,7 +3,8 @@ STAN, no amount. Every label value comes from a fixed set: MTIs the router
 knows (else ``other``), processing codes it routes (else ``other``, or
 ``none`` when absent), response codes (``protocol.codes.ResponseCode``),
 transaction kinds (the router's route names), ledger operations (``OPS``),
-context-cache results (hit, stale, declined).
+context-cache results (hit, stale, declined), devices a chip terminal reports
+broken (reader, printer).
 
 Gauges read from the database (``*_FROM_DB``) are refreshed when /metrics is
 scraped (``gateway.server.app``); a failed read keeps the last value.
