@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from prometheus_client import REGISTRY
 
 from gateway.domain import ic
 from protocol import ic_lists
@@ -117,19 +118,28 @@ async def test_a_list_change_prompts_4_or_5_on_every_answer_until_the_terminal_d
         await terminal.close()
 
 
+def cache_hits() -> float:
+    return REGISTRY.get_sample_value("posgw_context_cache_total", {"result": "hit"}) or 0.0
+
+
 async def test_with_the_context_cache_a_change_shows_within_the_prompt_ttl(db, gateway, world, card):
     """Risk rules off (the tests' default): purchases on cached records use the state last read, for a TTL."""
     await ic.add_aid(db, *ic.parse_aid("A000000333010101"))
-    gateway.processor.prompts.ttl_s = 0.3
+    gateway.processor.prompts.ttl_s = 60.0
     terminal = terminal_for(gateway, world)
     try:
         await terminal.sign_on()
         await sim_ic.ic_download(terminal)
         assert sim_ic.prompt_digit(await terminal.purchase(CARD_PAN, CARD_PIN, 100)) == "0"  # read, then cached
         await ic.add_aid(db, *ic.parse_aid("A000000333010102"))
+        # Within the TTL a cached purchase asks the database nothing more: the state last read, 0.
+        assert sim_ic.prompt_digit(await terminal.purchase(CARD_PAN, CARD_PIN, 100)) == "0"
+        gateway.processor.prompts.ttl_s = 0.3
         await asyncio.sleep(0.4)
+        hits_before = cache_hits()
         digits = [sim_ic.prompt_digit(await terminal.purchase(CARD_PAN, CARD_PIN, 100)) for _ in range(3)]
         assert digits == ["5", "5", "5"]
+        assert cache_hits() - hits_before == 3  # each checked against cached records, none read its context
     finally:
         await terminal.close()
 
