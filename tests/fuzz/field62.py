@@ -23,8 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from protocol import emv
-from protocol import ic_lists
+from protocol import emv, ic_lists
 
 
 class Field62Failure(AssertionError):

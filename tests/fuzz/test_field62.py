@@ -21,7 +21,7 @@ _OBJECTS = st.lists(st.tuples(st.one_of(_ONE_BYTE_TAGS, _TWO_BYTE_TAGS), st.bina
 def test_well_formed_objects_round_trip_with_the_shortest_lengths(objects):
     encoded = emv.encode(objects)
     assert [(item.tag, item.value) for item in emv.decode(encoded)] == objects
-    for tag, value in objects:  # one byte up to 127, 81 xx up to 255, 82 xx xx above
+    for _tag, value in objects:  # one byte up to 127, 81 xx up to 255, 82 xx xx above
         length = emv.length_bytes(len(value))
         assert len(length) == (1 if len(value) < 128 else 2 if len(value) < 256 else 3)
 
