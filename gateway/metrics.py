@@ -3,7 +3,8 @@ STAN, no amount. Every label value comes from a fixed set: MTIs the router
 knows (else ``other``), processing codes it routes (else ``other``, or
 ``none`` when absent), response codes (``protocol.codes.ResponseCode``),
 transaction kinds (the router's route names), ledger operations (``OPS``),
-context-cache results (hit, stale, declined).
+context-cache results (hit, stale, declined), devices a chip terminal reports
+broken (reader, printer).
 
 Gauges read from the database (``*_FROM_DB``) are refreshed when /metrics is
 scraped (``gateway.server.app``); a failed read keeps the last value.
@@ -157,4 +158,11 @@ SAF_OLDEST_AGE_SECONDS = Gauge(
 SAF_ATTEMPTS = Counter(
     "posgw_saf_attempts_total", "Attempts to send a message to a biller, by kind (cancel, notice) and result "
     "(acknowledged, failed)", ["kind", "result"],
+)
+# -- chip terminals' devices, read at scrape time (gateway.server.app) -----------------------
+TERMINALS_DEVICE_BROKEN = Gauge(
+    "posgw_terminals_device_broken",
+    "Terminals whose last status upload (WIRE.md 9.5, 362) reports the device not working, by device "
+    "(reader, printer)",
+    ["device"], multiprocess_mode="livemostrecent",
 )

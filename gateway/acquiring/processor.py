@@ -11,8 +11,10 @@ from datetime import datetime
 import structlog
 
 from gateway import metrics
+from gateway.domain import ic
 from gateway.domain.cards import mask_pan
 from gateway.domain.vocabulary import Kind
+from gateway.acquiring import ic_flows
 from gateway.acquiring.context import Answered, Services, StaleContext, Transaction
 from gateway.acquiring.outcomes import Decline, Outcome
 from gateway.acquiring.recording import record_decline, response_fields
@@ -53,10 +55,13 @@ def check_mandatory(request: Message) -> None:
 
 
 class Processor:
-    def __init__(self, services: Services, router: Callable[[Message], Route] = route) -> None:
+    def __init__(self, services: Services, router: Callable[[Message], Route] = route, *,
+                 list_prompts: bool = True) -> None:
+        """``list_prompts`` False: the header digit is only ever 3 or 0 (``--wire-only``: no database)."""
         self.svc = services
         self.route = router
         self.settings = services.settings
+        self.prompts = ic_flows.PromptStates(services.settings.context_cache_entries) if list_prompts else None
 
     async def _run(self, txn: Transaction) -> tuple[Outcome, str]:
         """The request's pipeline: its outcome, and why."""
@@ -161,7 +166,12 @@ class Processor:
             )
         else:
             body = response.encode()
-        header = txn.frame.header.with_processing_requirement("3" if code.asks_sign_on else "0")
+        # After the steps ran (an end message's answer already says 0): WIRE.md 9.5, 9.9.
+        if self.prompts is not None:
+            digit = await ic_flows.processing_requirement(txn, self.svc, code, self.prompts)
+        else:
+            digit = ic_flows.SIGN_ON_DIGIT if code.asks_sign_on else ic.PROMPT_NONE
+        header = txn.frame.header.with_processing_requirement(digit)
         latency_s = time.perf_counter() - started
         self._record(txn, code, reason, latency_s)
         return encode_frame(txn.frame.tpdu.swapped(), header, body)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from gateway.acquiring import bill_flows
 from gateway.acquiring import card_flows
+from gateway.acquiring import ic_flows
 from gateway.acquiring import network
 from gateway.acquiring import reversal
 from gateway.acquiring import steps
@@ -35,6 +36,13 @@ SIGN_ON = Route(Kind.SIGN_ON, _WHO + (steps.check_not_frozen, network.sign_on))
 SIGN_OFF = Route(Kind.SIGN_OFF, _WHO + (steps.check_not_frozen, network.sign_off))
 ECHO = Route(Kind.ECHO, _WHO + (steps.check_not_frozen, network.echo))
 UNKNOWN = Route(Kind.UNKNOWN, _WHO + (unknown_transaction,))
+
+# Chip terminals (WIRE.md 9.5): answered like an echo (97, 58, no keys, no MAC), then one step of ic_flows.
+IC_ROUTES = {key: Route(kind, _WHO + (steps.check_not_frozen, step))
+             for key, (kind, step) in ic_flows.IC_MESSAGES.items()}
+IC_CAPK_QUERY, IC_AID_QUERY, IC_CAPK_DOWNLOAD, IC_AID_DOWNLOAD, IC_CAPK_END, IC_AID_END, STATUS_UPLOAD = (
+    IC_ROUTES[key] for key in (("0820", "372"), ("0820", "382"), ("0800", "370"), ("0800", "380"),
+                               ("0800", "371"), ("0800", "381"), ("0820", "362")))
 
 # Financial requests: load everything at once, then the checks in WIRE.md order.
 _FINANCIAL = (card_flows.load_context, steps.check_merchant, steps.check_keys_current, steps.verify_mac,
@@ -71,6 +79,8 @@ FINANCIAL_ROUTES = {
 
 def route(request: Message) -> Route:
     mti, network_code = request.mti, request.network_code
+    if request.txn_type == ic_flows.TXN_TYPE and (chip := IC_ROUTES.get((mti, network_code))) is not None:
+        return chip
     if mti == "0800":
         if request.txn_type == "00" and network_code in network.KEY_COUNT_BY_NETWORK_CODE:
             return SIGN_ON

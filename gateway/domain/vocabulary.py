@@ -25,6 +25,11 @@ class Kind(StrEnum):
     BILL_PAYMENT = "bill_payment"
     UNKNOWN = "unknown"  # routed nowhere: answered 12
     UNDECODABLE = "undecodable"  # not a message: answered 30
+    # Chip terminals (WIRE.md 9.5): list queries, downloads, download ends, the status upload.
+    IC_CAPK_QUERY, IC_AID_QUERY = "ic_capk_query", "ic_aid_query"
+    IC_CAPK_DOWNLOAD, IC_AID_DOWNLOAD = "ic_capk_download", "ic_aid_download"
+    IC_CAPK_END, IC_AID_END = "ic_capk_end", "ic_aid_end"
+    STATUS_UPLOAD = "status_upload"
 
 
 class Status(StrEnum):

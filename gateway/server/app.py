@@ -17,6 +17,7 @@ from gateway.acquiring import store
 from gateway.upstream.billers import Connectors
 from gateway.acquiring.context import Services
 from gateway.acquiring.context_cache import ContextCache
+from gateway.domain import ic
 from gateway.db.pool import create_pool, fetchval_retrying
 from gateway.keys import SoftHsm, load_lmk
 from gateway.db.migrate import check_migrated
@@ -57,10 +58,11 @@ async def build_services(settings: Settings, database_url: str | None = None) ->
 class Gateway:
     """One gateway process: start it, await ``serve_until_stopped``, or stop it."""
 
-    def __init__(self, settings: Settings, services: Services, router: Callable[[Message], Route] = route) -> None:
+    def __init__(self, settings: Settings, services: Services, router: Callable[[Message], Route] = route, *,
+                 list_prompts: bool = True) -> None:
         self.settings = settings
         self.services = services
-        self.processor = Processor(services, router)
+        self.processor = Processor(services, router, list_prompts=list_prompts)
         self.server = GatewayServer(settings, self.processor.handle)
         self._http: asyncio.base_events.Server | None = None
         self._stopped = asyncio.Event()
@@ -110,8 +112,18 @@ class Gateway:
             except Exception as exc:  # never fail the scrape
                 log.warning("metrics_refresh_failed", metric=name, error=str(exc) or type(exc).__name__)
 
+        async def refresh_broken_devices() -> None:
+            try:
+                counts = await asyncio.wait_for(ic.broken_device_counts(pool), HEALTH_DB_TIMEOUT_S)
+            except Exception as exc:  # never fail the scrape
+                log.warning("metrics_refresh_failed", metric="terminals_device_broken",
+                            error=str(exc) or type(exc).__name__)
+                return
+            for device, count in counts.items():
+                metrics.TERMINALS_DEVICE_BROKEN.labels(device=device).set(count)
+
         db_gauges.record_pool_usage(pool)  # before the reads below take connections
-        await asyncio.gather(*(refresh(*reading) for reading in readings),
+        await asyncio.gather(*(refresh(*reading) for reading in readings), refresh_broken_devices(),
                              db_gauges.refresh(pool, HEALTH_DB_TIMEOUT_S))
 
     async def _serve_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -167,7 +179,7 @@ async def run(settings: Settings, host: str, port: int, metrics_port: int, *, re
 
         router = wire_only_router(await load_terminals(services.pool))
         log.warning("wire_only", detail="benchmark baseline: sign-on and echo from memory, all else 12")
-    gateway = Gateway(settings, services, router)
+    gateway = Gateway(settings, services, router, list_prompts=not wire_only)
     await gateway.start(host, port, metrics_port, reuse_port=reuse_port)
     # What start-up built lives as long as the process: keep it out of the
     # collector's full passes, whose pauses grow with the objects it tracks.

@@ -32,7 +32,8 @@ from tests.e2e.test_processes import BIN, env_for, free_port, http_get, run
 
 PAN, PIN = demo_pan(41), "246810"
 ROUTED_PROCESSING_CODES = {"000000", "310000", "200000", "380000", "500000"}
-ALLOWED_LABELS = {"mti", "kind", "processing_code", "response_code", "op", "reason", "result", "le"}
+ALLOWED_LABELS = {"mti", "kind", "processing_code", "response_code", "op", "reason", "result", "le",
+                  "device"}  # device: reader or printer (posgw_terminals_device_broken)
 
 Samples = dict[tuple[str, frozenset], float]
 

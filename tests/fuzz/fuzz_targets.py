@@ -21,6 +21,9 @@ returns from is fine, whatever the gateway answered.
   swapped, header echoed, 11/41/42 echoed, a MAC only when the request's own
   verified; never an exception. A recorded request sent again gets the same
   bytes back (WIRE.md 8, repeats).
+- ``field62``: byte 0 picks a parser of the chip terminals' field 62 (WIRE.md
+  9.5: BER-TLV, list query, its answer, CAPK and AID download, the download's
+  answer, status upload), the rest is the field: ``tests/fuzz/field62.py``.
 
 Run one for a while, or all in turn (``make fuzz``)::
 
@@ -49,7 +52,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-TARGET_NAMES = ("frame", "message", "processor")
+TARGET_NAMES = ("frame", "message", "processor", "field62")
 _FUZZING = __name__ == "__main__" and sys.argv[1:2] != [] and sys.argv[1] in TARGET_NAMES
 if _FUZZING:  # instrument the code under test as it is imported, for coverage guidance
     try:
@@ -77,6 +80,7 @@ with _instrumented:
     from protocol.messages import ECHOED_ALWAYS, FormatError, Message, decode_message
     from protocol.spec import BINARY_FIELDS, DIALECT_FIELDS
     from tests.fuzz import stub
+    from tests.fuzz.field62 import field62_target
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -305,6 +309,7 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "frame": frame_target,
     "message": message_target,
     "processor": processor_target,
+    "field62": field62_target,
 }
 assert tuple(TARGETS) == TARGET_NAMES
 

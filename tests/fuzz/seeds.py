@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from protocol import emv, ic_lists
 from protocol.framing import FrameDecoder, encode_frame, parse_frame_body
 from tests.fuzz import requests, stub
 from tests.fuzz.fuzz_targets import CONTROL_FIX_MAC, CORPUS_DIR
@@ -50,6 +51,28 @@ def seed_inputs() -> dict[str, dict[str, bytes]]:
         "frame": frame_seeds,
         "message": {name: body[11:] for name, body in bodies.items()},
         "processor": {name: bytes([CONTROL_FIX_MAC]) + body for name, body in bodies.items()},
+        "field62": field62_seeds(),
+    }
+
+
+def field62_seeds() -> dict[str, bytes]:
+    """Field 62 of each chip-terminal message and answer, byte 0 picking its parser (tests/fuzz/field62.py)."""
+    capk = ic_lists.Capk(bytes.fromhex("A000000333"), 8, "20301231", bytes.fromhex("C1" * 16), b"\x03",
+                         emv.capk_checksum(bytes.fromhex("A000000333"), 8, bytes.fromhex("C1" * 16), b"\x03"))
+    aid = bytes.fromhex("A000000333010101")
+    record = ic_lists.capk_record(capk)
+    answer = ic_lists.query_answer([ic_lists.capk_entry(capk)] * 30, 0)
+    return {
+        "tlv-capk-record": b"\x00" + record,
+        "tlv-long-forms": b"\x00" + bytes.fromhex("9F068105A000000333DF0282000103"),
+        "query-start": b"\x01" + ic_lists.encode_query(0), "query-22": b"\x01" + ic_lists.encode_query(22),
+        "query-answer-more": b"\x02" + answer, "query-answer-none": b"\x02" + b"0",
+        "capk-download": b"\x03" + ic_lists.encode_capk_download(capk.rid, capk.index),
+        "aid-download": b"\x04" + ic_lists.encode_aid_download(aid),
+        "download-answer-capk": b"\x05" + ic_lists.download_answer(record),
+        "download-answer-aid": b"\x05" + ic_lists.download_answer(
+            ic_lists.aid_record(aid, bytes.fromhex("9F08020020"))),
+        "status": b"\x06" + b"011021030040051", "status-raw": b"\x06" + b"0310x\xff",
     }
 
 

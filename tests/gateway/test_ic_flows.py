@@ -1,8 +1,7 @@
-"""The chip terminals' exchange over a real gateway (TCP, PostgreSQL): the steps
-of gateway.acquiring.ic_flows behind the echo's checks, driven by the simulator's
-side (sim.ic). The router and the processor's header digit are not wired yet
-(the engine is being restructured): ``ic_router`` and ``with_prompts`` below
-stand in for that wiring, as the report describes it."""
+"""The chip terminals' exchange over a real gateway (TCP, PostgreSQL), through the
+real router and processor: the steps of gateway.acquiring.ic_flows behind the
+echo's checks, driven by the simulator's side (sim.ic), and the header digit on
+every answer."""
 
 from __future__ import annotations
 
@@ -10,58 +9,23 @@ from datetime import datetime
 
 import pytest
 
-from gateway.acquiring import ic_flows, steps
+from gateway.acquiring import ic_flows, router, steps
 from gateway.acquiring.context import Transaction
-from gateway.acquiring.router import Route, route
 from gateway.domain import ic
-from gateway.server.app import Gateway, build_services
+from gateway.domain.vocabulary import Kind
+from gateway.server.app import build_services
 from protocol import ic_lists
 from protocol.codes import ResponseCode
-from protocol.framing import Frame, Header, Tpdu, encode_frame, parse_frame_body
-from protocol.messages import Message, decode_message
+from protocol.framing import Frame, Header, Tpdu
+from protocol.messages import decode_message
 from sim import ic as sim_ic
 from sim.terminal import Terminal, build_request
 from tests.domain.test_ic import AID_DEBIT, small_capk, upi_08
 
-_ECHO_CHECKS = (steps.identify_terminal, steps.check_merchant, steps.check_not_frozen)
-
-
-def ic_router(request: Message) -> Route:
-    """The routes to add: (MTI, 60.1 = 00, 60.3) → the echo's checks, then the ic_flows step."""
-    entry = ic_flows.IC_MESSAGES.get((request.mti, request.network_code))
-    if entry is not None and request.txn_type == ic_flows.TXN_TYPE:
-        kind, step = entry
-        return Route(kind, _ECHO_CHECKS + (step,))
-    return route(request)
-
-
-def with_prompts(gateway: Gateway):
-    """The header digit as the processor will set it (ic_flows.processing_requirement)."""
-    handle, pool = gateway.processor.handle, gateway.services.pool
-
-    async def handler(frame: Frame) -> bytes | None:
-        answer = await handle(frame)
-        if answer is None:
-            return None
-        parts = parse_frame_body(answer[2:])
-        message = decode_message(parts.message)
-        code = ResponseCode(message.response_code)
-        digit = "3" if code.asks_sign_on else await ic.prompt_digit(pool, message.terminal_id)
-        return encode_frame(parts.tpdu, parts.header.with_processing_requirement(digit), parts.message)
-
-    return handler
-
 
 @pytest.fixture
-async def ic_gateway(settings):
-    services = await build_services(settings)
-    gateway = Gateway(settings, services, ic_router)
-    gateway.server.handler = with_prompts(gateway)
-    await gateway.start("127.0.0.1", 0, None)
-    try:
-        yield gateway
-    finally:
-        await gateway.stop()
+async def ic_gateway(gateway):
+    return gateway
 
 
 @pytest.fixture
@@ -69,6 +33,23 @@ async def chip_terminal(ic_gateway, world):
     terminal = Terminal("127.0.0.1", ic_gateway.server.port, world.tid, world.mid, world.tmk)
     yield terminal
     await terminal.close()
+
+
+@pytest.mark.parametrize("mti, network_code, kind", [
+    ("0820", "372", Kind.IC_CAPK_QUERY), ("0820", "382", Kind.IC_AID_QUERY),
+    ("0800", "370", Kind.IC_CAPK_DOWNLOAD), ("0800", "380", Kind.IC_AID_DOWNLOAD),
+    ("0800", "371", Kind.IC_CAPK_END), ("0800", "381", Kind.IC_AID_END), ("0820", "362", Kind.STATUS_UPLOAD),
+])
+def test_the_router_sends_each_chip_message_through_the_echos_checks(mti, network_code, kind):
+    request = decode_message(build_request(mti, stan="000001", terminal_id="TERM0001", merchant_id="M" * 15,
+                                           txn_data=f"00000001{network_code}").encode())
+    chosen = router.route(request)
+    assert chosen.kind is kind
+    assert chosen.steps[:3] == (steps.identify_terminal, steps.check_merchant, steps.check_not_frozen)
+    assert len(chosen.steps) == 4  # no keys, no MAC: as for echo
+    other_type = decode_message(build_request(mti, stan="000001", terminal_id="TERM0001", merchant_id="M" * 15,
+                                              txn_data=f"22000001{network_code}").encode())
+    assert router.route(other_type).kind is Kind.UNKNOWN  # 60.1 must be 00
 
 
 async def test_a_terminal_downloads_both_lists_as_registered(db, chip_terminal):
