@@ -35,6 +35,7 @@ test-tools:
 	@deploy/test-tools.sh
 
 test: install test-tools
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # make fuzz: each atheris target of tests/fuzz/fuzz_targets.py for FUZZ_SECONDS.

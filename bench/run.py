@@ -53,7 +53,7 @@ import json
 import os
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from bench.config import (
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"RLIMIT_NOFILE is {fd_limit['soft']}: only {idle_count} idle connections")
     started = time.perf_counter()
     results: dict[str, Any] = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine_info(), "git": git_info(),
         "conditions": {
             "logs": "level info, JSON, one line per request, to bench/data/logs/<scenario>.log",

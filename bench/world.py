@@ -13,7 +13,7 @@ import re
 import shutil
 import subprocess
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -184,7 +184,7 @@ def background_events(log: Path, windows: list[tuple[str, float, float]]) -> lis
         found = _PG_EVENT.match(line)
         if found is None:
             continue
-        at = datetime.strptime(found[1], "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=timezone.utc).timestamp()
+        at = datetime.strptime(found[1], "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC).timestamp()
         during = next((name for name, start, end in windows if start <= at <= end), None)
         events.append({"at": found[1], "event": found[2], "table": found[3], "scenario": during})
     return events

@@ -65,6 +65,7 @@ if str(REPO) not in sys.path:  # run as a script (make cluster): deploy/ is no i
     sys.path.insert(0, str(REPO))
 
 from deploy.pgpair import PairConfig, PairError, PgPair  # noqa: E402
+
 HAPROXY_CFG = REPO / "config" / "haproxy.cfg"
 PROMETHEUS_YML = REPO / "config" / "prometheus.yml"
 PROMETHEUS_RULES = PROMETHEUS_YML.parent / "prometheus"  # alerts.yml (and its promtool tests)
@@ -261,7 +262,7 @@ class Cluster:
         c = self.config
         env = dict(os.environ)
         env.update(POSGW_LB_BIND=f"127.0.0.1:{c.port}", POSGW_LB_STATS_BIND=f"127.0.0.1:{c.stats_port}")
-        for index, name in enumerate(GATEWAY_NAMES, start=1):
+        for index in range(1, len(GATEWAY_NAMES) + 1):
             env[f"POSGW_GW{index}_ADDR"] = f"127.0.0.1:{c.gateway_ports[index - 1]}"
             env[f"POSGW_GW{index}_CHECK_PORT"] = str(c.metrics_ports[index - 1])
         if "POSGW_LB_MAXCONN" not in env:

@@ -159,6 +159,7 @@ SAF_ATTEMPTS = Counter(
     "posgw_saf_attempts_total", "Attempts to send a message to a biller, by kind (cancel, notice) and result "
     "(acknowledged, failed)", ["kind", "result"],
 )
+
 # -- chip terminals' devices, read at scrape time (gateway.server.app) -----------------------
 TERMINALS_DEVICE_BROKEN = Gauge(
     "posgw_terminals_device_broken",

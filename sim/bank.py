@@ -14,7 +14,7 @@ import argparse
 import sys
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from lxml import etree
@@ -86,7 +86,7 @@ def answer(pain001: bytes, reject_accounts: Collection[str], *, reason_code: str
     rejected = {t.end_to_end_id for _, transfers in blocks for t in transfers if t.creditor_account in reject_accounts}
     transfers_total = sum(len(transfers) for _, transfers in blocks)
     group_status = SETTLED if not rejected else REJECTED if len(rejected) == transfers_total else "PART"
-    created_at = created_at or datetime.now(timezone.utc)
+    created_at = created_at or datetime.now(UTC)
 
     document = etree.Element(f"{{{PAIN002_NS}}}Document", nsmap={None: PAIN002_NS})
     report = _sub(document, "CstmrPmtStsRpt")

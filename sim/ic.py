@@ -11,8 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol import emv
-from protocol import ic_lists
+from protocol import emv, ic_lists
 from protocol.framing import PROCESSING_DIGIT_INDEX
 from protocol.messages import Message
 from sim.terminal import Response, Terminal, build_request

@@ -25,10 +25,10 @@ import asyncpg
 import pytest
 
 from deploy.cluster import find_tool
-from gateway.server.app import Gateway, build_services
 from gateway.cli.main import main as cli_main
-from gateway.logs import configure as configure_logs
 from gateway.db.migrate import migrate
+from gateway.logs import configure as configure_logs
+from gateway.server.app import Gateway, build_services
 from gateway.settings import Settings
 
 TEST_LMK = "2B7E151628AED2A6ABF7158809CF4F3C"

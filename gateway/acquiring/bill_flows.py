@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import structlog
 
-from gateway.upstream.billers import AmountNotAccepted, Biller, BillerUnavailable, BillNotFound, PaymentOrder
-from gateway.domain.bills import load_biller
-from gateway.domain.vocabulary import Kind
-from gateway.acquiring.context import Services, Transaction
 from gateway.acquiring.card_flows import check_card, check_card_request_format, verify_pin
-from gateway.acquiring.outcomes import Decline, Outcome
+from gateway.acquiring.context import Services, Transaction
 from gateway.acquiring.operations import BillInquiry, BillPayment, BillRecord
+from gateway.acquiring.outcomes import Decline, Outcome
 from gateway.acquiring.recording import approved, finish, risk_check
 from gateway.acquiring.steps import require
+from gateway.domain.bills import load_biller
+from gateway.domain.vocabulary import Kind
+from gateway.upstream.billers import AmountNotAccepted, Biller, BillerUnavailable, BillNotFound, PaymentOrder
 from ledger.postings import Transfer
-from protocol import answers
-from protocol import tlv
+from protocol import answers, tlv
 
 log = structlog.get_logger("posgw.bills")
 

@@ -6,11 +6,10 @@ risk); their recording in gateway.acquiring.recording."""
 from __future__ import annotations
 
 from gateway import metrics
-from gateway.acquiring import risk
-from gateway.acquiring import store
+from gateway.acquiring import risk, store
 from gateway.acquiring.context import Answered, Services, Transaction
-from gateway.acquiring.outcomes import Decline, Outcome
 from gateway.acquiring.operations import Balance, Purchase, Settlement, TxnKey, Void
+from gateway.acquiring.outcomes import Decline, Outcome
 from gateway.acquiring.recording import content_hash, finish, risk_check
 from gateway.acquiring.steps import Step, check_not_frozen, require
 from gateway.domain.registry import ACTIVE

@@ -8,15 +8,15 @@ from typing import Any
 
 import asyncpg
 
-from gateway.upstream.billers import Connectors
 from gateway.acquiring.context_cache import ContextCache
-from gateway.keys import SoftHsm
+from gateway.acquiring.operations import TxnKey
+from gateway.acquiring.rrn import RrnAllocator
+from gateway.acquiring.store import RequestContext, TransactionStore
 from gateway.domain.registry import TerminalRecord
 from gateway.domain.vocabulary import Kind
-from gateway.acquiring.rrn import RrnAllocator
+from gateway.keys import SoftHsm
 from gateway.settings import Settings
-from gateway.acquiring.operations import TxnKey
-from gateway.acquiring.store import RequestContext, TransactionStore
+from gateway.upstream.billers import Connectors
 from protocol.framing import Frame
 from protocol.messages import Message
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from typing import Generic, TypeVar
 
+from gateway.acquiring.store import RequestContext
 from gateway.domain.cards import CardRecord
 from gateway.domain.registry import TerminalRecord
-from gateway.acquiring.store import RequestContext
 
 T = TypeVar("T")
 

@@ -11,15 +11,15 @@ from datetime import datetime
 import structlog
 
 from gateway import metrics
-from gateway.domain import ic
-from gateway.domain.cards import mask_pan
-from gateway.domain.vocabulary import Kind
 from gateway.acquiring import ic_flows
 from gateway.acquiring.context import Answered, Services, StaleContext, Transaction
 from gateway.acquiring.outcomes import Decline, Outcome
 from gateway.acquiring.recording import record_decline, response_fields
 from gateway.acquiring.router import FINANCIAL_MTIS, FINANCIAL_ROUTES, KNOWN_MTIS, Route, route
 from gateway.acquiring.steps import Step
+from gateway.domain import ic
+from gateway.domain.cards import mask_pan
+from gateway.domain.vocabulary import Kind
 from protocol.codes import ResponseCode
 from protocol.framing import Frame, encode_frame
 from protocol.messages import ECHOED_ALWAYS, ECHOED_WHEN_PRESENT, FormatError, Message, decode_message

@@ -9,13 +9,11 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from gateway.acquiring import risk
-from gateway.acquiring import store
+from gateway.acquiring import risk, store
 from gateway.acquiring.context import Services, StaleContext, Transaction
 from gateway.acquiring.operations import Declined, Operation, RiskCheck, RiskEvent, RowVersions, Stamp
 from gateway.acquiring.outcomes import Decline, Outcome
-from protocol import answers
-from protocol import tlv
+from protocol import answers, tlv
 from protocol.codes import ResponseCode
 from protocol.messages import Message
 

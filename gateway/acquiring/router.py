@@ -4,12 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.acquiring import bill_flows
-from gateway.acquiring import card_flows
-from gateway.acquiring import ic_flows
-from gateway.acquiring import network
-from gateway.acquiring import reversal
-from gateway.acquiring import steps
+from gateway.acquiring import bill_flows, card_flows, ic_flows, network, reversal, steps
 from gateway.acquiring.context import Services, Transaction
 from gateway.acquiring.outcomes import Decline, Outcome
 from gateway.acquiring.steps import Step

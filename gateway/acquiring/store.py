@@ -14,15 +14,21 @@ import asyncpg
 import orjson
 
 from gateway import metrics
-from gateway.upstream.billers import BILLER_FIELDS, Biller
-from gateway.domain.cards import CARD_FIELDS, CardRecord
-from gateway.domain.ic import (LIST_VERSION_COLUMNS, LIST_VERSION_JOIN, TERMINAL_STATE_COLUMNS, TERMINAL_STATE_JOIN,
-                               ListState, list_state_from_row)
-from gateway.domain.registry import TERMINAL_COLUMNS, TerminalRecord, load_terminal, terminal_from_row
-from gateway.domain.vocabulary import Kind, Status
 from gateway.acquiring.operations import Operation, Purchase, Stamp, TxnKey
 from gateway.acquiring.outcomes import Outcome
 from gateway.acquiring.risk import RiskHistory
+from gateway.domain.cards import CARD_FIELDS, CardRecord
+from gateway.domain.ic import (
+    LIST_VERSION_COLUMNS,
+    LIST_VERSION_JOIN,
+    TERMINAL_STATE_COLUMNS,
+    TERMINAL_STATE_JOIN,
+    ListState,
+    list_state_from_row,
+)
+from gateway.domain.registry import TERMINAL_COLUMNS, TerminalRecord, load_terminal, terminal_from_row
+from gateway.domain.vocabulary import Kind, Status
+from gateway.upstream.billers import BILLER_FIELDS, Biller
 from ledger.accounts import AccountKind, create_account
 from ledger.postings import Transfer
 

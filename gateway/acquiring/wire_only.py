@@ -15,9 +15,9 @@ from gateway.acquiring import steps
 from gateway.acquiring.context import Services, Transaction
 from gateway.acquiring.network import issue_working_keys
 from gateway.acquiring.outcomes import Decline, Outcome
+from gateway.acquiring.router import Route, unknown_transaction
 from gateway.domain.registry import TERMINAL_COLUMNS, TerminalRecord, terminal_from_row
 from gateway.domain.vocabulary import Kind
-from gateway.acquiring.router import Route, unknown_transaction
 from protocol.messages import Message
 
 

@@ -11,8 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.cli.common import (Context, Subcommands, add_command, add_group, add_local_command,
-                                print_result)
+from gateway.cli.common import Context, Subcommands, add_command, add_group, add_local_command, print_result
 from gateway.db.backup import BackupError, base_backup, pg_bindir_for, prepare_restore
 from gateway.db.migrate import migrate
 from gateway.db.pool import database_url, stop_embedded

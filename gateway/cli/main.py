@@ -30,8 +30,23 @@ from typing import Any
 
 import asyncpg
 
-from gateway.cli import (agents, audit, biller_link, billers, cards, demo, ic, ledger, merchants, payouts, reports,
-                         serve, terminals, users, web)
+from gateway.cli import (
+    agents,
+    audit,
+    biller_link,
+    billers,
+    cards,
+    demo,
+    ic,
+    ledger,
+    merchants,
+    payouts,
+    reports,
+    serve,
+    terminals,
+    users,
+    web,
+)
 from gateway.cli.common import Context, print_result
 from gateway.db.migrate import UnmigratedDatabase, check_migrated
 from gateway.db.pool import CONNECTION_LOST, connect, database_url

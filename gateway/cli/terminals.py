@@ -5,8 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from gateway.cli.common import (Command, Context, Subcommands, add_command, add_group, effective_limits,
-                                limit_assignments)
+from gateway.cli.common import (
+    Command,
+    Context,
+    Subcommands,
+    add_command,
+    add_group,
+    effective_limits,
+    limit_assignments,
+)
 from gateway.domain import ic, registry, validate
 from gateway.services import terminals
 

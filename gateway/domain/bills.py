@@ -8,8 +8,8 @@ from typing import Any
 
 import asyncpg
 
-from gateway.upstream.billers import BILLER_FIELDS, Biller
 from gateway.domain.validate import InvalidInput
+from gateway.upstream.billers import BILLER_FIELDS, Biller
 from ledger.accounts import AccountKind, create_account
 
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import asyncpg
 
-from gateway.keys import SoftHsm
 from gateway.domain.registry import ACTIVE, FROZEN
 from gateway.domain.validate import InvalidInput
+from gateway.keys import SoftHsm
 from ledger import postings
 from ledger.accounts import CASH_ACCOUNT_CODE, AccountKind, account_id, balance_fen, create_accounts
 

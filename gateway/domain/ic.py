@@ -27,8 +27,7 @@ from typing import Any
 import asyncpg
 
 from gateway.domain.validate import InvalidInput
-from protocol import emv
-from protocol import ic_lists
+from protocol import emv, ic_lists
 from protocol.ic_lists import Capk
 
 CAPK, AID = "capk", "aid"

@@ -8,8 +8,8 @@ from typing import Any
 
 import asyncpg
 
-from gateway.keys import SoftHsm
 from gateway.domain.validate import InvalidInput
+from gateway.keys import SoftHsm
 from ledger.accounts import AccountKind, balance_fen, create_account
 
 ACTIVE = "active"

@@ -12,24 +12,24 @@ import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 
 from gateway import metrics
-from gateway.reports import views as reports
 from gateway.acquiring import store
-from gateway.upstream.billers import Connectors
 from gateway.acquiring.context import Services
 from gateway.acquiring.context_cache import ContextCache
-from gateway.domain import ic
-from gateway.db.pool import create_pool, fetchval_retrying
-from gateway.keys import SoftHsm, load_lmk
-from gateway.db.migrate import check_migrated
 from gateway.acquiring.processor import Processor
+from gateway.acquiring.risk import load_defaults as load_risk_defaults
 from gateway.acquiring.router import Route, route
-from protocol.messages import Message
 from gateway.acquiring.rrn import RrnAllocator
+from gateway.db.migrate import check_migrated
+from gateway.db.pool import create_pool, fetchval_retrying
+from gateway.domain import ic
+from gateway.keys import SoftHsm, load_lmk
+from gateway.reports import views as reports
 from gateway.server import db_gauges
 from gateway.server.tcp import GatewayServer
-from gateway.acquiring.risk import load_defaults as load_risk_defaults
 from gateway.settings import Settings, config_dir
+from gateway.upstream.billers import Connectors
 from ledger.accounts import FEE_INCOME_ACCOUNT_CODE
+from protocol.messages import Message
 
 log = structlog.get_logger("posgw.app")
 
@@ -147,7 +147,7 @@ class Gateway:
                 f"Connection: close\r\n\r\n".encode() + body
             )
             await writer.drain()
-        except (asyncio.TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError):
             pass
         finally:
             writer.close()

@@ -15,8 +15,14 @@ import pytest
 import yaml
 
 from deploy.cluster import PROMETHEUS_YML
-from tests.deploy.promql import (RULES_DIR, exported_metric_names, metric_names_in, prometheus_scraping, promtool,
-                                 wait_for)
+from tests.deploy.promql import (
+    RULES_DIR,
+    exported_metric_names,
+    metric_names_in,
+    prometheus_scraping,
+    promtool,
+    wait_for,
+)
 
 ALERTS = RULES_DIR / "alerts.yml"
 ALERTS_TEST = RULES_DIR / "alerts_test.yml"

@@ -19,8 +19,14 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.promql import (exported_metric_names, metric_names_in, prometheus_scraping, wait_for,
-                                 with_grafana_variables, check_expressions)
+from tests.deploy.promql import (
+    check_expressions,
+    exported_metric_names,
+    metric_names_in,
+    prometheus_scraping,
+    wait_for,
+    with_grafana_variables,
+)
 from tests.e2e.helpers import terminal_for
 
 REPO = Path(__file__).resolve().parents[2]

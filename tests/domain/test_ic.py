@@ -7,8 +7,7 @@ import pytest
 
 from gateway.domain import ic
 from gateway.domain.validate import InvalidInput
-from protocol import emv
-from protocol import ic_lists
+from protocol import emv, ic_lists
 from tests.protocol.test_emv import UPI_TEST_08_CHECKSUM, UPI_TEST_08_MODULUS
 
 RID = "A000000333"

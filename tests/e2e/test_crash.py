@@ -22,9 +22,9 @@ import asyncpg
 import pytest
 
 from bench.procs import free_port
-from gateway.domain.demo import demo_pan
 from gateway.cli.main import main as cli_main
 from gateway.db.migrate import migrate
+from gateway.domain.demo import demo_pan
 from sim.terminal import Terminal
 from tests.conftest import TEST_LMK, TEST_TMK, make_settings, running_gateway
 

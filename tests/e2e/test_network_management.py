@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from gateway.keys import SoftHsm, parse_key_hex
+from gateway.keys import parse_key_hex
 from protocol import crypto
 from sim.terminal import Terminal, build_request
 from tests.conftest import TEST_LMK

@@ -13,16 +13,15 @@ import signal
 import time
 import urllib.request
 from collections.abc import Callable
-from pathlib import Path
 
 import asyncpg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.domain.demo import demo_pan
+from gateway.acquiring.processor import processing_code_label
 from gateway.cli.main import main as cli_main
 from gateway.db.migrate import migrate
-from gateway.acquiring.processor import processing_code_label
+from gateway.domain.demo import demo_pan
 from protocol import crypto, tlv
 from protocol.framing import encode_frame
 from sim.terminal import Terminal, bill_fields, build_request

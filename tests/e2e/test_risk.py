@@ -8,8 +8,8 @@ import asyncio
 
 import pytest
 
-from gateway.domain.demo import demo_pan
 from gateway.acquiring.risk import LIMIT_NAMES
+from gateway.domain.demo import demo_pan
 from protocol import crypto, tlv
 from sim.terminal import Terminal, build_request
 from tests.conftest import make_settings, running_gateway

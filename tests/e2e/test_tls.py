@@ -8,7 +8,7 @@ import asyncio
 import ipaddress
 import ssl
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pydantic
@@ -31,7 +31,7 @@ def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 and localhost, and its key: (cert file, key file)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "posgw test gateway")])
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     public_key = key.public_key()
     cert = (
         x509.CertificateBuilder()
@@ -65,7 +65,7 @@ def certificate(tmp_path: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-async def tls_gateway(db_url, tmp_path, certificate, loop_errors):
+async def tls_gateway(db_url, tmp_path, certificate, loop_errors):  # noqa: F811 (the fixture imported above)
     cert_file, key_file = certificate
     settings = make_settings(db_url, tmp_path, tls_cert_file=cert_file, tls_key_file=key_file,
                              read_timeout_s=READ_TIMEOUT_S)

@@ -64,8 +64,8 @@ else:
     _instrumented = contextlib.nullcontext()
 
 with _instrumented:
-    from gateway.acquiring.processor import response_mti
     from gateway.acquiring.operations import TxnKey
+    from gateway.acquiring.processor import response_mti
     from protocol.codes import ResponseCode
     from protocol.framing import (
         FRAME_MIN_LENGTH,

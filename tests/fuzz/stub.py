@@ -18,11 +18,23 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
+from gateway.acquiring.context import Services
+from gateway.acquiring.context_cache import ContextCache
+from gateway.acquiring.operations import Operation, TxnKey
+from gateway.acquiring.outcomes import Outcome
+from gateway.acquiring.processor import Processor
+from gateway.acquiring.risk import LIMIT_NAMES, RiskHistory, load_defaults
+from gateway.acquiring.store import FinishResult, OriginalPurchase, RequestContext, StoredAnswer
+from gateway.domain.cards import CardRecord
+from gateway.domain.registry import ACTIVE, FROZEN, TerminalRecord
+from gateway.domain.vocabulary import Status
+from gateway.keys import SoftHsm
+from gateway.settings import DEFAULT_CONFIG_DIR, Settings
 from gateway.upstream.billers import (
     AmountNotAccepted,
     Biller,
@@ -32,18 +44,6 @@ from gateway.upstream.billers import (
     PaymentAccepted,
     PaymentOrder,
 )
-from gateway.domain.cards import CardRecord
-from gateway.acquiring.context import Services
-from gateway.acquiring.context_cache import ContextCache
-from gateway.keys import SoftHsm
-from gateway.acquiring.processor import Processor
-from gateway.domain.registry import ACTIVE, FROZEN, TerminalRecord
-from gateway.acquiring.risk import LIMIT_NAMES, RiskHistory, load_defaults
-from gateway.settings import DEFAULT_CONFIG_DIR, Settings
-from gateway.acquiring.operations import Operation, TxnKey
-from gateway.acquiring.outcomes import Outcome
-from gateway.domain.vocabulary import Status
-from gateway.acquiring.store import FinishResult, OriginalPurchase, RequestContext, StoredAnswer
 from protocol import crypto
 
 TEST_LMK = "2B7E151628AED2A6ABF7158809CF4F3C"  # as tests/conftest.py
@@ -204,7 +204,7 @@ class World:
 
     def __init__(self) -> None:
         self.hsm = SoftHsm(LMK)
-        self.expires = datetime(2100, 1, 1, tzinfo=timezone.utc)
+        self.expires = datetime(2100, 1, 1, tzinfo=UTC)
         self.terminals: dict[str, TerminalRecord] = {}
         for tid, mid in TERMINALS.items():
             self.terminals[tid] = self._terminal(tid, mid)

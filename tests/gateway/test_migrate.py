@@ -1,8 +1,8 @@
 import asyncpg
 import pytest
 
-from gateway.server.app import build_services
 from gateway.db.migrate import UnmigratedDatabase, available, check_migrated, function_scripts, migrate
+from gateway.server.app import build_services
 from tests.conftest import make_settings, with_database
 
 

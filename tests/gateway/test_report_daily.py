@@ -10,8 +10,8 @@ from datetime import date, datetime, timedelta
 
 import pytest
 
-from gateway.reports import views as reports
 from gateway.domain.demo import demo_pan
+from gateway.reports import views as reports
 from sim.terminal import Terminal
 from tests.e2e.helpers import terminal_for
 

@@ -13,8 +13,8 @@ from datetime import date, datetime, timedelta
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.reports import views as reports
 from gateway.domain.demo import demo_pan
+from gateway.reports import views as reports
 from tests.e2e.helpers import terminal_for
 
 PAN, PIN = demo_pan(21), "135790"

@@ -18,8 +18,8 @@ from protocol.crypto import (
     tdes_encrypt,
     unwrap_key,
     wrap_key,
-    x919_mac,
     x99_mac,
+    x919_mac,
 )
 
 VECTORS_DIR = Path(__file__).resolve().parents[3] / "shared" / "vectors"

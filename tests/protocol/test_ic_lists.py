@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from protocol import emv
-from protocol import ic_lists
+from protocol import emv, ic_lists
 from protocol.ic_lists import Capk, IcListError
 from tests.protocol.test_emv import UPI_TEST_08_CHECKSUM, UPI_TEST_08_MODULUS
 
