@@ -119,7 +119,8 @@ async def seed_world(conn: asyncpg.Connection, terminals: int) -> None:
     await conn.execute(
         """WITH funding AS (
                INSERT INTO ledger_postings (idempotency_key, content_md5, result)
-               SELECT 'bench-fund:' || id, '', 'ok' FROM ledger_accounts WHERE kind = 'card' RETURNING id, idempotency_key),
+               SELECT 'bench-fund:' || id, '', 'ok' FROM ledger_accounts WHERE kind = 'card'
+               RETURNING id, idempotency_key),
            moved AS (
                INSERT INTO ledger_transfers (posting_id, debit_account_id, credit_account_id, amount, code)
                SELECT f.id, (SELECT id FROM ledger_accounts WHERE code = 'system:cash'),
