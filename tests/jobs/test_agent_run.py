@@ -6,7 +6,10 @@ and a property test over random hierarchies, policies and days."""
 from __future__ import annotations
 
 import asyncio
+import signal
+import sys
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -228,3 +231,100 @@ async def test_earnings_rows_totals_and_volumes(db, network):
     assert (a["direct_volume_fen"], a["team_volume_fen"]) == (200_000, 1_200_000)
     b = await earnings(db, "B", DAY, DAY)
     assert (b["direct_volume_fen"], b["team_volume_fen"], b["net_fen"]) == (1_000_000, 1_000_000, 900)
+
+
+VICTIM = """
+import asyncio, sys
+from datetime import date, datetime, timezone
+from zoneinfo import ZoneInfo
+import asyncpg
+from gateway.jobs import agent_run
+
+async def main():
+    conn = await asyncpg.connect(sys.argv[1], server_settings={"application_name": "agent-run-victim"})
+    await agent_run.run(conn, date.fromisoformat(sys.argv[2]), ZoneInfo("Asia/Shanghai"),
+                        now=datetime.now(timezone.utc))
+
+asyncio.run(main())
+"""
+
+
+async def all_totals(db, days) -> list[dict]:
+    return [await agent_run.day_totals(db, day) for day in days]
+
+
+async def balances(db) -> list[tuple]:
+    return [tuple(r) for r in await db.fetch(
+        "SELECT code, debits_posted, credits_posted FROM ledger_accounts WHERE kind LIKE 'agent_%' ORDER BY code")]
+
+
+async def test_a_run_killed_half_way_and_run_again_gives_the_totals_of_one_clean_run(db, db_url, two_levels):
+    import asyncpg
+
+    day2 = DAY + timedelta(days=1)
+    await two_levels.agent("C", "A", cost_bp=50)
+    await two_levels.merchant("MERCHANT0000002", "C", 58, "TERM0002")
+    for n in range(30):
+        await two_levels.purchase("TERM0001", 100_000 + 3_333 * n, at(DAY))
+        await two_levels.purchase("TERM0002" if n % 2 else "TERM0001", 77_777 + 1_111 * n, at(day2))
+    sale = await two_levels.purchase("TERM0001", 250_000, at(DAY, 15))
+    await two_levels.void(sale, at(day2))
+    # One clean run, rolled back: what the killed one must come to.
+    clean = db.transaction()
+    await clean.start()
+    await run(db, day2)
+    expected = (await all_totals(db, [DAY, day2]), await balances(db))
+    await clean.rollback()
+    assert expected[0][1]["clawbacks_fen"] > 0 and expected[0][1]["shares_fen"] > 0
+
+    # The victim runs DAY, then blocks in day2's postings on C's profit account, held here; it is killed there.
+    await agent_run.ensure_agent_accounts(db)
+    holder = await asyncpg.connect(db_url)
+    hold = holder.transaction()
+    await hold.start()
+    await holder.execute("SELECT 1 FROM ledger_accounts WHERE code = 'agent_profit:C' FOR UPDATE")
+    victim = await asyncio.create_subprocess_exec(sys.executable, "-c", VICTIM, db_url, day2.isoformat(),
+                                                  cwd=str(Path(__file__).resolve().parents[2]))
+    try:
+        for _ in range(600):
+            if await db.fetchval(
+                    """SELECT count(*) FROM pg_stat_activity
+                        WHERE application_name = 'agent-run-victim' AND wait_event_type = 'Lock'"""):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("the run never reached day2's postings")
+        victim.send_signal(signal.SIGKILL)
+        await victim.wait()
+    finally:
+        if victim.returncode is None:
+            victim.kill()
+            await victim.wait()
+        await hold.rollback()
+        await holder.close()
+    await db.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'agent-run-victim'")
+    assert victim.returncode == -signal.SIGKILL
+    assert (await agent_run.day_totals(db, DAY))["shares_fen"] == expected[0][0]["shares_fen"]  # DAY committed
+    assert await db.fetchval("SELECT count(*) FROM agent_share_txns WHERE day = $1", day2) == 0  # day2 did not
+    await run(db, day2)
+    assert (await all_totals(db, [DAY, day2]), await balances(db)) == expected
+    await assert_ledger_clean(db)
+
+
+async def test_the_scheduler_runs_yesterday_once_across_gateways_after_its_grace(db, db_url, settings, two_levels):
+    import asyncpg
+
+    await two_levels.purchase("TERM0001", 1_000_000, at(DAY))
+    pool = await asyncpg.create_pool(db_url, min_size=2, max_size=4)
+    try:
+        too_soon = at(DAY + timedelta(days=1), 0) + timedelta(seconds=agent_run.RUN_GRACE_S - 1)
+        await agent_run.run_due_days(pool, settings, now=too_soon)  # runs the day before DAY, not DAY
+        assert not await db.fetchval("SELECT EXISTS (SELECT 1 FROM agent_runs WHERE day = $1)", DAY)
+        due = at(DAY + timedelta(days=1), 0) + timedelta(seconds=agent_run.RUN_GRACE_S)
+        results = await asyncio.gather(*(agent_run.run_due_days(pool, settings, now=due) for _ in range(3)))
+        assert [r["shares_fen"] for r in results if r is not None] == [1100]
+        assert await db.fetchval("SELECT count(*) FROM agent_runs WHERE day = $1 AND final", DAY) == 1
+        assert await agent_run.run_due_days(pool, settings, now=due + timedelta(hours=1)) is None
+    finally:
+        await pool.close()
