@@ -292,18 +292,24 @@ async def post_movements(conn: asyncpg.Connection, run_id: int, day: date, fee_a
                          movements: list[AgentMovement]) -> None:
     """Post each agent's movement of the run (one posting each, one round trip), last in
     the run's transaction: the fee income account, which purchases post to, is locked
-    only from here to the commit."""
+    only from here to the commit. Every account is locked first, in id order, the fee
+    income account with the agents' (as the ledger locks them), so that two runs, or a
+    run and a withdrawal, wait for each other instead of deadlocking."""
     if not movements:
         return
+    codes = [m.agent_code for m in movements]
+    await conn.execute(
+        """SELECT 1 FROM ledger_accounts
+            WHERE id = $1 OR id IN (SELECT unnest(ARRAY[profit_account_id, receivable_account_id])
+                                      FROM agent_accounts WHERE agent_code = ANY ($2::text[]))
+            ORDER BY id FOR UPDATE""", fee_account, codes)
     accounts = {row["agent_code"]: row for row in await conn.fetch(
         """SELECT x.agent_code, x.profit_account_id, x.receivable_account_id,
                   p.credits_posted - p.debits_posted AS profit_fen, r.debits_posted - r.credits_posted AS owed_fen
              FROM agent_accounts x
              JOIN ledger_accounts p ON p.id = x.profit_account_id
              JOIN ledger_accounts r ON r.id = x.receivable_account_id
-            WHERE x.agent_code = ANY ($1::text[])
-            ORDER BY p.id
-              FOR UPDATE OF p, r""", [m.agent_code for m in movements])}
+            WHERE x.agent_code = ANY ($1::text[])""", codes)}
     postings: list[tuple[str, list[Transfer]]] = []
     for movement in movements:
         account = accounts[movement.agent_code]

@@ -60,12 +60,7 @@ async def earnings(conn: asyncpg.Connection, code: str, first_day: date, last_da
                       JOIN agent_share_txns t ON t.txn_id = e.original_id
                      WHERE e.day BETWEEN $2 AND $3 AND t.base_agent IN (SELECT code FROM subtree)) v""",
         code, first_day, last_day)
-    balances = await conn.fetchrow(
-        """SELECT p.credits_posted - p.debits_posted AS profit_fen, r.debits_posted - r.credits_posted AS receivable_fen
-             FROM agent_accounts x
-             JOIN ledger_accounts p ON p.id = x.profit_account_id
-             JOIN ledger_accounts r ON r.id = x.receivable_account_id
-            WHERE x.agent_code = $1""", code)
+    held = await balances(conn, code)
     listed = [{"date": row["day"].isoformat(), "source": row["source"], "tid": row["tid"], "mid": row["mid"],
                "volume_fen": row["volume_fen"], "amount_fen": row["amount_fen"]} for row in rows]
     totals = {source: 0 for source in SOURCES}
@@ -74,5 +69,19 @@ async def earnings(conn: asyncpg.Connection, code: str, first_day: date, last_da
     return {"code": code, "from": first_day.isoformat(), "to": last_day.isoformat(), "rows": listed,
             "totals": totals, "net_fen": sum(totals.values()),
             "direct_volume_fen": volume["direct_volume_fen"], "team_volume_fen": volume["team_volume_fen"],
-            "profit_fen": balances["profit_fen"] if balances else 0,
-            "receivable_fen": balances["receivable_fen"] if balances else 0}
+            "profit_fen": held["profit_fen"], "receivable_fen": held["receivable_fen"]}
+
+
+async def balances(conn: asyncpg.Connection, code: str) -> dict[str, int]:
+    """What `agent show` adds (CLI.md "Balances"): ``profit_fen`` (every credit, less clawbacks,
+    netting and withdrawals), ``receivable_fen`` (what the agent owes the house) and
+    ``reward_fen`` (the running total of activation rewards: 0 until activation lands).
+    An agent no run has reached yet has none of its accounts: all 0."""
+    row = await conn.fetchrow(
+        """SELECT p.credits_posted - p.debits_posted AS profit_fen, r.debits_posted - r.credits_posted AS receivable_fen
+             FROM agent_accounts x
+             JOIN ledger_accounts p ON p.id = x.profit_account_id
+             JOIN ledger_accounts r ON r.id = x.receivable_account_id
+            WHERE x.agent_code = $1""", code)
+    return {"profit_fen": row["profit_fen"] if row else 0, "reward_fen": 0,
+            "receivable_fen": row["receivable_fen"] if row else 0}
