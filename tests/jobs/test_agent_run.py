@@ -160,14 +160,41 @@ async def test_a_reversal_and_the_reversal_of_a_void_claw_back_and_share_again(d
     await assert_ledger_clean(db)
 
 
-async def test_clawbacks_are_pro_rata_of_the_cumulative_cancelled_amount(db, network):
-    # Partial cancellations (refunds, to come) enter through agent_cancellations; the arithmetic is here.
+async def test_a_clawback_is_taken_from_the_profit_then_owed_and_what_is_owed_netted_from_later_credits():
     movement = agent_run.AgentMovement("X", shares_fen=0, clawbacks_fen=7)
     movement.settle(profit_fen=5, owed_fen=0)
     assert (movement.clawed_from_profit_fen, movement.receivable_fen, movement.netted_fen) == (5, 2, 0)
     later = agent_run.AgentMovement("X", shares_fen=10)
     later.settle(profit_fen=0, owed_fen=2)
     assert (later.clawed_from_profit_fen, later.receivable_fen, later.netted_fen) == (0, 0, 2)
+
+
+async def test_partial_cancellations_claw_back_pro_rata_of_the_cumulative_amount(db, two_levels):
+    """Refunds (to come) plug in as one more branch of agent_cancellations; here a test's own
+    branch stands in for them, with refund rows as the engine will record them."""
+    definition = (await db.fetchval("SELECT pg_get_viewdef('agent_cancellations')")).rstrip().rstrip(";")
+    await db.execute(f"""CREATE OR REPLACE VIEW agent_cancellations AS {definition}
+                         UNION ALL
+                         SELECT r.id, r.original_id, r.created_at, r.amount_fen FROM gw_transactions r
+                          WHERE r.kind = 'refund' AND r.response_code = '00'""")
+    sale = await two_levels.purchase("TERM0001", 1_000_000, at(DAY))
+    await run(db)
+    clawed = []
+    for n, amount in enumerate((333_333, 333_333, 333_334), start=1):
+        day = DAY + timedelta(days=n)
+        await db.execute(
+            """INSERT INTO gw_transactions (tid, batch, stan, mti_class, kind, content_hash, response, response_code,
+                                            status, amount_fen, rrn, local_date, original_id, created_at)
+               VALUES ('TERM0001', 1, $1, '0220', 'refund', 'r', '{}', '00', 'approved', $2, $1, '1102', $3, $4)""",
+            f"{900 + n:06d}", amount, sale.id, at(day))
+        await run(db, day)
+        clawed.append(dict(await db.fetch(
+            """SELECT c.agent_code, c.clawback_fen FROM agent_clawbacks c
+                 JOIN agent_cancel_events e ON e.event_id = c.event_id WHERE e.day = $1""", day)))
+    # floor(share x cumulative / amount) less what was clawed: B 299, 300, 301; A 66, 67, 67
+    assert clawed == [{"B": 299, "A": 66}, {"B": 300, "A": 67}, {"B": 301, "A": 67}]
+    assert await profit(db, "B") == 0 and await profit(db, "A") == 0
+    await assert_ledger_clean(db)
 
 
 async def test_a_clawback_beyond_the_profit_balance_leaves_a_receivable_netted_from_the_next_shares(
@@ -328,3 +355,13 @@ async def test_the_scheduler_runs_yesterday_once_across_gateways_after_its_grace
         assert await agent_run.run_due_days(pool, settings, now=due + timedelta(hours=1)) is None
     finally:
         await pool.close()
+
+
+async def test_declined_purchases_are_not_shared(db, two_levels):
+    declined = two_levels._item("decline", "purchase", "TERM0001", "000777", "0200", "000000", 1_000_000)
+    declined["response"]["response_code"] = "51"
+    await two_levels.finish(declined, at(DAY))
+    await two_levels.purchase("TERM0001", 100_000, at(DAY))
+    totals = await run(db)
+    assert (totals["discount_fen"], totals["shares_fen"]) == (600, 110)
+    assert await db.fetchval("SELECT count(*) FROM agent_share_txns") == 1
