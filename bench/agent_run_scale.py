@@ -11,12 +11,15 @@ rising 2 bp per level down (28 .. 36 bp); 5,000 merchants (38 to 60 bp) with
 a terminal each under the 625 agents of the lowest level: every level earns a
 share of every purchase (5,000,000 share rows), the heaviest case.
 
-    python -m bench.agent_run_scale [--purchases N] [--terminals N] [--data-dir D] [--check] [--json]
+    python -m bench.agent_run_scale [--purchases N] [--terminals N] [--days-before N] [--data-dir D] [--check]
+                                    [--json]
 
 Against a fresh database ``posgw_agent_bench`` of ``POSGW_DATABASE_URL``'s
-server, else of an embedded PostgreSQL under ``--data-dir``. Prints the
-seeding time, the run's time and totals, a rerun's time (it posts nothing),
-and the database's size.
+server, else of an embedded PostgreSQL under ``--data-dir``. The day before
+(``--days-before``) is seeded and run first, so that the measured run finds a
+day's rows in the tables it writes and looks up. Prints the day's seeding time,
+the run's time and totals, a rerun's time (it posts nothing), and the
+database's size.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import json
 import os
 import time
 import urllib.parse
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -130,22 +133,24 @@ async def seed_world(conn: asyncpg.Connection, terminals: int) -> None:
             WHERE code = 'system:cash'""")
 
 
-async def seed_purchases(conn: asyncpg.Connection, purchases: int, terminals: int) -> None:
-    """The day's approved purchases, as gw_finish records them, in bulk: spread over the day,
-    amounts 1.00 to about 3,000 yuan, the discount rounded half up as ledger.postings does."""
+async def seed_purchases(conn: asyncpg.Connection, day: date, purchases: int, terminals: int) -> None:
+    """A day's approved purchases, as gw_finish records them, in bulk: spread over the day,
+    amounts 1.00 to about 3,000 yuan, the discount rounded half up as ledger.postings does.
+    Each day's batches are numbered on from the previous day's."""
     fee_account = await conn.fetchval("SELECT id FROM ledger_accounts WHERE code = 'system:fee_income'")
-    start = datetime.combine(DAY, datetime.min.time(), TZ)
+    start = datetime.combine(day, datetime.min.time(), TZ)
+    first_batch = 1 + await conn.fetchval("SELECT coalesce(max(batch), 0) FROM gw_transactions")
     await conn.execute(
         """CREATE TEMP TABLE seed ON COMMIT DROP AS
            SELECT i, t.tid, t.mid, m.account_id AS merchant_account, c.account_id AS card_account, c.id AS card_id,
-                  (i % 1000000 / $2 + 1)::integer AS batch, lpad((i % 999999 + 1)::text, 6, '0') AS stan,
+                  (i / $2 + $5)::integer AS batch, lpad((i % 999999 + 1)::text, 6, '0') AS stan,
                   100 + (i::bigint * 7919) % 300000 AS amount_fen, m.mdr_bp,
                   $3::timestamptz + (i::float8 / $1 * 86399.0) * interval '1 second' AS created_at
              FROM generate_series(0, $1 - 1) i
              JOIN terminals t ON t.tid = 'T' || lpad((i % $2)::text, 7, '0')
              JOIN merchants m ON m.mid = t.mid
              JOIN cards c ON c.id = 1 + i % $4""",
-        purchases, terminals, start, CARDS)
+        purchases, terminals, start, CARDS, first_batch)
     await conn.execute(
         """INSERT INTO gw_transactions (tid, batch, stan, mti_class, kind, processing_code, content_hash, response,
                                         response_code, status, amount_fen, card_id, rrn, local_date, posting_key,
@@ -181,18 +186,26 @@ async def seed_purchases(conn: asyncpg.Connection, purchases: int, terminals: in
             WHERE a.id = m.account""")
 
 
-async def bench(purchases: int, terminals: int, data_dir: Path, with_check: bool) -> dict[str, Any]:
+async def bench(purchases: int, terminals: int, days_before: int, data_dir: Path,
+                with_check: bool) -> dict[str, Any]:
     url = await fresh_database(server_url(data_dir))
     conn = await asyncpg.connect(url)
+    now = datetime.now(timezone.utc)
     try:
         await migrate(conn)
-        t0 = time.perf_counter()
         async with conn.transaction():
             await seed_world(conn, terminals)
-            await seed_purchases(conn, purchases, terminals)
+        # Earlier days, seeded and run: the measured run finds their rows in the tables it writes.
+        for n in range(days_before, 0, -1):
+            async with conn.transaction():
+                await seed_purchases(conn, DAY - timedelta(days=n), purchases, terminals)
+            await conn.execute("VACUUM ANALYZE")
+            await agent_run.run(conn, DAY - timedelta(days=n), TZ, now=now, actor="bench")
+        t0 = time.perf_counter()
+        async with conn.transaction():
+            await seed_purchases(conn, DAY, purchases, terminals)
         await conn.execute("VACUUM ANALYZE")
         seeded_s = time.perf_counter() - t0
-        now = datetime.now(timezone.utc)
         t0 = time.perf_counter()
         totals = await agent_run.run(conn, DAY, TZ, now=now, actor="bench")
         run_s = time.perf_counter() - t0
@@ -200,11 +213,12 @@ async def bench(purchases: int, terminals: int, data_dir: Path, with_check: bool
         again = await agent_run.run(conn, DAY, TZ, now=now, actor="bench")
         rerun_s = time.perf_counter() - t0
         result: dict[str, Any] = {
-            "purchases": purchases, "terminals": terminals, "levels": LEVELS,
+            "purchases": purchases, "terminals": terminals, "levels": LEVELS, "days_before": days_before,
             "agents": await conn.fetchval("SELECT count(*) FROM agents"),
             "seed_s": round(seeded_s, 1), "run_s": round(run_s, 1), "rerun_s": round(rerun_s, 1),
             "totals": totals, "rerun_same_totals": again == totals,
-            "share_rows": await conn.fetchval("SELECT count(*) FROM agent_shares"),
+            "share_rows": await conn.fetchval(
+                "SELECT count(*) FROM agent_shares s JOIN agent_share_txns t USING (txn_id) WHERE t.day = $1", DAY),
             "database_bytes": await conn.fetchval("SELECT pg_database_size(current_database())"),
             "agent_tables_bytes": await conn.fetchval(
                 """SELECT sum(pg_total_relation_size(c.oid))::bigint FROM pg_class c
@@ -223,11 +237,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.agent_run_scale", description=__doc__.split("\n\n")[0])
     parser.add_argument("--purchases", type=int, default=1_000_000)
     parser.add_argument("--terminals", type=int, default=5_000)
+    parser.add_argument("--days-before", type=int, default=1, help="days of purchases seeded and run first")
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/posgw-agent-bench"))
     parser.add_argument("--check", action="store_true", help="run the ledger check afterwards")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    result = asyncio.run(bench(args.purchases, args.terminals, args.data_dir, args.check))
+    result = asyncio.run(bench(args.purchases, args.terminals, args.days_before, args.data_dir, args.check))
     if args.json:
         print(json.dumps(result))
     else:
