@@ -186,7 +186,7 @@ async def share_originals(conn: asyncpg.Connection, bounds: DayBounds, run_id: i
                SELECT code, code, 0 FROM agents
                UNION ALL
                SELECT c.base, a.parent_code, c.depth + 1 FROM chain c JOIN agents a ON a.code = c.agent
-                WHERE a.parent_code IS NOT NULL),
+                WHERE a.parent_code IS NOT NULL AND c.depth < 64),  -- (a bound, were a cycle ever made)
            in_force AS (
                SELECT DISTINCT ON (agent_code) agent_code, cost_bp, share_pct FROM agent_policies
                 WHERE from_day <= $1 ORDER BY agent_code, from_day DESC, id DESC),
@@ -211,8 +211,8 @@ async def share_originals(conn: asyncpg.Connection, bounds: DayBounds, run_id: i
                       WHERE lt.posting_id = (SELECT lp.id FROM ledger_postings lp
                                               WHERE lp.idempotency_key = o.posting_key)) f ON true
                 WHERE o.created_at >= $2 AND o.created_at < $3 AND o.amount_fen > 0
-                  -- (an original is always shared on its own day: the day bounds the look-up)
-                  AND NOT EXISTS (SELECT 1 FROM agent_share_txns s WHERE s.txn_id = o.txn_id AND s.day = $1)),
+                  -- by the primary key alone: its probes cost the same whatever the statistics say
+                  AND NOT EXISTS (SELECT 1 FROM agent_share_txns s WHERE s.txn_id = o.txn_id)),
            txns AS (
                INSERT INTO agent_share_txns (txn_id, day, run_id, tid, mid, base_agent, amount_fen, discount_fen)
                SELECT txn_id, $1, $5, tid, mid, base, amount_fen, discount_fen FROM new),
@@ -243,7 +243,7 @@ async def claw_back_cancellations(conn: asyncpg.Connection, bounds: DayBounds, r
                  FROM agent_cancellations c
                 WHERE c.created_at >= $2 AND c.created_at < $3
                   AND EXISTS (SELECT 1 FROM agent_share_txns s WHERE s.txn_id = c.original_id)
-                  AND NOT EXISTS (SELECT 1 FROM agent_cancel_events e WHERE e.event_id = c.event_id AND e.day = $1)),
+                  AND NOT EXISTS (SELECT 1 FROM agent_cancel_events e WHERE e.event_id = c.event_id)),
            events AS (
                INSERT INTO agent_cancel_events (event_id, original_id, day, run_id, amount_fen, cancelled_before_fen)
                SELECT event_id, original_id, $1, $4, amount_fen, before_fen FROM new),
