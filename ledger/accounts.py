@@ -22,6 +22,8 @@ class AccountKind(StrEnum):
     FEE_INCOME = "fee_income"
     CASH = "cash"
     PAYOUT_CLEARING = "payout_clearing"
+    AGENT_PROFIT = "agent_profit"  # an agent's shares and other earnings (never below zero)
+    AGENT_RECEIVABLE = "agent_receivable"  # what an agent owes the house after a clawback (debits - credits)
 
 
 CASH_ACCOUNT_CODE = "system:cash"

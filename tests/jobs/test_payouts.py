@@ -16,7 +16,7 @@ from gateway.jobs import payouts
 from gateway.jobs.payouts import BANK_ACCOUNT_CODE, CLEARING_ACCOUNT_CODE
 from gateway.upstream import bank_files
 from sim import bank
-from tests.jobs.conftest import Book, account_number, mid
+from tests.jobs.payout_world import Book, account_number, mid
 
 
 async def transfer_count(book: Book) -> int:
