@@ -24,7 +24,7 @@ CREATE INDEX agent_policies_in_force ON agent_policies (agent_code, from_day DES
 ALTER TABLE ledger_accounts DROP CONSTRAINT ledger_accounts_kind_check;
 ALTER TABLE ledger_accounts ADD CONSTRAINT ledger_accounts_kind_check
     CHECK (kind IN ('card', 'agent_float', 'commission', 'merchant', 'biller', 'fee_income', 'cash',
-                    'agent_profit', 'agent_receivable'));
+                    'payout_clearing', 'agent_profit', 'agent_receivable'));
 
 CREATE TABLE agent_accounts (
     agent_code text PRIMARY KEY REFERENCES agents (code),
