@@ -15,6 +15,7 @@ from gateway import metrics
 from gateway.reports import views as reports
 from gateway.acquiring import store
 from gateway.upstream.billers import Connectors
+from gateway.upstream.outbox import Forwarder, ForwarderSettings
 from gateway.acquiring.context import Services
 from gateway.acquiring.context_cache import ContextCache
 from gateway.db.pool import create_pool, fetchval_retrying
@@ -50,12 +51,15 @@ async def build_services(settings: Settings, database_url: str | None = None) ->
 
     fee_account_id = await pool.fetchval("SELECT id FROM ledger_accounts WHERE code = $1", FEE_INCOME_ACCOUNT_CODE)
     return Services(settings, pool, SoftHsm(lmk), RrnAllocator(reserve_rrn_block), fee_account_id,
-                    Connectors(pool, settings.biller_timeout_s), load_risk_defaults(config_dir()),
+                    Connectors(pool, settings.biller_timeout_s, settings.biller_connections_max),
+                    load_risk_defaults(config_dir()),
                     ContextCache(0 if settings.risk_enabled else settings.context_cache_entries), store.Store(pool))
 
 
 class Gateway:
-    """One gateway process: start it, await ``serve_until_stopped``, or stop it."""
+    """One gateway process: start it, await ``serve_until_stopped``, or stop it.
+    Each runs the biller outbox's forwarder (gateway.upstream.outbox), which any
+    number of gateways (and ``--workers``) share through the database."""
 
     def __init__(self, settings: Settings, services: Services, router: Callable[[Message], Route] = route) -> None:
         self.settings = settings
@@ -64,12 +68,14 @@ class Gateway:
         self.server = GatewayServer(settings, self.processor.handle)
         self._http: asyncio.base_events.Server | None = None
         self._stopped = asyncio.Event()
+        self.forwarder = Forwarder(services.pool, services.connectors, ForwarderSettings.from_settings(settings))
 
     async def start(self, host: str, port: int, metrics_port: int | None, *, reuse_port: bool = False) -> None:
         await self.server.start(host, port, reuse_port=reuse_port)
         if metrics_port is not None:
             self._http = await asyncio.start_server(self._serve_http, host, metrics_port,
                                                     reuse_port=reuse_port or None)
+        self.forwarder.start()
         log.info("listening", host=host, port=self.server.port, metrics_port=self.metrics_port, pid=os.getpid())
 
     @property
@@ -144,6 +150,8 @@ class Gateway:
         if self._http is not None:
             self._http.close()
         await self.server.stop(self.settings.shutdown_grace_s)
+        await self.forwarder.stop()  # after the requests: their cancels are in the table, sent by the next start
+        await self.services.connectors.close()
         await self.services.pool.close()
         self._stopped.set()
 
