@@ -16,7 +16,8 @@
 
 -- Queue a message in the caller's transaction (replaces migration 0035's
 -- text): a new pending message due after `p_delay_s` seconds; an existing one
--- never claimed (attempts 0: an armed cancel) becomes due no later than that;
+-- never claimed (attempts 0: an armed cancel) becomes due no later than that,
+-- its payload updated with this one's (the reason the cancel is now due);
 -- one a forwarder has claimed keeps its lease or backoff (making it due at once
 -- would let a second forwarder send it while the first still is); a done one
 -- is left as it is. Returns the message's id.
@@ -30,7 +31,9 @@ LANGUAGE sql AS $$
     ON CONFLICT (biller_code, kind, receipt) DO UPDATE
         SET next_attempt_at = CASE WHEN o.status = 'pending' AND o.attempts = 0
                                    THEN least(o.next_attempt_at, EXCLUDED.next_attempt_at)
-                                   ELSE o.next_attempt_at END
+                                   ELSE o.next_attempt_at END,
+            payload = CASE WHEN o.status = 'pending' AND o.attempts = 0 THEN o.payload || EXCLUDED.payload
+                           ELSE o.payload END
     RETURNING o.id
 $$;
 
