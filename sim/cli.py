@@ -20,6 +20,7 @@ from protocol.codes import ResponseCode
 from protocol.crypto import key_check_value
 from protocol.framing import FramingError
 from protocol.messages import FormatError
+from sim import biller as sim_biller
 from sim import load
 from sim.cli_support import batch_number, run_async
 from sim.terminal import (
@@ -298,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     bill_pay.add_argument("--pan", type=_digits("PAN", *PAN_DIGITS), help="pay by this card (with --pin)")
     bill_pay.add_argument("--pin", type=_digits("PIN", *PIN_DIGITS))
     load.add_parser(commands)
+    sim_biller.add_arguments(commands.add_parser("biller", help="an HTTP biller with its own book and faults"))
     return parser
 
 
@@ -381,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "load":
         return load.main(args)
+    if args.command == "biller":
+        return sim_biller.run(args)
     if args.command == "bill-pay" and (args.pan is None) != (args.pin is None):
         parser.error("bill-pay: --pan and --pin go together")
     if args.command == "reverse" and (args.biller is None) != (args.account is None):

@@ -7,6 +7,7 @@ the outbox holds, once per receipt, from any number of gateways."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
@@ -381,3 +382,24 @@ async def test_the_gateway_killed_during_cash_bill_payments_leaves_no_payment_un
     assert all(biller_sim.book[r].status == "cancelled" for r in biller_sim.book if r not in standing)
     await assert_ledger_clean(cli)
     assert await remittance_fen(cli, biller_sim.today()) == biller_paid_fen(biller_sim) == sum(standing.values())
+
+
+async def test_posgw_sim_biller_serves_the_simulator(cli, world, settings):
+    """``posgw-sim biller``: the same simulator as ``python -m sim.biller``, a gateway's biller."""
+    proc = await asyncio.create_subprocess_exec(str(BIN / "posgw-sim"), "biller", "--port", "0", "--prepaid",
+                                                stdout=asyncio.subprocess.PIPE)
+    try:
+        url = json.loads(await asyncio.wait_for(proc.stdout.readline(), 10))["listening"]
+        assert url.startswith("http://127.0.0.1:")
+        added = await cli("biller", "add", BILLER, "--name", "Sim", "--prepaid", "--connector", "http", "--url", url)
+        assert added.code == 0, added.stderr
+        assert (await cli("agent", "topup", "AG01", "10")).code == 0
+        async with running_gateway(settings) as gateway:
+            t = terminal_for(gateway, world)
+            await t.sign_on()
+            paid = await t.bill_payment(BILLER, METER, 250)
+            await t.close()
+        assert paid.response_code == "00" and len(bill_fields(paid)["TK"]) == 20
+    finally:
+        proc.terminate()
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
