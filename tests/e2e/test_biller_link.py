@@ -22,8 +22,13 @@ import asyncpg
 import pytest
 
 from bench.procs import free_port
+from gateway.acquiring.operations import BillPayment, BillRecord, Stamp, TxnKey
+from gateway.acquiring.outcomes import Outcome
 from gateway.domain.bills import biller_notifies
+from gateway.domain.vocabulary import Kind
 from gateway.server.app import Gateway
+from gateway.upstream import outbox
+from ledger.postings import Transfer
 from sim.biller import BillerSimulator
 from sim.terminal import Terminal, bill_fields
 from tests.conftest import TEST_LMK, make_settings, running_gateway
@@ -403,3 +408,55 @@ async def test_posgw_sim_biller_serves_the_simulator(cli, world, settings):
     finally:
         proc.terminate()
         assert await asyncio.wait_for(proc.wait(), 10) == 0
+
+
+# -- gw_finish's bill payment and its armed cancel, statement by statement --------------------------------
+
+
+async def record_armed_payment(conn: asyncpg.Connection, world, stan: str, receipt: str, amount_fen: int,
+                               **fields) -> dict:
+    """gw_finish of a cash bill payment to SIM01 whose cancel was armed (as pay_bill sends it)."""
+    float_id, agent_code = await conn.fetchrow(
+        "SELECT float_account_id, code FROM agents WHERE code = $1", world.agent)
+    biller_account = await conn.fetchval("SELECT account_id FROM billers WHERE code = $1", BILLER)
+    payment = BillPayment(
+        kind=Kind.BILL_PAYMENT, key=TxnKey(world.tid, 1, stan, "0200"), processing_code="500000",
+        content=f"content-{stan}", amount_fen=amount_fen, card_id=None, pin=None,
+        stamp=Stamp(receipt, "120000", "1207"), transfers=(Transfer(float_id, biller_account, amount_fen,
+                                                                    "bill_payment"),),
+        bill=BillRecord(biller_code=BILLER, account=METER, receipt=receipt, commission_fen=0, agent_code=agent_code,
+                        float_account_id=float_id, cancel_armed=True),
+        approval={"bill_tlv": {"BL": BILLER, "AC": METER}}, **fields)
+    return json.loads(await conn.fetchval("SELECT gw_finish($1::jsonb)::text", json.dumps(payment.as_json())))
+
+
+async def test_a_cancel_a_forwarder_has_claimed_is_not_taken_back_and_nothing_posts(link, world, cli, db):
+    await outbox.arm_cancel(db, BILLER, "000000000701", after_s=60)
+    await outbox.arm_cancel(db, BILLER, "000000000702", after_s=60)
+    await db.execute("UPDATE biller_outbox SET attempts = 1 WHERE receipt = '000000000701'")  # a forwarder's claim
+    claimed = await record_armed_payment(db, world, "000701", "000000000701", 700)
+    assert claimed["response"]["outcome"] == "biller_unavailable"  # 91: the money does not move
+    stands = await record_armed_payment(db, world, "000702", "000000000702", 800)
+    assert stands["response"]["outcome"] == "approved"
+    assert await float_fen(cli) == OPENING_FLOAT_FEN - 800
+    rows = {r["receipt"]: (r["attempts"], r["status"]) for r in await db.fetch(
+        "SELECT receipt, attempts, status FROM biller_outbox")}
+    assert rows == {"000000000701": (1, "pending")}  # the claimed cancel goes on; the other was taken back
+    repeat = await record_armed_payment(db, world, "000701", "000000000701", 700)
+    assert repeat["status"] == "repeat" and repeat["response"]["outcome"] == "biller_unavailable"
+
+
+async def test_an_unknown_outcome_and_a_51_make_the_armed_cancel_due_in_their_own_transaction(link, world, cli, db):
+    await outbox.arm_cancel(db, BILLER, "000000000711", after_s=60)
+    await outbox.arm_cancel(db, BILLER, "000000000712", after_s=60)
+    unknown = await record_armed_payment(db, world, "000711", "000000000711", 500,
+                                         biller_outcome=Outcome.BILLER_UNAVAILABLE)
+    short = await record_armed_payment(db, world, "000712", "000000000712", OPENING_FLOAT_FEN + 1)
+    assert (unknown["response"]["outcome"], short["response"]["outcome"]) == ("biller_unavailable",
+                                                                              "insufficient_funds")
+    rows = {r["receipt"]: (r["due"], r["payload"]) for r in await db.fetch(
+        """SELECT receipt, next_attempt_at <= clock_timestamp() AS due, payload::text FROM biller_outbox""")}
+    assert rows == {"000000000711": (True, '{"reason": "biller_unavailable"}'),
+                    "000000000712": (True, '{"reason": "insufficient_funds"}')}
+    assert await float_fen(cli) == OPENING_FLOAT_FEN
+    assert await db.fetchval("SELECT count(*) FROM ledger_transfers") == 1  # the top-up alone
