@@ -23,6 +23,7 @@ from protocol.crypto import key_check_value
 from protocol.framing import FramingError
 from protocol.messages import FormatError
 from sim import bank, ic, load
+from sim import biller as sim_biller
 from sim.cli_support import batch_number, run_async
 from sim.terminal import (
     AMOUNT_FEN_MAX,
@@ -331,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read a pain.001 payout file and write the bank's pain.002 status report: every credit "
                     "transfer settled (ACSC) but those to the --reject account numbers (RJCT with --reason). "
                     "Exit 0, or 2 for a file that cannot be read or is no pain.001.001.09."))
+    sim_biller.add_arguments(commands.add_parser("biller", help="an HTTP biller with its own book and faults"))
     return parser
 
 
@@ -455,6 +457,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "load":
         return load.main(args)
+    if args.command == "biller":
+        return sim_biller.run(args)
     if args.command == "bank":
         return bank.run(args)
     if args.command == "signon" and args.first_day and not args.follow_prompts:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import structlog
 
 from gateway.acquiring.card_flows import check_card, check_card_request_format, verify_pin
@@ -11,8 +13,8 @@ from gateway.acquiring.operations import BillInquiry, BillPayment, BillRecord
 from gateway.acquiring.outcomes import Decline, Outcome
 from gateway.acquiring.recording import approved, finish, risk_check
 from gateway.acquiring.steps import require
-from gateway.domain.bills import load_biller
 from gateway.domain.vocabulary import Kind
+from gateway.upstream import outbox
 from gateway.upstream.billers import AmountNotAccepted, Biller, BillerUnavailable, BillNotFound, PaymentOrder
 from ledger.postings import Transfer
 from protocol import answers, tlv
@@ -92,14 +94,22 @@ async def inquire_bill(txn: Transaction, svc: Services) -> None:
 
 async def pay_bill(txn: Transaction, svc: Services) -> None:
     """Ask the biller to accept the payment (30 BR missing, 25, 13, 91), then
-    move the money (51): cash from the agent's float, or from the card."""
+    move the money (51): cash from the agent's float, or from the card.
+
+    Intent before the call (docs/bills.md, the states of a payment): for a
+    biller that is not built in, a cancel of the receipt is armed and committed
+    before the biller is asked, due once the request's time is up. The
+    recording (gw_finish) takes it back with the money, or makes it due now
+    when the payment does not stand (51, the biller's outcome unknown: 91); a
+    gateway killed in between leaves it to fire."""
     biller, terminal, fields = txn.ctx.biller, txn.terminal_record, txn.bill_fields
     account, reference, amount = fields[tlv.ACCOUNT], fields.get(tlv.REFERENCE), txn.request.amount_fen
     if not biller.prepaid and not reference:
         raise Decline(Outcome.FORMAT_ERROR, "BR missing")
     receipt = await svc.rrns.next()
-    accepted = await _ask_biller(
-        svc, svc.connectors[biller].pay(biller, PaymentOrder(account, reference, amount, receipt)))
+    armed = biller.connector != "builtin"
+    if armed:
+        await outbox.arm_cancel(svc.pool, biller.code, receipt, after_s=svc.settings.request_timeout_s)
 
     card = txn.ctx.card if txn.pan is not None else None
     source = card.account_id if card is not None else terminal.agent_float_account_id
@@ -109,36 +119,44 @@ async def pay_bill(txn: Transaction, svc: Services) -> None:
         transfers.append(Transfer(biller.account_id, terminal.agent_commission_account_id, commission,
                                   "bill_commission"))
     tags = {tlv.BILLER: biller.code, tlv.ACCOUNT: account}
-    if accepted.name:
-        tags[tlv.NAME] = accepted.name
-    tags[tlv.RECEIPT] = receipt
-    if accepted.token:
-        tags[tlv.TOKEN] = accepted.token
     bill = BillRecord(biller_code=biller.code, account=account, receipt=receipt, commission_fen=commission,
                       agent_code=terminal.agent_code,
                       float_account_id=terminal.agent_float_account_id if card is None else None,
-                      bill_id=accepted.bill_id, token=accepted.token or None,
-                      meter=(accepted.meter or account) if accepted.token else None)
+                      cancel_armed=armed)
+    recording = {"rrn": receipt, "transfers": tuple(transfers), "risk": risk_check(txn), "position": txn.position}
     try:
+        try:
+            accepted = await svc.connectors.call(
+                svc.connectors[biller].pay(biller, PaymentOrder(account, reference, amount, receipt)))
+        except BillerUnavailable as exc:
+            if not armed:
+                raise Decline(Outcome.BILLER_UNAVAILABLE, str(exc)) from None
+            log.warning("biller_outcome_unknown", biller=biller.code, receipt=receipt, error=str(exc))
+            await finish(txn, svc, BillPayment, bill=bill, approval={"bill_tlv": tags},
+                         biller_outcome=Outcome.BILLER_UNAVAILABLE, **recording)
+            return
+        except (BillNotFound, AmountNotAccepted) as exc:
+            raise Decline(_CONNECTOR_OUTCOMES[type(exc)], str(exc)) from None
+        if accepted.name:
+            tags[tlv.NAME] = accepted.name
+        tags[tlv.RECEIPT] = receipt
+        if accepted.token:
+            tags[tlv.TOKEN] = accepted.token
+        bill = replace(bill, bill_id=accepted.bill_id, token=accepted.token or None,
+                       meter=(accepted.meter or account) if accepted.token else None)
         _check_answer_fits(tags, _FB_BYTES if card is None else 0)
-        await finish(txn, svc, BillPayment, rrn=receipt, transfers=tuple(transfers), bill=bill,
-                     approval={"bill_tlv": tags}, risk=risk_check(txn), position=txn.position)
+        await finish(txn, svc, BillPayment, bill=bill, approval={"bill_tlv": tags}, **recording)
     finally:
-        if not approved(txn.answer) or txn.answer.get("rrn") != receipt:
-            await cancel_payment(svc, biller, receipt)  # no money moved under this receipt
+        if armed and not (approved(txn.answer) and txn.answer.get("rrn") == receipt):
+            await _cancel_now(svc, biller, receipt)
 
 
-async def cancel_payment(svc: Services, biller: Biller, receipt: str) -> None:
-    """Tell the biller a payment it accepted did not happen (best effort: a
-    failure is logged, and the biller's remittance shows the difference)."""
+async def _cancel_now(svc: Services, biller: Biller, receipt: str) -> None:
+    """A payment that did not stand under this receipt (refused, declined before
+    its recording, a repeat's answer, abandoned): its armed cancel due now rather
+    than at the end of the request's time. Best effort: the armed cancel fires
+    anyway."""
     try:
-        await svc.connectors.call(svc.connectors[biller].cancel(biller, receipt))
+        await svc.pool.execute("SELECT gw_bill_cancel_now($1, $2)", biller.code, receipt)
     except Exception as exc:
-        log.warning("biller_cancel_failed", biller=biller.code, receipt=receipt, error=str(exc))
-
-
-async def cancel_reversed_payment(svc: Services, reversed_txn: dict[str, str] | None) -> None:
-    if reversed_txn and reversed_txn.get("kind") == Kind.BILL_PAYMENT:
-        biller = await load_biller(svc.pool, reversed_txn["biller_code"])
-        if biller is not None:
-            await cancel_payment(svc, biller, reversed_txn["receipt"])
+        log.warning("biller_cancel_not_hastened", biller=biller.code, receipt=receipt, error=str(exc))

@@ -237,10 +237,13 @@ class BillRecord:
     bill_id: int | None = None  # postpaid: the open bill it pays
     token: str | None = None  # prepaid: the token sold, and its meter
     meter: str | None = None
+    cancel_armed: bool = False  # a cancel of the receipt was queued before the biller was asked (not built in)
 
     def as_json(self) -> dict[str, Any]:
         bill: dict[str, Any] = {"biller_code": self.biller_code, "account": self.account, "receipt": self.receipt,
                                 "commission_fen": self.commission_fen, "agent_code": self.agent_code}
+        if self.cancel_armed:
+            bill["cancel_armed"] = True
         if self.float_account_id is not None:
             bill["float_account_id"] = self.float_account_id
         if self.bill_id is not None:
@@ -252,7 +255,12 @@ class BillRecord:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BillPayment(Operation):
-    """A bill payment, in cash or by card: its transfers posted, the bill paid, the token sold."""
+    """A bill payment, in cash or by card: its transfers posted, the bill paid, the token sold.
+
+    ``biller_outcome``: the biller's answer to the pay call is unknown (a
+    timeout, no answer, a failure: ``biller_unavailable``): nothing is posted,
+    the outcome is that, and the armed cancel is due now, in the transaction
+    that records it."""
 
     op: ClassVar[str] = "bill_payment"
     transfers: tuple[Transfer, ...]
@@ -260,15 +268,20 @@ class BillPayment(Operation):
     approval: dict[str, Any]
     risk: RiskCheck | None = None
     position: tuple[float, float] | None = None
+    biller_outcome: Outcome | None = None
 
     def __post_init__(self) -> None:
         Operation.__post_init__(self)
         assert self.stamp.rrn == self.bill.receipt, "a bill payment's RRN is its receipt"
+        assert self.biller_outcome in (None, Outcome.BILLER_UNAVAILABLE), self.biller_outcome
+        assert self.biller_outcome is None or self.bill.cancel_armed, "an unknown outcome needs an armed cancel"
 
     def as_json(self) -> dict[str, Any]:
         payload = Operation.as_json(self)
         payload |= {"transfers": _transfers_json(self.transfers), "bill": self.bill.as_json(),
                     "approval": self.approval | {"auth_id": self.stamp.auth_id}}
+        if self.biller_outcome is not None:
+            payload["biller_outcome"] = self.biller_outcome.value
         return _risk_json(payload, self.risk, self.position)
 
 

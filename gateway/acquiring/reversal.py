@@ -1,11 +1,10 @@
 """Reversals (MTI 0400) of any family: a card purchase, a void or a bill
 payment. They always go through once their MAC verifies (WIRE.md 8); the
-reversal of a bill payment tells the biller's connector too, so this module
-comes after both families."""
+reversal of a standing bill payment queues its cancel for the biller in its
+own transaction (gw_record_reversal, through the biller outbox)."""
 
 from __future__ import annotations
 
-from gateway.acquiring.bill_flows import cancel_reversed_payment
 from gateway.acquiring.context import Services, Transaction
 from gateway.acquiring.operations import Reversal
 from gateway.acquiring.recording import finish
@@ -17,5 +16,4 @@ async def check_reversal_format(txn: Transaction, svc: Services) -> None:
 
 
 async def finish_reversal(txn: Transaction, svc: Services) -> None:
-    result = await finish(txn, svc, Reversal)
-    await cancel_reversed_payment(svc, result.reversed)
+    await finish(txn, svc, Reversal)

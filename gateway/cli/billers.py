@@ -19,11 +19,14 @@ async def biller_add(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
     code = validate.code(args.code, "biller code")
     if args.commission_bp is not None and args.commission_fixed is not None:
         raise InvalidInput("--commission-bp and --commission-fixed exclude each other")
-    return await billers.add_biller(
+    added = await billers.add_biller(
         ctx.conn, ctx.actor, code, args.name, prepaid=args.prepaid, exact=args.exact,
         commission_bp=validate.basis_points(args.commission_bp or 0, "--commission-bp"),
         commission_fixed_fen=validate.amount_fen(args.commission_fixed) if args.commission_fixed else 0,
         connector=args.connector, connector_url=args.url)
+    if args.notify:  # a notice of each payment that stands, through the biller outbox
+        added["notify"] = await bills.set_notify(ctx.conn, code, True)
+    return added
 
 
 async def biller_remittance(args: argparse.Namespace, ctx: Context) -> dict[str, Any] | None:
@@ -63,6 +66,8 @@ def register(groups: Subcommands) -> None:
     p.add_argument("--commission-fixed")
     p.add_argument("--connector", choices=("builtin", "http"), default="builtin")
     p.add_argument("--url", help="the biller's HTTP endpoint (--connector http)")
+    p.add_argument("--notify", action="store_true",
+                   help="send the biller a notice of each payment that stands (POST /payments/{receipt}/confirm)")
     p = add_command(biller, "remittance", biller_remittance, help="the day's standing payments")
     p.add_argument("code")
     p.add_argument("--date", required=True, help="YYYY-MM-DD, a local day")

@@ -53,6 +53,18 @@ async def add_biller(conn: asyncpg.Connection, code: str, name: str, *, prepaid:
     return biller_view(await _biller(conn, code))
 
 
+async def set_notify(conn: asyncpg.Connection, code: str, notify: bool) -> bool:
+    """Whether the biller gets a notice of each payment that stands (``biller add --notify``):
+    the payment's transaction queues it in the biller outbox (``POST /payments/{receipt}/confirm``)."""
+    await _biller(conn, code)
+    await conn.execute("UPDATE billers SET notify = $2 WHERE code = $1", code, notify)
+    return notify
+
+
+async def biller_notifies(conn: asyncpg.Connection | asyncpg.Pool, code: str) -> bool:
+    return bool(await conn.fetchval("SELECT notify FROM billers WHERE code = $1", code))
+
+
 async def add_bill(conn: asyncpg.Connection, biller_code: str, account: str, name: str, amount_fen: int,
                    period: str, due: str | None, reference: str | None = None) -> dict[str, Any]:
     """An open bill under ``reference`` (default a new one)."""

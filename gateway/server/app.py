@@ -28,12 +28,16 @@ from gateway.server import db_gauges
 from gateway.server.tcp import GatewayServer
 from gateway.settings import Settings, config_dir
 from gateway.upstream.billers import Connectors
+from gateway.upstream.outbox import Forwarder, ForwarderSettings
 from ledger.accounts import FEE_INCOME_ACCOUNT_CODE
 from protocol.messages import Message
 
 log = structlog.get_logger("posgw.app")
 
 HEALTH_DB_TIMEOUT_S = 2.0
+# The biller outbox's forwarder has a pool of its own: its rounds (and a burst of failed
+# sends' updates while a biller is down) never take a connection a terminal's request waits for.
+FORWARDER_POOL_MAX = 2
 
 
 async def build_services(settings: Settings, database_url: str | None = None) -> Services:
@@ -51,12 +55,16 @@ async def build_services(settings: Settings, database_url: str | None = None) ->
 
     fee_account_id = await pool.fetchval("SELECT id FROM ledger_accounts WHERE code = $1", FEE_INCOME_ACCOUNT_CODE)
     return Services(settings, pool, SoftHsm(lmk), RrnAllocator(reserve_rrn_block), fee_account_id,
-                    Connectors(pool, settings.biller_timeout_s), load_risk_defaults(config_dir()),
+                    Connectors(pool, settings.biller_timeout_s, settings.biller_connections_max),
+                    load_risk_defaults(config_dir()),
                     ContextCache(0 if settings.risk_enabled else settings.context_cache_entries), store.Store(pool))
 
 
 class Gateway:
-    """One gateway process: start it, await ``serve_until_stopped``, or stop it."""
+    """One gateway process: start it, await ``serve_until_stopped``, or stop it.
+    Each runs the biller outbox's forwarder (gateway.upstream.outbox) over a
+    small pool of its own; any number of gateways (and ``--workers``) share the
+    outbox through the database."""
 
     def __init__(self, settings: Settings, services: Services, router: Callable[[Message], Route] = route, *,
                  list_prompts: bool = True) -> None:
@@ -66,13 +74,27 @@ class Gateway:
         self.server = GatewayServer(settings, self.processor.handle)
         self._http: asyncio.base_events.Server | None = None
         self._stopped = asyncio.Event()
+        self.forwarder: Forwarder | None = None
 
     async def start(self, host: str, port: int, metrics_port: int | None, *, reuse_port: bool = False) -> None:
         await self.server.start(host, port, reuse_port=reuse_port)
         if metrics_port is not None:
             self._http = await asyncio.start_server(self._serve_http, host, metrics_port,
                                                     reuse_port=reuse_port or None)
+        await self._start_forwarder()
         log.info("listening", host=host, port=self.server.port, metrics_port=self.metrics_port, pid=os.getpid())
+
+    async def _start_forwarder(self) -> None:
+        pool = await create_pool(self.settings.model_copy(update={"db_pool_min": 1, "db_pool_max": FORWARDER_POOL_MAX}))
+        self.forwarder = Forwarder(pool, self.services.connectors, ForwarderSettings.from_settings(self.settings))
+        self.forwarder.start()
+
+    async def _stop_forwarder(self) -> None:
+        """After the requests: what they queued is in the table, sent by any gateway still running, or the next."""
+        if self.forwarder is not None:
+            forwarder, self.forwarder = self.forwarder, None
+            await forwarder.stop()
+            await forwarder.pool.close()
 
     @property
     def metrics_port(self) -> int | None:
@@ -156,6 +178,8 @@ class Gateway:
         if self._http is not None:
             self._http.close()
         await self.server.stop(self.settings.shutdown_grace_s)
+        await self._stop_forwarder()
+        await self.services.connectors.close()
         await self.services.pool.close()
         self._stopped.set()
 

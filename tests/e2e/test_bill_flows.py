@@ -312,12 +312,20 @@ def utility():
     server.shutdown()
 
 
+async def until_cancelled(receipts: list[str], within_s: float = 10.0) -> None:
+    """The gateway's forwarder delivers cancels after the commit: wait for exactly these."""
+    deadline = time.monotonic() + within_s
+    while FakeUtility.cancelled != receipts and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert FakeUtility.cancelled == receipts
+
+
 @pytest.fixture
 async def http_terminal(db_url, tmp_path, cli, world, utility):
     await cli("biller", "add", "HTTP01", "--name", "Remote Utility", "--connector", "http", "--url", utility,
               "--commission-bp", "100")
     await cli("agent", "topup", "AG01", "500")
-    settings = make_settings(db_url, tmp_path, biller_timeout_s=0.5)
+    settings = make_settings(db_url, tmp_path, biller_timeout_s=0.5, saf_poll_interval_s=0.05)
     async with running_gateway(settings) as gw:
         t = terminal_for(gw, world)
         await t.sign_on()
@@ -353,13 +361,13 @@ async def test_an_http_biller_error_gets_91_and_nothing_moves(http_terminal, cli
 async def test_a_payment_the_float_cannot_cover_is_cancelled_at_the_http_biller(http_terminal, cli):
     response = await http_terminal.bill_payment("HTTP01", "H1", 60000, reference="HREF1")
     assert response.response_code == "51"
-    assert FakeUtility.cancelled == [next(iter(FakeUtility.payments))]
+    await until_cancelled([next(iter(FakeUtility.payments))])  # through the outbox, queued with the decline
 
 
 async def test_reversing_an_http_bill_payment_cancels_it_at_the_biller(http_terminal, cli):
     paid = await http_terminal.bill_payment("HTTP01", "H1", 8800, reference="HREF1")
     assert (await http_terminal.reverse(http_terminal.last_request)).response_code == "00"
-    assert FakeUtility.cancelled == [paid.message.rrn]
+    await until_cancelled([paid.message.rrn])  # through the outbox, queued with the reversal
     assert (await agent(cli))["float_fen"] == 50000
 
 

@@ -4,6 +4,9 @@ own book (GET /payments), through ``posgw biller reconcile``."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 
 from gateway.domain.validate import InvalidInput
@@ -51,9 +54,9 @@ def test_a_biller_file_may_have_a_bom_blank_lines_and_spaces():
 
 
 @pytest.fixture
-async def day_of_payments(gateway, world, cli, http_biller, biller_sim):
-    """Six cash payments to SIM01 through the gateway; the fourth and fifth reversed (the gateway
-    cancels them at the simulator). Returns (receipts, today)."""
+async def day_of_payments(gateway, world, cli, http_biller, biller_sim, db):
+    """Six cash payments to SIM01 through the gateway; the fourth and fifth reversed (the gateway's
+    forwarder cancels them at the simulator, through the outbox). Returns (receipts, today)."""
     assert (await cli("agent", "topup", "AG01", "500")).code == 0
     t = terminal_for(gateway, world)
     assert (await t.sign_on()).response_code == "00"
@@ -66,6 +69,11 @@ async def day_of_payments(gateway, world, cli, http_biller, biller_sim):
         if amount in (4000, 500):
             assert (await t.reverse(t.last_request)).response_code == "00"
     await t.close()
+    deadline = time.monotonic() + 10
+    while await db.fetchval("SELECT count(*) FROM biller_outbox WHERE status = 'pending'") and \
+            time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert biller_sim.paid_receipts() == {receipts[i] for i in (0, 1, 2, 5)}
     return receipts, biller_sim.today()
 
 

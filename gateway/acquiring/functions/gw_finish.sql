@@ -286,6 +286,7 @@ BEGIN
     IF v_original.kind = 'bill_payment' THEN  -- the bill is open again, its token void
         UPDATE bills SET status = 'open', paid_txn_id = NULL WHERE paid_txn_id = v_original.id;
         UPDATE tokens SET status = 'void' WHERE txn_id = v_original.id;
+        PERFORM gw_bill_reversed(v_original.biller_code, v_original.receipt);  -- its cancel, for the biller
         v_reversed := jsonb_build_object('kind', v_original.kind, 'biller_code', v_original.biller_code,
                                          'receipt', v_original.receipt);
     END IF;
@@ -311,6 +312,11 @@ LANGUAGE sql IMMUTABLE AS $$ SELECT '{"outcome": "approved"}'::jsonb $$;
 -- longer open (original_not_found), or a counted risk limit declines it, its
 -- transfers posted (insufficient_funds when the source cannot cover them);
 -- paid in cash, the agent's float after it (float_fen).
+-- Its biller outbox (bill_outbox.sql): a payment whose biller's answer was
+-- unknown (biller_outcome) posts nothing; one that does not stand has its
+-- armed cancel due now; one that stands takes its armed cancel back first (a
+-- forwarder has it already: nothing posted, biller_unavailable) and queues
+-- its notice.
 CREATE OR REPLACE FUNCTION gw_record_bill_payment(p jsonb, p_key text, p_reversed_first boolean) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -318,27 +324,39 @@ DECLARE
     v_risk jsonb;
     v_result text;
 BEGIN
+    IF p ? 'biller_outcome' THEN  -- the biller's answer is unknown: it may have accepted
+        PERFORM gw_bill_cancel_due(v_bill, p->>'biller_outcome');
+        RETURN jsonb_build_object('outcome', p->>'biller_outcome');
+    END IF;
     IF p_reversed_first THEN
+        PERFORM gw_bill_cancel_due(v_bill, 'reversed_first');
         RETURN '{"outcome": "original_not_found"}';  -- its reversal came first
     END IF;
     IF v_bill ? 'bill_id' THEN  -- postpaid: the bill must still be open
         PERFORM 1 FROM bills WHERE id = (v_bill->>'bill_id')::bigint AND status = 'open' FOR UPDATE;
         IF NOT FOUND THEN
+            PERFORM gw_bill_cancel_due(v_bill, 'bill_not_open');
             RETURN '{"outcome": "original_not_found"}';
         END IF;
     END IF;
     IF p ? 'risk' THEN
         v_risk := gw_risk_check(p->'risk', (p->>'amount')::bigint);
         IF v_risk IS NOT NULL THEN
+            PERFORM gw_bill_cancel_due(v_bill, v_risk->>'outcome');
             RETURN jsonb_build_object('outcome', v_risk->>'outcome', 'risk', v_risk);
         END IF;
     END IF;
+    IF NOT gw_bill_disarm(v_bill) THEN  -- a forwarder is cancelling it at the biller
+        RETURN '{"outcome": "biller_unavailable"}';
+    END IF;
     v_result := ledger_post(p_key, p->'transfers');
     IF v_result = 'exceeds_credits' THEN
+        PERFORM gw_bill_cancel_due(v_bill, 'insufficient_funds');
         RETURN '{"outcome": "insufficient_funds"}';
     ELSIF v_result <> 'ok' THEN
         RAISE EXCEPTION 'bill payment posting failed: %', v_result;
     END IF;
+    PERFORM gw_bill_notice(p);
     IF NOT v_bill ? 'float_account_id' THEN
         RETURN jsonb_build_object('outcome', 'approved', 'posting_key', p_key);
     END IF;
