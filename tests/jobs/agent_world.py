@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
-from gateway.cli.main import demo_pan
+from gateway.domain.demo import demo_pan
 from gateway.domain.policies import set_policy
 from ledger.accounts import FEE_INCOME_ACCOUNT_CODE
 from ledger.postings import basis_points_fen
