@@ -178,11 +178,12 @@ LANGUAGE sql STABLE AS $$
     SELECT jsonb_strip_nulls(jsonb_build_object('outcome', p_outcome, 'risk', p->'risk_event'))
 $$;
 
--- A balance inquiry: the card account's balance.
+-- A balance inquiry: the card account's available balance (its balance less
+-- its open holds, WIRE.md 9.8).
 CREATE OR REPLACE FUNCTION gw_record_balance(p jsonb) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object('outcome', 'approved', 'values', jsonb_build_object('balance_fen',
-                              credits_posted - debits_posted))
+                              credits_posted - debits_posted - debits_pending))
       FROM ledger_accounts WHERE id = (p->>'card_account_id')::bigint
 $$;
 
