@@ -206,9 +206,38 @@ class Void(Operation):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Reversal(Operation):
-    """A reversal: the request under its key (MTI class 0200) undone if it was approved."""
+    """A reversal: the request under its key undone if it was approved. Its
+    original's MTI class (``original_class``) follows from its 60.1 (WIRE.md
+    9.1, 9.9): 0220 for a refund, 0200 otherwise."""
 
     op: ClassVar[str] = "reversal"
+    original_class: str = "0200"
+
+    def as_json(self) -> dict[str, Any]:
+        payload = Operation.as_json(self)
+        payload["original_class"] = self.original_class
+        return payload
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Refund(Operation):
+    """A refund (WIRE.md 9.2) of an approved purchase or completion (``original_id``):
+    ``transfers`` from the merchant's account to the card, posted unless they would
+    take the original beyond its amount (64) or the merchant's account below zero (51)."""
+
+    op: ClassVar[str] = "refund"
+    original_id: int
+    transfers: tuple[Transfer, ...]
+
+    def __post_init__(self) -> None:
+        Operation.__post_init__(self)
+        assert self.amount_fen and sum(t.amount_fen for t in self.transfers) == self.amount_fen, self
+
+    def as_json(self) -> dict[str, Any]:
+        payload = Operation.as_json(self)
+        payload |= {"original_id": self.original_id, "transfers": _transfers_json(self.transfers),
+                    "approval": {"auth_id": self.stamp.auth_id}}
+        return payload
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -16,6 +16,11 @@ async def check_reversal_format(txn: Transaction, svc: Services) -> None:
     require(txn.request, "processing_code", "response_code")
 
 
+# The MTI class of a reversal's original by its 60.1 (WIRE.md 9.1, 9.9); any other: 0200.
+ORIGINAL_CLASS_BY_TXN_TYPE = {"25": "0220"}
+
+
 async def finish_reversal(txn: Transaction, svc: Services) -> None:
-    result = await finish(txn, svc, Reversal)
+    original_class = ORIGINAL_CLASS_BY_TXN_TYPE.get(txn.request.txn_type or "", "0200")
+    result = await finish(txn, svc, Reversal, original_class=original_class)
     await cancel_reversed_payment(svc, result.reversed)

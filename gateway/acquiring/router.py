@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from gateway.acquiring import bill_flows
 from gateway.acquiring import card_flows
 from gateway.acquiring import network
+from gateway.acquiring import refund_flows
 from gateway.acquiring import reversal
 from gateway.acquiring import steps
 from gateway.acquiring.context import Services, Transaction
@@ -15,7 +16,7 @@ from gateway.acquiring.steps import Step
 from gateway.domain.vocabulary import Kind
 from protocol.messages import Message
 
-FINANCIAL_MTIS = frozenset({"0200", "0400", "0500"})
+FINANCIAL_MTIS = frozenset({"0200", "0220", "0400", "0500"})
 KNOWN_MTIS = frozenset({"0800", "0820"}) | FINANCIAL_MTIS
 
 
@@ -60,12 +61,19 @@ BILL_INQUIRY = Route(Kind.BILL_INQUIRY, _BILL + (card_flows.check_risk, bill_flo
 BILL_PAYMENT = Route(Kind.BILL_PAYMENT, _BILL + (
     bill_flows.check_payer_card, card_flows.check_amount, card_flows.check_risk, bill_flows.pay_bill))
 
+# Version 2 (WIRE.md 9): a refund skips the risk rules and the card-status checks, as a void does (9.9).
+REFUND = Route(Kind.REFUND, _CARD_FORMAT + (refund_flows.check_refund_format,) + _FINANCIAL + (
+    refund_flows.check_refund_condition, card_flows.check_permitted("refund"), refund_flows.check_refund_original,
+    card_flows.check_card(status=False), refund_flows.verify_pin_when_present, card_flows.check_amount,
+    refund_flows.finish_refund))
+
 FINANCIAL_ROUTES = {
     ("0200", "310000", "01"): BALANCE,
     ("0200", "000000", "22"): PURCHASE,
     ("0200", "200000", "23"): VOID,
     ("0200", "380000", "40"): BILL_INQUIRY,
     ("0200", "500000", "41"): BILL_PAYMENT,
+    ("0220", "200000", "25"): REFUND,
 }
 
 

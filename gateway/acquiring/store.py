@@ -7,7 +7,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
-from datetime import date
+from datetime import date, datetime
 from typing import Any, NamedTuple, Protocol
 
 import asyncpg
@@ -46,6 +46,47 @@ class VoidReference:
     batch: int
     stan: str
     local_date: str
+
+
+@dataclass(frozen=True, slots=True)
+class OriginalReference:
+    """How a refund names its original (WIRE.md 9.2, 9.9): the merchant it was
+    made at, 37, 61's date, and 61's batch and STAN unless they are zeros (None)."""
+
+    mid: str
+    rrn: str
+    local_date: str
+    batch: int | None
+    stan: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RefundableOriginal:
+    """A refund's original as found: its status, amount, card, what was already
+    refunded from it, and when it was approved."""
+
+    id: int
+    kind: Kind
+    status: Status
+    amount_fen: int
+    card_id: int | None
+    refunded_fen: int
+    created_at: datetime
+
+
+# A refund's original: approved (whatever became of it since) at a terminal of
+# the merchant, by RRN and date, and by batch and STAN when given. What was
+# refunded from it: its approved refunds.
+_REFUND_ORIGINAL_QUERY = """
+SELECT o.id, o.kind, o.status, o.amount_fen, o.card_id, o.created_at,
+       (SELECT coalesce(sum(r.amount_fen), 0) FROM gw_transactions r
+         WHERE r.original_id = o.id AND r.kind = 'refund' AND r.status = 'approved') AS refunded_fen
+  FROM gw_transactions o JOIN terminals t ON t.tid = o.tid
+ WHERE o.rrn = $2 AND t.mid = $1 AND o.local_date = $3 AND o.status <> 'declined'
+   AND ($4::integer IS NULL OR (o.batch = $4 AND o.stan = $5))
+ ORDER BY o.id
+ LIMIT 1
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +353,8 @@ class TransactionStore(Protocol):
 
     async def finish(self, operation: Operation, on_sent: Callable[[], None] | None = None) -> FinishResult: ...
 
+    async def find_refund_original(self, reference: OriginalReference) -> RefundableOriginal | None: ...
+
 
 class Store:
     """The transaction store over one pool, with its two batchers: the context
@@ -356,6 +399,17 @@ class Store:
         together with the other requests' that arrive while a read is in flight."""
         request = _ContextRequest.of(key, pan_hash, void_ref, biller_code, day, with_risk)
         return await self._loads.submit(request)
+
+    async def find_refund_original(self, reference: OriginalReference) -> RefundableOriginal | None:
+        """A refund's original (WIRE.md 9.2), or None: one read, for refunds only
+        (the purchase path reads nothing more). The recording checks it again
+        under its lock."""
+        row = await self.pool.fetchrow(_REFUND_ORIGINAL_QUERY, reference.mid, reference.rrn, reference.local_date,
+                                       reference.batch, reference.stan)
+        if row is None:
+            return None
+        return RefundableOriginal(row["id"], Kind(row["kind"]), Status(row["status"]), row["amount_fen"],
+                                  row["card_id"], row["refunded_fen"], row["created_at"])
 
     async def finish(self, operation: Operation, on_sent: Callable[[], None] | None = None) -> FinishResult:
         """Record the outcome (``gw_finish``): one database transaction, shared

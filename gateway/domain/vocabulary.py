@@ -23,6 +23,7 @@ class Kind(StrEnum):
     SETTLEMENT = "settlement"
     BILL_INQUIRY = "bill_inquiry"
     BILL_PAYMENT = "bill_payment"
+    REFUND = "refund"  # WIRE.md 9.2
     UNKNOWN = "unknown"  # routed nowhere: answered 12
     UNDECODABLE = "undecodable"  # not a message: answered 30
 

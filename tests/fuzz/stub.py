@@ -305,6 +305,13 @@ class World:
                       biller=self.billers.get(biller_code or ""), batch_settled=key.batch == SETTLED_BATCH,
                       merchant_limits=None, terminal_limits=None, history=history)
 
+    async def find_refund_original(self, reference: Any) -> None:
+        """No original a refund names is found here: a refund through the stub gets 25."""
+        _pg_check([reference.mid, reference.rrn, reference.local_date, reference.stan])
+        if reference.batch is not None:
+            _pg_int4(reference.batch)
+        return None
+
     async def finish(self, operation: Operation, on_sent: Any = None) -> FinishResult:
         p = json.loads(json.dumps(operation.as_json()))  # what gw_finish gets: JSON, or a TypeError as with asyncpg
         if on_sent is not None:

@@ -26,7 +26,8 @@ def sql_functions() -> str:
 def test_every_status_change_the_recording_functions_make_is_in_the_table():
     changes = {(Status(old), Status(new)) for old, new in _SET_STATUS.findall(sql_functions())}
     assert changes == {(Status.APPROVED, Status.VOIDED), (Status.APPROVED, Status.REVERSED),
-                       (Status.VOIDED, Status.APPROVED)}
+                       (Status.VOIDED, Status.APPROVED),
+                       (Status.APPROVED, Status.REFUNDED), (Status.REFUNDED, Status.APPROVED)}  # refunds (9.2)
     assert changes <= TRANSITIONS
 
 

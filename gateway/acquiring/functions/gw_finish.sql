@@ -87,7 +87,7 @@ BEGIN
     -- earlier answer under the key, a reversal that overtook its original,
     -- and the batch's settlement.
     SELECT tx.content_hash, tx.response,
-           v_op IN ('purchase', 'bill_payment') AND EXISTS (
+           v_op IN ('purchase', 'bill_payment', 'refund') AND EXISTS (
                SELECT 1 FROM gw_transactions r
                 WHERE r.tid = v_tid AND r.batch = v_batch AND r.stan = v_stan AND r.mti_class = '0400'
                   AND r.processing_code = p->>'processing_code') AS reversed_first,
@@ -125,6 +125,7 @@ BEGIN
         WHEN 'bill_inquiry' THEN gw_record_bill_inquiry(p)
         WHEN 'bill_payment' THEN gw_record_bill_payment(p, v_key, v_existing.reversed_first)
         WHEN 'settlement' THEN gw_record_settlement(p)
+        WHEN 'refund' THEN gw_record_refund(p, v_key, v_existing.reversed_first)
     END;
     IF v_d IS NULL THEN
         RAISE EXCEPTION 'unknown op %', v_op;
@@ -234,6 +235,46 @@ BEGIN
     RETURN jsonb_build_object('outcome', 'approved', 'posting_key', p_key, 'original_id', v_original.id);
 END $$;
 
+-- A refund (WIRE.md 9.2): unless its reversal came first, its original
+-- locked, and checked again under the lock (requests on one original are
+-- serialised, 9.9): still a refundable purchase or completion (else
+-- original_not_found), the amount within what its approved refunds left
+-- (else amount_mismatch, not stored); its transfers, merchant to card,
+-- posted (insufficient_funds when the merchant's account is short); the
+-- original marked refunded.
+CREATE OR REPLACE FUNCTION gw_record_refund(p jsonb, p_key text, p_reversed_first boolean) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_original record;
+    v_refunded bigint;
+    v_result text;
+BEGIN
+    IF p_reversed_first THEN
+        RETURN '{"outcome": "original_not_found"}';  -- its reversal came first
+    END IF;
+    SELECT id, status, amount_fen, card_id INTO v_original FROM gw_transactions
+     WHERE id = (p->>'original_id')::bigint FOR UPDATE;
+    IF v_original.status NOT IN ('approved', 'refunded') OR v_original.card_id IS DISTINCT FROM (p->>'card_id')::bigint
+    THEN
+        RETURN jsonb_build_object('outcome', 'original_not_found', 'original_id', v_original.id);
+    END IF;
+    SELECT coalesce(sum(amount_fen), 0) INTO v_refunded FROM gw_transactions
+     WHERE original_id = v_original.id AND kind = 'refund' AND status = 'approved';
+    IF (p->>'amount')::bigint > v_original.amount_fen - v_refunded THEN
+        RETURN '{"outcome": "amount_mismatch", "unstored": true}';
+    END IF;
+    v_result := ledger_post(p_key, p->'transfers');
+    IF v_result = 'exceeds_credits' THEN
+        RETURN jsonb_build_object('outcome', 'insufficient_funds', 'original_id', v_original.id);
+    ELSIF v_result <> 'ok' THEN
+        RAISE EXCEPTION 'refund posting failed: %', v_result;
+    END IF;
+    IF v_original.status = 'approved' THEN
+        PERFORM gw_set_status(v_original.id, 'approved', 'refunded');
+    END IF;
+    RETURN jsonb_build_object('outcome', 'approved', 'posting_key', p_key, 'original_id', v_original.id);
+END $$;
+
 -- A reversal: approved whatever it finds. The request under its key (MTI
 -- class 0200), if approved, is undone: its posting reversed, its counters
 -- given back, a bill payment's bill open again and its token void (and
@@ -251,8 +292,8 @@ DECLARE
 BEGIN
     SELECT id, tid, kind, status, amount_fen, posting_key, original_id, biller_code, receipt, card_id, risk_day
       INTO v_original FROM gw_transactions
-     WHERE tid = v_tid AND batch = (p->>'batch')::integer AND stan = p->>'stan' AND mti_class = '0200'
-       AND processing_code = p->>'processing_code'
+     WHERE tid = v_tid AND batch = (p->>'batch')::integer AND stan = p->>'stan'
+       AND mti_class = coalesce(p->>'original_class', '0200') AND processing_code = p->>'processing_code'
        FOR UPDATE;
     IF NOT FOUND THEN
         RETURN '{"outcome": "approved"}';
@@ -260,7 +301,11 @@ BEGIN
     IF v_original.amount_fen IS NOT NULL AND v_original.amount_fen IS DISTINCT FROM (p->>'amount')::bigint THEN
         RETURN '{"outcome": "amount_mismatch", "unstored": true}';
     END IF;
-    IF v_original.status <> 'approved' THEN
+    IF v_original.status = 'refunded' THEN
+        -- An original with refunds (WIRE.md 9.9): 00, nothing moved, an exception.
+        RETURN jsonb_build_object('outcome', 'approved', 'original_id', v_original.id,
+                                  'exception', 'reversal_of_refunded_original');
+    ELSIF v_original.status <> 'approved' THEN
         RETURN jsonb_build_object('outcome', 'approved', 'original_id', v_original.id);
     END IF;
     IF v_original.posting_key IS NULL THEN
@@ -269,10 +314,12 @@ BEGIN
     END IF;
     v_result := ledger_reverse(p_key, v_original.posting_key);
     IF v_result = 'exceeds_credits' THEN
-        -- A void's reversal the card can no longer cover: approved, the
-        -- purchase stays voided, the operator sees it in the daily report.
+        -- A void's (or a refund's) reversal the card can no longer cover:
+        -- approved, the purchase stays voided (the refund stands), the
+        -- operator sees it in the daily report.
         RETURN jsonb_build_object('outcome', 'approved', 'original_id', v_original.id,
-                                  'exception', 'void_reversal_not_covered');
+                                  'exception', CASE WHEN v_original.kind = 'refund' THEN 'refund_reversal_not_covered'
+                                                    ELSE 'void_reversal_not_covered' END);
     ELSIF v_result <> 'ok' THEN
         RAISE EXCEPTION 'reversal posting failed: %', v_result;
     END IF;
@@ -285,6 +332,14 @@ BEGIN
         UPDATE tokens SET status = 'void' WHERE txn_id = v_original.id;
         v_reversed := jsonb_build_object('kind', v_original.kind, 'biller_code', v_original.biller_code,
                                          'receipt', v_original.receipt);
+    END IF;
+    IF v_original.kind = 'refund' THEN
+        -- Its original is refundable again by what it took, and approved
+        -- again once none of its refunds stands.
+        PERFORM gw_set_status(o.id, 'refunded', 'approved') FROM gw_transactions o
+          WHERE o.id = v_original.original_id AND o.status = 'refunded'
+            AND NOT EXISTS (SELECT 1 FROM gw_transactions r WHERE r.original_id = o.id AND r.kind = 'refund'
+                                                            AND r.status = 'approved');
     END IF;
     IF v_original.kind = 'void' THEN
         -- The purchase stands again, its money now moved by this posting,
