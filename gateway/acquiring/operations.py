@@ -325,3 +325,79 @@ class Settlement(Operation):
                         "debit_fen": claimed.debit_fen, "debit_count": claimed.debit_count,
                         "credit_fen": claimed.credit_fen, "credit_count": claimed.credit_count}}
         return payload
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Preauth(Operation):
+    """A pre-authorization (WIRE.md 9.3): a hold of its amount from the card
+    (``card_account_id``) for the merchant (``merchant_account_id``), expiring at
+    ``expires_at`` (ISO), under a fresh 6-digit auth code the database picks;
+    51 when the card's available balance is short."""
+
+    op: ClassVar[str] = "preauth"
+    card_account_id: int
+    merchant_account_id: int
+    mid: str
+    expires_at: str
+
+    def __post_init__(self) -> None:
+        Operation.__post_init__(self)
+        assert self.amount_fen and self.card_id is not None, self
+
+    def as_json(self) -> dict[str, Any]:
+        payload = Operation.as_json(self)
+        payload |= {"card_account_id": self.card_account_id, "merchant_account_id": self.merchant_account_id,
+                    "mid": self.mid, "expires_at": self.expires_at}
+        return payload
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PreauthCancel(Operation):
+    """A cancel of the open pre-authorization ``original_id``: its hold voided."""
+
+    op: ClassVar[str] = "preauth_cancel"
+    original_id: int
+
+    def as_json(self) -> dict[str, Any]:
+        payload = Operation.as_json(self)
+        payload["original_id"] = self.original_id
+        return payload
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Completion(Operation):
+    """A completion, request or advice, of the open pre-authorization ``original_id``:
+    its hold posted as ``transfers`` (a purchase's), up to ``amount_max_fen``; 38 is
+    the pre-authorization's (``approval``)."""
+
+    op: ClassVar[str] = "completion"
+    original_id: int
+    transfers: tuple[Transfer, ...]
+    amount_max_fen: int
+    auth_code: str
+    risk: RiskCheck | None = None
+    position: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        Operation.__post_init__(self)
+        assert self.amount_fen and sum(t.amount_fen for t in self.transfers) == self.amount_fen, self
+
+    def as_json(self) -> dict[str, Any]:
+        payload = Operation.as_json(self)
+        payload |= {"original_id": self.original_id, "transfers": _transfers_json(self.transfers),
+                    "amount_max": self.amount_max_fen, "approval": {"auth_id": self.auth_code}}
+        return _risk_json(payload, self.risk, self.position)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompletionVoid(Operation):
+    """A void of the approved completion ``original_id``: its posting reversed, its
+    pre-authorization open again with a hold until its expiry."""
+
+    op: ClassVar[str] = "completion_void"
+    original_id: int
+
+    def as_json(self) -> dict[str, Any]:
+        payload = Operation.as_json(self)
+        payload["original_id"] = self.original_id
+        return payload

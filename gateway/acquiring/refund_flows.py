@@ -18,7 +18,7 @@ from protocol.crypto import PinBlockError
 
 ORIGINAL_TXN_MIN_DIGITS = 16  # 61: batch n6, STAN n6, date n4; longer: the rest is ignored (9.9)
 CONDITION_CODES = frozenset({"00", "08"})  # 25 of a refund: normal, or mail or telephone order (9.9)
-REFUNDABLE_KINDS = frozenset({Kind.PURCHASE})  # and completions, when they land
+REFUNDABLE_KINDS = frozenset({Kind.PURCHASE, Kind.COMPLETION, Kind.COMPLETION_ADVICE})
 REFUNDABLE_STATUSES = frozenset({Status.APPROVED, Status.REFUNDED})
 
 

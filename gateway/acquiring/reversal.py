@@ -17,7 +17,7 @@ async def check_reversal_format(txn: Transaction, svc: Services) -> None:
 
 
 # The MTI class of a reversal's original by its 60.1 (WIRE.md 9.1, 9.9); any other: 0200.
-ORIGINAL_CLASS_BY_TXN_TYPE = {"25": "0220"}
+ORIGINAL_CLASS_BY_TXN_TYPE = {"25": "0220", "24": "0220", "10": "0100", "11": "0100"}
 
 
 async def finish_reversal(txn: Transaction, svc: Services) -> None:

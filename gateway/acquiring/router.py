@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from gateway.acquiring import bill_flows
 from gateway.acquiring import card_flows
 from gateway.acquiring import network
+from gateway.acquiring import preauth_flows
 from gateway.acquiring import refund_flows
 from gateway.acquiring import reversal
 from gateway.acquiring import steps
@@ -16,7 +17,7 @@ from gateway.acquiring.steps import Step
 from gateway.domain.vocabulary import Kind
 from protocol.messages import Message
 
-FINANCIAL_MTIS = frozenset({"0200", "0220", "0400", "0500"})
+FINANCIAL_MTIS = frozenset({"0100", "0200", "0220", "0400", "0500"})
 KNOWN_MTIS = frozenset({"0800", "0820"}) | FINANCIAL_MTIS
 
 
@@ -66,6 +67,27 @@ REFUND = Route(Kind.REFUND, _CARD_FORMAT + (refund_flows.check_refund_format,) +
     refund_flows.check_refund_condition, card_flows.check_permitted("refund"), refund_flows.check_refund_original,
     card_flows.check_card(status=False), refund_flows.verify_pin_when_present, card_flows.check_amount,
     refund_flows.finish_refund))
+# The pre-authorization family (9.3): the cancel and the completion void skip the
+# risk rules and the card-status checks; the advice skips 58, 62, 54, the PIN and the risk rules (9.9).
+_PREAUTH = _CARD_FORMAT + _FINANCIAL + (preauth_flows.check_condition,)
+_PREAUTH_NAMED = _CARD_FORMAT + (preauth_flows.check_original_format,) + _FINANCIAL + (
+    preauth_flows.check_condition,)
+_PERMIT_PREAUTH = card_flows.check_permitted("preauth")
+PREAUTH = Route(Kind.PREAUTH, _PREAUTH + (
+    _PERMIT_PREAUTH, card_flows.check_card(status=True), card_flows.verify_pin, card_flows.check_amount,
+    card_flows.check_risk, preauth_flows.finish_preauth))
+PREAUTH_CANCEL = Route(Kind.PREAUTH_CANCEL, _PREAUTH_NAMED + (
+    _PERMIT_PREAUTH, preauth_flows.check_cancel_original, card_flows.check_card(status=False),
+    refund_flows.verify_pin_when_present, card_flows.check_amount, preauth_flows.finish_cancel))
+COMPLETION = Route(Kind.COMPLETION, _PREAUTH_NAMED + (
+    _PERMIT_PREAUTH, preauth_flows.check_completion_original, card_flows.check_card(status=True),
+    card_flows.verify_pin, card_flows.check_amount, card_flows.check_risk, preauth_flows.finish_completion))
+COMPLETION_ADVICE = Route(Kind.COMPLETION_ADVICE, _PREAUTH_NAMED + (
+    preauth_flows.check_completion_original, preauth_flows.check_card_known, card_flows.check_amount,
+    preauth_flows.finish_completion))
+COMPLETION_VOID = Route(Kind.COMPLETION_VOID, _PREAUTH_NAMED + (
+    _PERMIT_PREAUTH, preauth_flows.check_completion_void_original, card_flows.check_card(status=False),
+    refund_flows.verify_pin_when_present, card_flows.check_amount, preauth_flows.finish_completion_void))
 
 FINANCIAL_ROUTES = {
     ("0200", "310000", "01"): BALANCE,
@@ -74,6 +96,11 @@ FINANCIAL_ROUTES = {
     ("0200", "380000", "40"): BILL_INQUIRY,
     ("0200", "500000", "41"): BILL_PAYMENT,
     ("0220", "200000", "25"): REFUND,
+    ("0100", "030000", "10"): PREAUTH,
+    ("0100", "200000", "11"): PREAUTH_CANCEL,
+    ("0200", "000000", "20"): COMPLETION,
+    ("0220", "000000", "24"): COMPLETION_ADVICE,
+    ("0200", "200000", "21"): COMPLETION_VOID,
 }
 
 

@@ -24,6 +24,11 @@ class Kind(StrEnum):
     BILL_INQUIRY = "bill_inquiry"
     BILL_PAYMENT = "bill_payment"
     REFUND = "refund"  # WIRE.md 9.2
+    PREAUTH = "preauth"  # WIRE.md 9.3, the pre-authorization family
+    PREAUTH_CANCEL = "preauth_cancel"
+    COMPLETION = "completion"
+    COMPLETION_ADVICE = "completion_advice"
+    COMPLETION_VOID = "completion_void"
     UNKNOWN = "unknown"  # routed nowhere: answered 12
     UNDECODABLE = "undecodable"  # not a message: answered 30
 

@@ -17,6 +17,7 @@ from gateway.acquiring import store
 from gateway.upstream.billers import Connectors
 from gateway.acquiring.context import Services
 from gateway.acquiring.context_cache import ContextCache
+from gateway.acquiring.expiry import expire_holds
 from gateway.db.pool import create_pool
 from gateway.keys import SoftHsm, load_lmk
 from gateway.db.migrate import check_migrated
@@ -64,12 +65,14 @@ class Gateway:
         self.server = GatewayServer(settings, self.processor.handle)
         self._http: asyncio.base_events.Server | None = None
         self._stopped = asyncio.Event()
+        self._expiry: asyncio.Task[None] | None = None  # pre-authorizations' holds (gateway.acquiring.expiry)
 
     async def start(self, host: str, port: int, metrics_port: int | None, *, reuse_port: bool = False) -> None:
         await self.server.start(host, port, reuse_port=reuse_port)
         if metrics_port is not None:
             self._http = await asyncio.start_server(self._serve_http, host, metrics_port,
                                                     reuse_port=reuse_port or None)
+        self._expiry = asyncio.create_task(expire_holds(self.services.pool, self.settings))
         log.info("listening", host=host, port=self.server.port, metrics_port=self.metrics_port, pid=os.getpid())
 
     @property
@@ -132,6 +135,9 @@ class Gateway:
             writer.close()
 
     async def stop(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            await asyncio.gather(self._expiry, return_exceptions=True)
         if self._http is not None:
             self._http.close()
         await self.server.stop(self.settings.shutdown_grace_s)

@@ -234,3 +234,20 @@ BEGIN
      WHERE id = v_claim.p_posting_id;
     RETURN v_result;
 END $$;
+
+-- Expire those of the holds placed under p_hold_keys that are pending and due
+-- at p_now, skipping any another transaction has locked. Returns the keys of
+-- the holds expired. (A caller that locks its own rows first, as the gateway
+-- locks a pre-authorization's, expires its holds here in the same order.)
+CREATE OR REPLACE FUNCTION ledger_expire_holds_by_key(p_hold_keys text[], p_now timestamptz) RETURNS text[]
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_ids bigint[];
+BEGIN
+    SELECT array_agg(id ORDER BY id) INTO v_ids
+      FROM (SELECT h.id FROM ledger_holds h JOIN ledger_postings p ON p.id = h.posting_id
+             WHERE p.idempotency_key = ANY (p_hold_keys) AND h.status = 'pending' AND h.expires_at <= p_now
+             ORDER BY h.id
+               FOR UPDATE OF h SKIP LOCKED) due;
+    RETURN ledger_expire_locked(v_ids, p_now);
+END $$;

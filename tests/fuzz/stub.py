@@ -312,6 +312,16 @@ class World:
             _pg_int4(reference.batch)
         return None
 
+    async def find_preauth(self, reference: Any) -> None:
+        """No pre-authorization is found here: cancels and completions through the stub get 25."""
+        _pg_check([reference.mid, reference.tid, reference.auth_code, reference.local_date, reference.stan,
+                   reference.rrn])
+        return None
+
+    async def find_completion(self, reference: Any) -> None:
+        """No completion is found here: completion voids through the stub get 25."""
+        return await self.find_preauth(reference)
+
     async def finish(self, operation: Operation, on_sent: Any = None) -> FinishResult:
         p = json.loads(json.dumps(operation.as_json()))  # what gw_finish gets: JSON, or a TypeError as with asyncpg
         if on_sent is not None:

@@ -87,7 +87,7 @@ BEGIN
     -- earlier answer under the key, a reversal that overtook its original,
     -- and the batch's settlement.
     SELECT tx.content_hash, tx.response,
-           v_op IN ('purchase', 'bill_payment', 'refund') AND EXISTS (
+           v_op IN ('purchase', 'bill_payment', 'refund', 'preauth', 'preauth_cancel', 'completion') AND EXISTS (
                SELECT 1 FROM gw_transactions r
                 WHERE r.tid = v_tid AND r.batch = v_batch AND r.stan = v_stan AND r.mti_class = '0400'
                   AND r.processing_code = p->>'processing_code') AS reversed_first,
@@ -126,6 +126,10 @@ BEGIN
         WHEN 'bill_payment' THEN gw_record_bill_payment(p, v_key, v_existing.reversed_first)
         WHEN 'settlement' THEN gw_record_settlement(p)
         WHEN 'refund' THEN gw_record_refund(p, v_key, v_existing.reversed_first)
+        WHEN 'preauth' THEN gw_record_preauth(p, v_key, v_existing.reversed_first)
+        WHEN 'preauth_cancel' THEN gw_record_preauth_cancel(p, v_key, v_existing.reversed_first)
+        WHEN 'completion' THEN gw_record_completion(p, v_key, v_existing.reversed_first)
+        WHEN 'completion_void' THEN gw_record_completion_void(p, v_key)
     END;
     IF v_d IS NULL THEN
         RAISE EXCEPTION 'unknown op %', v_op;
@@ -138,7 +142,7 @@ BEGIN
 
     IF v_outcome = 'approved' THEN
         v_answer := v_answer || coalesce(p->'approval', '{}') || coalesce(v_d->'values', '{}');
-        IF p ? 'risk' AND v_op IN ('purchase', 'bill_payment') THEN
+        IF p ? 'risk' AND v_op IN ('purchase', 'bill_payment', 'completion') THEN
             v_risk_day := (p->'risk'->>'day')::date;
             PERFORM gw_risk_count(v_tid, v_card_id, v_risk_day, v_amount, 1);
         END IF;
@@ -164,6 +168,8 @@ BEGIN
 
     IF v_op = 'bill_payment' AND v_outcome = 'approved' THEN
         PERFORM gw_bill_paid(p, v_txn_id);
+    ELSIF v_op = 'preauth' AND v_outcome = 'approved' THEN
+        PERFORM gw_preauth_placed(p, v_txn_id, v_key, v_answer);
     END IF;
     RETURN jsonb_build_object('status', 'new', 'stored', true, 'response', v_answer, 'reversed', v_d->'reversed',
                               'risk_rule', v_risk->>'rule');
@@ -307,6 +313,8 @@ BEGIN
                                   'exception', 'reversal_of_refunded_original');
     ELSIF v_original.status <> 'approved' THEN
         RETURN jsonb_build_object('outcome', 'approved', 'original_id', v_original.id);
+    ELSIF v_original.kind IN ('preauth', 'preauth_cancel', 'completion', 'completion_advice', 'completion_void') THEN
+        RETURN gw_reverse_preauth_family(p_key, v_original.id);  -- functions/preauth.sql
     END IF;
     IF v_original.posting_key IS NULL THEN
         PERFORM gw_set_status(v_original.id, 'approved', 'reversed');
