@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from gateway.acquiring.outcomes import Outcome
 from gateway.domain.vocabulary import Kind
 from ledger.postings import Transfer
-from protocol.answers import BatchTotals, parse_settlement_totals
+from protocol.answers import BatchTotals, foreign_totals_zero, parse_settlement_totals
 
 PIN_RESULTS = (None, "ok", "wrong")  # nothing to record; a right PIN restarts a count; one more wrong
 
@@ -303,15 +303,17 @@ class BillPayment(Operation):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settlement(Operation):
-    """A batch settlement: the terminal's totals (field 48, its 30 digits, as
-    sent and as numbers: ``claimed``, None when not digits) against the gateway's."""
+    """A batch settlement: the terminal's totals (field 48 as sent, 30 or 62 digits;
+    its domestic half as numbers: ``claimed``, None when not digits; whether its
+    foreign half is zeros: ``foreign_zero``, None for 30 digits) against the
+    gateway's three counts (WIRE.md 9.6, 9.9)."""
 
     op: ClassVar[str] = "settlement"
     terminal_totals: str
 
     def __post_init__(self) -> None:
         Operation.__post_init__(self)
-        assert len(self.terminal_totals) == 30, self.terminal_totals
+        assert len(self.terminal_totals) in (30, 62), self.terminal_totals
 
     @property
     def claimed(self) -> BatchTotals | None:
@@ -320,7 +322,7 @@ class Settlement(Operation):
     def as_json(self) -> dict[str, Any]:
         payload = Operation.as_json(self)
         claimed = self.claimed
-        payload |= {"terminal_totals": self.terminal_totals,
+        payload |= {"terminal_totals": self.terminal_totals, "foreign_zero": foreign_totals_zero(self.terminal_totals),
                     "claimed": None if claimed is None else {
                         "debit_fen": claimed.debit_fen, "debit_count": claimed.debit_count,
                         "credit_fen": claimed.credit_fen, "credit_count": claimed.credit_count}}

@@ -421,36 +421,84 @@ BEGIN
     END IF;
 END $$;
 
--- A batch settlement, under the batch's lock taken alone: its totals. Debits:
--- approved purchases and bill payments neither voided nor reversed; credits:
--- refunds, which version 1 does not have. Balanced when the terminal's
--- totals (claimed, read from its field 48 by the gateway; null when not
--- digits) are the same, its debit count modulo 1,000 (the field has 3
--- digits). The batch is recorded and the terminal moves to the next.
+-- A batch settlement, under the batch's lock taken alone (WIRE.md 9.6, 9.9):
+-- the gateway's three counts of what the terminal was told (an original
+-- whose reversal was answered 00 is reversed, even if it moved nothing).
+-- Debits: approved purchases, completions (request and advice) and bill
+-- payments; credits: approved voids, refunds and completion voids; none
+-- reversed. Gross: a voided purchase stays a debit, its void a credit; v1:
+-- the two left out (refunds and completion voids still credits); net: the
+-- voided purchase left out, its void a credit. The domestic half is balanced
+-- when the terminal's totals (claimed, read from 48 by the gateway; null
+-- when not digits) equal a count, its debit count modulo 1,000; the answer
+-- carries that count (the gross one when none matched), and for a 62-digit
+-- 48 the foreign flag (foreign_zero). The batch is recorded and the
+-- terminal moves to the next.
 CREATE OR REPLACE FUNCTION gw_record_settlement(p jsonb) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
     v_tid text := p->>'tid';
     v_batch integer := (p->>'batch')::integer;
     v_claimed jsonb := p->'claimed';
-    v_debit_fen bigint;
-    v_debit_count integer;
-    v_balanced boolean;
+    v_foreign_zero boolean := (p->>'foreign_zero')::boolean;
+    v_counts jsonb;
+    v_counted text;
+    v_totals jsonb;
 BEGIN
-    SELECT coalesce(sum(amount_fen), 0), count(*) INTO v_debit_fen, v_debit_count FROM gw_transactions
-     WHERE tid = v_tid AND batch = v_batch AND mti_class = '0200'
-       AND kind IN ('purchase', 'bill_payment') AND status = 'approved';
-    v_balanced := coalesce(jsonb_typeof(v_claimed) = 'object'
-                           AND (v_claimed->>'debit_fen')::bigint = v_debit_fen
-                           AND (v_claimed->>'debit_count')::integer = v_debit_count % 1000
-                           AND (v_claimed->>'credit_fen')::bigint = 0
-                           AND (v_claimed->>'credit_count')::integer = 0, false);
-    INSERT INTO gw_batches (tid, batch, debit_fen, debit_count, credit_fen, credit_count, terminal_totals, balanced)
-    VALUES (v_tid, v_batch, v_debit_fen, v_debit_count, 0, 0, p->>'terminal_totals', v_balanced);
+    WITH told AS (
+        SELECT t.kind, t.status, t.amount_fen,
+               t.status = 'reversed' OR EXISTS (
+                   SELECT 1 FROM gw_transactions r
+                    WHERE r.original_id = t.id AND r.mti_class = '0400' AND r.response_code = '00') AS reversed
+          FROM gw_transactions t
+         WHERE t.tid = v_tid AND t.batch = v_batch AND t.mti_class IN ('0200', '0220') AND t.status <> 'declined'
+           AND t.kind IN ('purchase', 'bill_payment', 'completion', 'completion_advice', 'void', 'refund',
+                          'completion_void')),
+    counted AS (
+        SELECT amount_fen,
+               NOT reversed AND kind IN ('purchase', 'bill_payment', 'completion', 'completion_advice') AS gross_debit,
+               NOT reversed AND kind IN ('void', 'refund', 'completion_void') AS gross_credit,
+               NOT reversed AND (kind IN ('completion', 'completion_advice')
+                                 OR kind IN ('purchase', 'bill_payment') AND status <> 'voided') AS v1_debit,
+               NOT reversed AND kind IN ('refund', 'completion_void') AS v1_credit
+          FROM told),
+    sums AS (
+        SELECT coalesce(sum(amount_fen) FILTER (WHERE gross_debit), 0) AS gross_debit_fen,
+               count(*) FILTER (WHERE gross_debit) AS gross_debit_count,
+               coalesce(sum(amount_fen) FILTER (WHERE gross_credit), 0) AS gross_credit_fen,
+               count(*) FILTER (WHERE gross_credit) AS gross_credit_count,
+               coalesce(sum(amount_fen) FILTER (WHERE v1_debit), 0) AS v1_debit_fen,
+               count(*) FILTER (WHERE v1_debit) AS v1_debit_count,
+               coalesce(sum(amount_fen) FILTER (WHERE v1_credit), 0) AS v1_credit_fen,
+               count(*) FILTER (WHERE v1_credit) AS v1_credit_count
+          FROM counted)
+    SELECT jsonb_build_object(
+               'gross', jsonb_build_object('debit_fen', gross_debit_fen, 'debit_count', gross_debit_count,
+                                           'credit_fen', gross_credit_fen, 'credit_count', gross_credit_count),
+               'v1', jsonb_build_object('debit_fen', v1_debit_fen, 'debit_count', v1_debit_count,
+                                        'credit_fen', v1_credit_fen, 'credit_count', v1_credit_count),
+               'net', jsonb_build_object('debit_fen', v1_debit_fen, 'debit_count', v1_debit_count,
+                                         'credit_fen', gross_credit_fen, 'credit_count', gross_credit_count))
+      INTO v_counts FROM sums;
+    IF jsonb_typeof(v_claimed) = 'object' THEN
+        SELECT name INTO v_counted
+          FROM unnest(ARRAY['gross', 'v1', 'net']) WITH ORDINALITY AS c (name, n)
+         WHERE (v_claimed->>'debit_fen')::bigint = (v_counts->name->>'debit_fen')::bigint
+           AND (v_claimed->>'debit_count')::integer = (v_counts->name->>'debit_count')::integer % 1000
+           AND (v_claimed->>'credit_fen')::bigint = (v_counts->name->>'credit_fen')::bigint
+           AND (v_claimed->>'credit_count')::integer = (v_counts->name->>'credit_count')::integer % 1000
+         ORDER BY n LIMIT 1;
+    END IF;
+    v_totals := v_counts->coalesce(v_counted, 'gross');
+    INSERT INTO gw_batches (tid, batch, debit_fen, debit_count, credit_fen, credit_count, terminal_totals, balanced,
+                            counted, foreign_zero)
+    VALUES (v_tid, v_batch, (v_totals->>'debit_fen')::bigint, (v_totals->>'debit_count')::integer,
+            (v_totals->>'credit_fen')::bigint, (v_totals->>'credit_count')::integer, p->>'terminal_totals',
+            v_counted IS NOT NULL AND coalesce(v_foreign_zero, true), v_counted, v_foreign_zero);
     UPDATE terminals SET batch = (v_batch + 1) % 1000000 WHERE tid = v_tid;
-    RETURN jsonb_build_object('outcome', 'approved', 'values', jsonb_build_object('batch_totals', jsonb_build_object(
-        'debit_fen', v_debit_fen, 'debit_count', v_debit_count, 'credit_fen', 0, 'credit_count', 0,
-        'balanced', v_balanced)));
+    RETURN jsonb_build_object('outcome', 'approved', 'values', jsonb_build_object(
+        'batch_totals', v_totals || jsonb_strip_nulls(jsonb_build_object(
+            'balanced', v_counted IS NOT NULL, 'foreign_balanced', v_foreign_zero))));
 END $$;
 
 -- Record a batch's plain purchases together (p[n] where p_plain[n]: a
