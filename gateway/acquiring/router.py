@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.acquiring import batch_upload
 from gateway.acquiring import bill_flows
 from gateway.acquiring import card_flows
 from gateway.acquiring import network
@@ -18,7 +19,7 @@ from gateway.domain.vocabulary import Kind
 from protocol.messages import Message
 
 FINANCIAL_MTIS = frozenset({"0100", "0200", "0220", "0400", "0500"})
-KNOWN_MTIS = frozenset({"0800", "0820"}) | FINANCIAL_MTIS
+KNOWN_MTIS = frozenset({"0800", "0820", "0320"}) | FINANCIAL_MTIS
 
 
 async def unknown_transaction(txn: Transaction, svc: Services) -> None:
@@ -88,6 +89,14 @@ COMPLETION_ADVICE = Route(Kind.COMPLETION_ADVICE, _PREAUTH_NAMED + (
 COMPLETION_VOID = Route(Kind.COMPLETION_VOID, _PREAUTH_NAMED + (
     _PERMIT_PREAUTH, preauth_flows.check_completion_void_original, card_flows.check_card(status=False),
     refund_flows.verify_pin_when_present, card_flows.check_amount, preauth_flows.finish_completion_void))
+# Batch upload (9.4): no keys, no MAC, any batch of the terminal, no money; routed on 60.3 (9.9).
+BATCH_UPLOAD_RECORDS = Route(Kind.BATCH_UPLOAD, _WHO + (batch_upload.keep_records,))
+BATCH_UPLOAD_ADVICE = Route(Kind.BATCH_UPLOAD, _WHO + (batch_upload.keep_advice_copy,))
+BATCH_UPLOAD_IC = Route(Kind.BATCH_UPLOAD, _WHO + (batch_upload.keep_ic_record,))
+BATCH_UPLOAD_END = Route(Kind.BATCH_UPLOAD, _WHO + (batch_upload.end_upload,))
+BATCH_UPLOAD_ROUTES = {"201": BATCH_UPLOAD_RECORDS, "000": BATCH_UPLOAD_ADVICE, "202": BATCH_UPLOAD_END,
+                       "207": BATCH_UPLOAD_END, "203": BATCH_UPLOAD_IC, "204": BATCH_UPLOAD_IC,
+                       "205": BATCH_UPLOAD_IC, "206": BATCH_UPLOAD_IC}
 
 FINANCIAL_ROUTES = {
     ("0200", "310000", "01"): BALANCE,
@@ -116,6 +125,8 @@ def route(request: Message) -> Route:
         if network_code == "301":
             return ECHO
         return UNKNOWN
+    if mti == "0320":
+        return BATCH_UPLOAD_ROUTES.get(network_code, UNKNOWN)
     if mti == "0400":
         return REVERSAL
     if mti == "0500":

@@ -22,8 +22,8 @@ from typing import Any
 
 import asyncpg
 
-from gateway.cli import (agents, audit, billers, cards, demo, ic, ledger, merchants, payouts, reports, serve,
-                         terminals)
+from gateway.cli import (agents, audit, billers, card_batches, cards, demo, ic, ledger, merchants, payouts, reports,
+                         serve, terminals)
 from gateway.cli.common import Context, print_result
 from gateway.db.migrate import UnmigratedDatabase, check_migrated
 from gateway.db.pool import database_url, stop_embedded
@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="posgw", description="posgw operator command line")
     parser.add_argument("--actor", help="who makes the changes, in the audit trail (default cli:<OS user>)")
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
-    for group in (serve, ledger, demo, agents, merchants, terminals, cards, billers, reports, audit, payouts, ic):
+    for group in (serve, ledger, demo, agents, merchants, terminals, cards, billers, reports, audit, payouts, ic,
+                  card_batches):
         group.register(groups)
     return parser
 
