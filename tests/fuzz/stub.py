@@ -352,6 +352,8 @@ class World:
             answer |= p.get("approval") or {}
             if op == "balance":
                 answer["balance_fen"] = 10_000
+            if op == "preauth":  # the auth code the database picks
+                answer["auth_id"] = "123456"
             if op == "settlement":
                 answer["batch_totals"] = {"debit_fen": 0, "debit_count": 0, "credit_fen": 0, "credit_count": 0,
                                           "balanced": False}
