@@ -56,17 +56,19 @@ class _connection:
 
 
 async def expire_holds(pool: asyncpg.Pool, settings: Settings, interval_s: float = EXPIRY_INTERVAL_S) -> None:
-    """The background task: a round every ``interval_s`` until cancelled; a failed
-    round (the database away) is logged and the next one tries again."""
+    """The background task: a round every ``interval_s`` until cancelled (the first
+    after ``interval_s``, so that a starting gateway's pool serves terminals first);
+    a failed round (the database away) is logged and the next one tries again."""
     while True:
-        try:
-            expired = await expire_due(pool)
+        await asyncio.sleep(interval_s)
+        expired = EXPIRY_BATCH_MAX
+        while expired == EXPIRY_BATCH_MAX:  # a full round: more may be due
+            try:
+                expired = await expire_due(pool)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # never let the task die: the next round tries again
+                log.warning("preauth_expiry_failed", error=f"{type(exc).__name__}: {exc}")
+                break
             if expired:
                 log.info("preauths_expired", count=expired)
-            if expired == EXPIRY_BATCH_MAX:
-                continue
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # never let the task die: the next round tries again
-            log.warning("preauth_expiry_failed", error=f"{type(exc).__name__}: {exc}")
-        await asyncio.sleep(interval_s)

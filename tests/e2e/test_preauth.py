@@ -9,7 +9,7 @@ import asyncio
 import asyncpg
 import pytest
 
-from gateway.acquiring.expiry import expire_due
+from gateway.acquiring.expiry import expire_due, expire_holds
 from gateway.acquiring.preauth_flows import completion_amount_max_fen
 from protocol.crypto import encrypt_pin_block
 from protocol.messages import SECURITY_CONTROL, Message
@@ -21,12 +21,13 @@ from tests.e2e.test_refunds import refund_request
 
 
 def card_request(terminal: Terminal, mti: str, processing_code: str, txn_type: str, amount_fen: int, *,
-                 pin: str | None, stan: str | None = None, condition_code: str = "06", **fields) -> Message:
+                 pin: str | None, stan: str | None = None, condition_code: str = "06", pan: str = PAN,
+                 **fields) -> Message:
     """A request of the family as WIRE.md 9.1 lists it (a PIN block only when ``pin``)."""
     if pin is not None:
-        fields |= {"pin_block": encrypt_pin_block(terminal.keys.pik, pin, PAN), "security_control": SECURITY_CONTROL}
+        fields |= {"pin_block": encrypt_pin_block(terminal.keys.pik, pin, pan), "security_control": SECURITY_CONTROL}
     return build_request(
-        mti, pan=PAN, processing_code=processing_code, amount=f"{amount_fen:012d}",
+        mti, pan=pan, processing_code=processing_code, amount=f"{amount_fen:012d}",
         stan=stan or terminal.next_stan(), entry_mode="021", condition_code=condition_code,
         terminal_id=terminal.tid, merchant_id=terminal.mid, currency="156",
         txn_data=f"{txn_type}{terminal.batch:06d}000", **fields)
@@ -220,6 +221,19 @@ async def test_the_gateway_expires_a_hold_after_preauth_hold_days_and_a_completi
     assert (await terminal.send(completion(terminal, 3000, p))).response_code == "25"
     assert await expire_due(gateway.services.pool) == 0
     await assert_ledger_clean(cli)
+
+
+async def test_the_background_task_expires_due_holds_with_no_operator_step(terminal, cli, db, gateway):
+    await approved(terminal, preauth(terminal, 3000))
+    await age_preauths(db, 30)
+    task = asyncio.create_task(expire_holds(gateway.services.pool, gateway.settings, interval_s=0.05))
+    try:
+        async with asyncio.timeout(10):
+            while await db.fetchval("SELECT status FROM gw_transactions WHERE kind = 'preauth'") != "expired":
+                await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+    assert await shown(cli) == (10000, 10000, 0)
 
 
 async def test_a_completion_after_expiry_gets_25_even_before_the_gateway_expired_it(terminal, cli, db):
