@@ -66,6 +66,11 @@ class Settings(BaseSettings):
 
     mac_failures_freeze_after: int = Field(5, ge=0)  # MAC failures in a row that freeze a terminal; 0: never
     request_timeout_s: float = Field(30.0, gt=0)  # a request not done by then: 96, or no answer (see processor)
+    # Card transactions of WIRE.md 9.2 and 9.3
+    refund_days_max: int = Field(180, ge=0)  # a refund's original at most this many local days old
+    refund_returns_fee: bool = False  # a refund gives back the merchant discount on the refunded amount
+    preauth_hold_days: int = Field(30, ge=1)  # a pre-authorization's hold expires after this many days
+    completion_over_pct_max: int = Field(15, ge=0)  # a completion up to the hold plus this many percent
     payout_min_fen: int = Field(100, ge=0)  # a balance below this waits for a later payout run (0: any)
     payer_name: str = Field("posgw", min_length=1, max_length=140)  # the payer of payout files (pain.001 Dbtr)
     payer_account: str = Field("0000000000000000", pattern=r"^[A-Za-z0-9]{1,34}$")  # its account (DbtrAcct)

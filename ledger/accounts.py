@@ -57,3 +57,16 @@ async def balance_fen(conn: asyncpg.Connection, account: int) -> int:
     return await conn.fetchval(
         "SELECT credits_posted - debits_posted FROM ledger_accounts WHERE id = $1", account
     )
+
+
+async def available_fen(conn: asyncpg.Connection, account: int) -> int:
+    """Credits minus debits posted, less the debits its open holds reserve
+    (ledger/holds.py): what the no-overdraft rule lets the account spend."""
+    return await conn.fetchval(
+        "SELECT credits_posted - debits_posted - debits_pending FROM ledger_accounts WHERE id = $1", account
+    )
+
+
+async def pending_debits_fen(conn: asyncpg.Connection, account: int) -> int:
+    """The debits the account's open holds reserve."""
+    return await conn.fetchval("SELECT debits_pending FROM ledger_accounts WHERE id = $1", account)

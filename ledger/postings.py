@@ -27,6 +27,12 @@ class PostResult(StrEnum):
     TRANSFERS_MUST_NOT_BE_EMPTY = "transfers_must_not_be_empty"
     LINKED_TRANSFER_NOT_FOUND = "linked_transfer_not_found"
     ALREADY_REVERSED = "already_reversed"
+    # resolving a hold (ledger/holds.py)
+    HOLD_NOT_FOUND = "hold_not_found"
+    HOLD_ALREADY_POSTED = "hold_already_posted"
+    HOLD_ALREADY_VOIDED = "hold_already_voided"
+    HOLD_EXPIRED = "hold_expired"
+    EXCEEDS_HOLD_AMOUNT = "exceeds_hold_amount"
 
 
 def basis_points_fen(amount_fen: int, basis_points: int) -> int:

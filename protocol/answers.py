@@ -50,9 +50,26 @@ class BatchTotals:
                 + _digits(self.credit_fen, AMOUNT_DIGITS) + _digits(self.credit_count % 1000, COUNT_DIGITS))
 
 
-def settlement_totals(totals: BatchTotals, balanced: bool) -> str:
-    """Field 48 of a settlement's answer: the gateway's 30 digits, then 1 (balanced) or 2 (out of balance)."""
-    return totals.digits() + (BALANCED if balanced else OUT_OF_BALANCE)
+def settlement_totals(totals: BatchTotals, balanced: bool, foreign_balanced: bool | None = None) -> str:
+    """Field 48 of a settlement's answer: the gateway's 30 digits, then 1 (balanced) or 2 (out of balance);
+    for a 62-digit request (``foreign_balanced`` not None, WIRE.md 9.6), then 30 zeros (the gateway has no
+    foreign cards) and the foreign flag."""
+    domestic = totals.digits() + (BALANCED if balanced else OUT_OF_BALANCE)
+    if foreign_balanced is None:
+        return domestic
+    return domestic + "0" * SETTLEMENT_TOTALS_DIGITS + (BALANCED if foreign_balanced else OUT_OF_BALANCE)
+
+
+SETTLEMENT_TOTALS_V2_DIGITS = 2 * SETTLEMENT_TOTALS_DIGITS + 2  # domestic 30 + digit, foreign 30 + digit
+
+
+def foreign_totals_zero(digits: str) -> bool | None:
+    """Whether the foreign half of a 62-digit field 48 (its digits 32 to 61) is all zeros;
+    None for a 30-digit one (WIRE.md 9.6: the digit after each half is not checked)."""
+    if len(digits) != SETTLEMENT_TOTALS_V2_DIGITS:
+        return None
+    foreign = digits[SETTLEMENT_TOTALS_DIGITS + 1:2 * SETTLEMENT_TOTALS_DIGITS + 1]
+    return set(foreign) == {"0"}
 
 
 def parse_settlement_totals(digits: str) -> BatchTotals | None:

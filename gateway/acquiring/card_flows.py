@@ -52,10 +52,14 @@ async def check_card_request_format(txn: Transaction, svc: Services) -> None:
 SETTLEMENT_TOTALS_DIGITS = 30  # debit n12, count n3, credit n12, count n3
 
 
+SETTLEMENT_TOTALS_LENGTHS = (SETTLEMENT_TOTALS_DIGITS, 2 * SETTLEMENT_TOTALS_DIGITS + 2)  # version 1, 9.6
+
+
 async def check_settlement_format(txn: Transaction, svc: Services) -> None:
+    """Field 48 is 30 digits (version 1) or 62 (domestic and foreign halves, WIRE.md 9.6); else 30."""
     totals = txn.request.settlement_totals
-    if totals is None or len(totals) < SETTLEMENT_TOTALS_DIGITS:
-        raise Decline(Outcome.FORMAT_ERROR, "field 48 needs the 30 digits of the batch totals")
+    if totals is None or len(totals) not in SETTLEMENT_TOTALS_LENGTHS:
+        raise Decline(Outcome.FORMAT_ERROR, "field 48 needs 30 or 62 digits of batch totals")
 
 
 # -- who, keys, MAC, repeats -----------------------------------------------------
@@ -230,4 +234,4 @@ async def finish_void(txn: Transaction, svc: Services) -> None:
 
 
 async def finish_settlement(txn: Transaction, svc: Services) -> None:
-    await finish(txn, svc, Settlement, terminal_totals=txn.request.settlement_totals[:SETTLEMENT_TOTALS_DIGITS])
+    await finish(txn, svc, Settlement, terminal_totals=txn.request.settlement_totals)

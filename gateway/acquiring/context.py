@@ -57,6 +57,7 @@ class Transaction:
     position: tuple[float, float] | None = None  # where the terminal is (reported LC or registered)
     recording_sent: bool = False  # its outcome left for the database: it may be recorded
     cache_allowed: bool = True  # its context may come from the cache (not when it runs again: StaleContext)
+    found_original: Any = None  # the original a version 2 request names, as found (refund_flows)
 
     @property
     def terminal_record(self) -> TerminalRecord:

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from gateway.acquiring.outcomes import Outcome
 from gateway.domain.vocabulary import Kind
 from ledger.postings import Transfer
-from protocol.answers import BatchTotals, parse_settlement_totals
+from protocol.answers import BatchTotals, foreign_totals_zero, parse_settlement_totals
 
 PIN_RESULTS = (None, "ok", "wrong")  # nothing to record; a right PIN restarts a count; one more wrong
 
@@ -206,9 +206,38 @@ class Void(Operation):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Reversal(Operation):
-    """A reversal: the request under its key (MTI class 0200) undone if it was approved."""
+    """A reversal: the request under its key undone if it was approved. Its
+    original's MTI class (``original_class``) follows from its 60.1 (WIRE.md
+    9.1, 9.9): 0220 for a refund, 0200 otherwise."""
 
     op: ClassVar[str] = "reversal"
+    original_class: str = "0200"
+
+    def as_json(self) -> dict[str, Any]:
+        payload = Operation.as_json(self)
+        payload["original_class"] = self.original_class
+        return payload
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Refund(Operation):
+    """A refund (WIRE.md 9.2) of an approved purchase or completion (``original_id``):
+    ``transfers`` from the merchant's account to the card, posted unless they would
+    take the original beyond its amount (64) or the merchant's account below zero (51)."""
+
+    op: ClassVar[str] = "refund"
+    original_id: int
+    transfers: tuple[Transfer, ...]
+
+    def __post_init__(self) -> None:
+        Operation.__post_init__(self)
+        assert self.amount_fen and sum(t.amount_fen for t in self.transfers) == self.amount_fen, self
+
+    def as_json(self) -> dict[str, Any]:
+        payload = Operation.as_json(self)
+        payload |= {"original_id": self.original_id, "transfers": _transfers_json(self.transfers),
+                    "approval": {"auth_id": self.stamp.auth_id}}
+        return payload
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -287,15 +316,17 @@ class BillPayment(Operation):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settlement(Operation):
-    """A batch settlement: the terminal's totals (field 48, its 30 digits, as
-    sent and as numbers: ``claimed``, None when not digits) against the gateway's."""
+    """A batch settlement: the terminal's totals (field 48 as sent, 30 or 62 digits;
+    its domestic half as numbers: ``claimed``, None when not digits; whether its
+    foreign half is zeros: ``foreign_zero``, None for 30 digits) against the
+    gateway's three counts (WIRE.md 9.6, 9.9)."""
 
     op: ClassVar[str] = "settlement"
     terminal_totals: str
 
     def __post_init__(self) -> None:
         Operation.__post_init__(self)
-        assert len(self.terminal_totals) == 30, self.terminal_totals
+        assert len(self.terminal_totals) in (30, 62), self.terminal_totals
 
     @property
     def claimed(self) -> BatchTotals | None:
@@ -304,8 +335,84 @@ class Settlement(Operation):
     def as_json(self) -> dict[str, Any]:
         payload = Operation.as_json(self)
         claimed = self.claimed
-        payload |= {"terminal_totals": self.terminal_totals,
+        payload |= {"terminal_totals": self.terminal_totals, "foreign_zero": foreign_totals_zero(self.terminal_totals),
                     "claimed": None if claimed is None else {
                         "debit_fen": claimed.debit_fen, "debit_count": claimed.debit_count,
                         "credit_fen": claimed.credit_fen, "credit_count": claimed.credit_count}}
+        return payload
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Preauth(Operation):
+    """A pre-authorization (WIRE.md 9.3): a hold of its amount from the card
+    (``card_account_id``) for the merchant (``merchant_account_id``), expiring at
+    ``expires_at`` (ISO), under a fresh 6-digit auth code the database picks;
+    51 when the card's available balance is short."""
+
+    op: ClassVar[str] = "preauth"
+    card_account_id: int
+    merchant_account_id: int
+    mid: str
+    expires_at: str
+
+    def __post_init__(self) -> None:
+        Operation.__post_init__(self)
+        assert self.amount_fen and self.card_id is not None, self
+
+    def as_json(self) -> dict[str, Any]:
+        payload = Operation.as_json(self)
+        payload |= {"card_account_id": self.card_account_id, "merchant_account_id": self.merchant_account_id,
+                    "mid": self.mid, "expires_at": self.expires_at}
+        return payload
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PreauthCancel(Operation):
+    """A cancel of the open pre-authorization ``original_id``: its hold voided."""
+
+    op: ClassVar[str] = "preauth_cancel"
+    original_id: int
+
+    def as_json(self) -> dict[str, Any]:
+        payload = Operation.as_json(self)
+        payload["original_id"] = self.original_id
+        return payload
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Completion(Operation):
+    """A completion, request or advice, of the open pre-authorization ``original_id``:
+    its hold posted as ``transfers`` (a purchase's), up to ``amount_max_fen``; 38 is
+    the pre-authorization's (``approval``)."""
+
+    op: ClassVar[str] = "completion"
+    original_id: int
+    transfers: tuple[Transfer, ...]
+    amount_max_fen: int
+    auth_code: str
+    risk: RiskCheck | None = None
+    position: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        Operation.__post_init__(self)
+        assert self.amount_fen and sum(t.amount_fen for t in self.transfers) == self.amount_fen, self
+
+    def as_json(self) -> dict[str, Any]:
+        payload = Operation.as_json(self)
+        payload |= {"original_id": self.original_id, "transfers": _transfers_json(self.transfers),
+                    "amount_max": self.amount_max_fen, "approval": {"auth_id": self.auth_code}}
+        return _risk_json(payload, self.risk, self.position)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompletionVoid(Operation):
+    """A void of the approved completion ``original_id``: its posting reversed, its
+    pre-authorization open again with a hold until its expiry."""
+
+    op: ClassVar[str] = "completion_void"
+    original_id: int
+
+    def as_json(self) -> dict[str, Any]:
+        payload = Operation.as_json(self)
+        payload["original_id"] = self.original_id
         return payload

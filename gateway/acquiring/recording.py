@@ -92,7 +92,7 @@ def response_fields(answer: dict[str, Any]) -> tuple[ResponseCode, dict[str, Any
             totals = answer["batch_totals"]
             fields["settlement_totals"] = answers.settlement_totals(
                 answers.BatchTotals(totals["debit_fen"], totals["debit_count"], totals["credit_fen"],
-                                    totals["credit_count"]), totals["balanced"])
+                                    totals["credit_count"]), totals["balanced"], totals.get("foreign_balanced"))
         if "float_fen" in answer:
             fields["bill_tlv"] = fields["bill_tlv"] | {tlv.FLOAT_BALANCE: answers.float_balance(answer["float_fen"])}
     if "bill_tlv" in fields:

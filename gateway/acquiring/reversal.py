@@ -15,5 +15,10 @@ async def check_reversal_format(txn: Transaction, svc: Services) -> None:
     require(txn.request, "processing_code", "response_code")
 
 
+# The MTI class of a reversal's original by its 60.1 (WIRE.md 9.1, 9.9); any other: 0200.
+ORIGINAL_CLASS_BY_TXN_TYPE = {"25": "0220", "24": "0220", "10": "0100", "11": "0100"}
+
+
 async def finish_reversal(txn: Transaction, svc: Services) -> None:
-    await finish(txn, svc, Reversal)
+    original_class = ORIGINAL_CLASS_BY_TXN_TYPE.get(txn.request.txn_type or "", "0200")
+    await finish(txn, svc, Reversal, original_class=original_class)

@@ -4,15 +4,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.acquiring import bill_flows, card_flows, ic_flows, network, reversal, steps
+from gateway.acquiring import (
+    batch_upload,
+    bill_flows,
+    card_flows,
+    ic_flows,
+    network,
+    preauth_flows,
+    refund_flows,
+    reversal,
+    steps,
+)
 from gateway.acquiring.context import Services, Transaction
 from gateway.acquiring.outcomes import Decline, Outcome
 from gateway.acquiring.steps import Step
 from gateway.domain.vocabulary import Kind
 from protocol.messages import Message
 
-FINANCIAL_MTIS = frozenset({"0200", "0400", "0500"})
-KNOWN_MTIS = frozenset({"0800", "0820"}) | FINANCIAL_MTIS
+FINANCIAL_MTIS = frozenset({"0100", "0200", "0220", "0400", "0500"})
+KNOWN_MTIS = frozenset({"0800", "0820", "0320"}) | FINANCIAL_MTIS
 
 
 async def unknown_transaction(txn: Transaction, svc: Services) -> None:
@@ -63,12 +73,53 @@ BILL_INQUIRY = Route(Kind.BILL_INQUIRY, _BILL + (card_flows.check_risk, bill_flo
 BILL_PAYMENT = Route(Kind.BILL_PAYMENT, _BILL + (
     bill_flows.check_payer_card, card_flows.check_amount, card_flows.check_risk, bill_flows.pay_bill))
 
+# Version 2 (WIRE.md 9): a refund skips the risk rules and the card-status checks, as a void does (9.9).
+REFUND = Route(Kind.REFUND, _CARD_FORMAT + (refund_flows.check_refund_format,) + _FINANCIAL + (
+    refund_flows.check_refund_condition, card_flows.check_permitted("refund"), refund_flows.check_refund_original,
+    card_flows.check_card(status=False), refund_flows.verify_pin_when_present, card_flows.check_amount,
+    refund_flows.finish_refund))
+# The pre-authorization family (9.3): the cancel and the completion void skip the
+# risk rules and the card-status checks; the advice skips 58, 62, 54, the PIN and the risk rules (9.9).
+_PREAUTH = _CARD_FORMAT + _FINANCIAL + (preauth_flows.check_condition,)
+_PREAUTH_NAMED = _CARD_FORMAT + (preauth_flows.check_original_format,) + _FINANCIAL + (
+    preauth_flows.check_condition,)
+_PERMIT_PREAUTH = card_flows.check_permitted("preauth")
+PREAUTH = Route(Kind.PREAUTH, _PREAUTH + (
+    _PERMIT_PREAUTH, card_flows.check_card(status=True), card_flows.verify_pin, card_flows.check_amount,
+    card_flows.check_risk, preauth_flows.finish_preauth))
+PREAUTH_CANCEL = Route(Kind.PREAUTH_CANCEL, _PREAUTH_NAMED + (
+    _PERMIT_PREAUTH, preauth_flows.check_cancel_original, card_flows.check_card(status=False),
+    refund_flows.verify_pin_when_present, card_flows.check_amount, preauth_flows.finish_cancel))
+COMPLETION = Route(Kind.COMPLETION, _PREAUTH_NAMED + (
+    _PERMIT_PREAUTH, preauth_flows.check_completion_original, card_flows.check_card(status=True),
+    card_flows.verify_pin, card_flows.check_amount, card_flows.check_risk, preauth_flows.finish_completion))
+COMPLETION_ADVICE = Route(Kind.COMPLETION_ADVICE, _PREAUTH_NAMED + (
+    preauth_flows.check_completion_original, preauth_flows.check_card_known, card_flows.check_amount,
+    preauth_flows.finish_completion))
+COMPLETION_VOID = Route(Kind.COMPLETION_VOID, _PREAUTH_NAMED + (
+    _PERMIT_PREAUTH, preauth_flows.check_completion_void_original, card_flows.check_card(status=False),
+    refund_flows.verify_pin_when_present, card_flows.check_amount, preauth_flows.finish_completion_void))
+# Batch upload (9.4): no keys, no MAC, any batch of the terminal, no money; routed on 60.3 (9.9).
+BATCH_UPLOAD_RECORDS = Route(Kind.BATCH_UPLOAD, _WHO + (batch_upload.keep_records,))
+BATCH_UPLOAD_ADVICE = Route(Kind.BATCH_UPLOAD, _WHO + (batch_upload.keep_advice_copy,))
+BATCH_UPLOAD_IC = Route(Kind.BATCH_UPLOAD, _WHO + (batch_upload.keep_ic_record,))
+BATCH_UPLOAD_END = Route(Kind.BATCH_UPLOAD, _WHO + (batch_upload.end_upload,))
+BATCH_UPLOAD_ROUTES = {"201": BATCH_UPLOAD_RECORDS, "000": BATCH_UPLOAD_ADVICE, "202": BATCH_UPLOAD_END,
+                       "207": BATCH_UPLOAD_END, "203": BATCH_UPLOAD_IC, "204": BATCH_UPLOAD_IC,
+                       "205": BATCH_UPLOAD_IC, "206": BATCH_UPLOAD_IC}
+
 FINANCIAL_ROUTES = {
     ("0200", "310000", "01"): BALANCE,
     ("0200", "000000", "22"): PURCHASE,
     ("0200", "200000", "23"): VOID,
     ("0200", "380000", "40"): BILL_INQUIRY,
     ("0200", "500000", "41"): BILL_PAYMENT,
+    ("0220", "200000", "25"): REFUND,
+    ("0100", "030000", "10"): PREAUTH,
+    ("0100", "200000", "11"): PREAUTH_CANCEL,
+    ("0200", "000000", "20"): COMPLETION,
+    ("0220", "000000", "24"): COMPLETION_ADVICE,
+    ("0200", "200000", "21"): COMPLETION_VOID,
 }
 
 
@@ -86,6 +137,8 @@ def route(request: Message) -> Route:
         if network_code == "301":
             return ECHO
         return UNKNOWN
+    if mti == "0320":
+        return BATCH_UPLOAD_ROUTES.get(network_code, UNKNOWN)
     if mti == "0400":
         return REVERSAL
     if mti == "0500":

@@ -7,7 +7,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
-from datetime import date
+from datetime import date, datetime
 from typing import Any, NamedTuple, Protocol
 
 import asyncpg
@@ -54,6 +54,105 @@ class VoidReference:
     batch: int
     stan: str
     local_date: str
+
+
+@dataclass(frozen=True, slots=True)
+class OriginalReference:
+    """How a refund names its original (WIRE.md 9.2, 9.9): the merchant it was
+    made at, 37, 61's date, and 61's batch and STAN unless they are zeros (None)."""
+
+    mid: str
+    rrn: str
+    local_date: str
+    batch: int | None
+    stan: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RefundableOriginal:
+    """A refund's original as found: its status, amount, card, what was already
+    refunded from it, and when it was approved."""
+
+    id: int
+    kind: Kind
+    status: Status
+    amount_fen: int
+    card_id: int | None
+    refunded_fen: int
+    created_at: datetime
+
+
+# A refund's original: approved (whatever became of it since) at a terminal of
+# the merchant, by RRN and date, and by batch and STAN when given. What was
+# refunded from it: its approved refunds.
+_REFUND_ORIGINAL_QUERY = """
+SELECT o.id, o.kind, o.status, o.amount_fen, o.card_id, o.created_at,
+       (SELECT coalesce(sum(r.amount_fen), 0) FROM gw_transactions r
+         WHERE r.original_id = o.id AND r.kind = 'refund' AND r.status = 'approved') AS refunded_fen
+  FROM gw_transactions o JOIN terminals t ON t.tid = o.tid
+ WHERE o.rrn = $2 AND t.mid = $1 AND o.local_date = $3 AND o.status <> 'declined'
+   AND ($4::integer IS NULL OR (o.batch = $4 AND o.stan = $5))
+ ORDER BY o.id
+ LIMIT 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class PreauthReference:
+    """How a cancel or completion names its pre-authorization, or a completion void
+    its completion (WIRE.md 9.3, 9.9): where (the merchant; the terminal for a
+    completion void), the card, 38, 61's date, 61's batch and STAN (None: zeros),
+    and for a completion void its 37."""
+
+    mid: str
+    tid: str
+    card_id: int | None
+    auth_code: str
+    local_date: str
+    batch: int | None
+    stan: str | None
+    rrn: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FoundOriginal:
+    """A pre-authorization or completion as found: its status, amount, card, batch,
+    auth code and (a pre-authorization's) hold expiry."""
+
+    id: int
+    kind: Kind
+    status: Status
+    amount_fen: int
+    card_id: int | None
+    batch: int
+    auth_code: str
+    expires_at: datetime | None
+
+
+_PREAUTH_QUERY = """
+SELECT o.id, o.kind, o.status, p.amount_fen, p.card_id, o.batch, p.auth_code, p.expires_at
+  FROM gw_preauths p JOIN gw_transactions o ON o.id = p.txn_id
+ WHERE p.card_id = $1 AND p.auth_code = $2 AND p.local_date = $3 AND p.mid = $4
+   AND ($5::integer IS NULL OR (o.batch = $5 AND o.stan = $6))
+ ORDER BY o.id DESC
+ LIMIT 1
+"""
+
+_COMPLETION_QUERY = """
+SELECT c.id, c.kind, c.status, c.amount_fen, c.card_id, c.batch, c.response->>'auth_id' AS auth_code,
+       NULL::timestamptz AS expires_at
+  FROM gw_transactions c
+ WHERE c.rrn = $1 AND c.tid = $2 AND c.batch = $3 AND c.stan = $4 AND c.local_date = $5
+   AND c.kind IN ('completion', 'completion_advice') AND c.status <> 'declined' AND c.response->>'auth_id' = $6
+ LIMIT 1
+"""
+
+
+def _found(row: asyncpg.Record | None) -> FoundOriginal | None:
+    if row is None:
+        return None
+    return FoundOriginal(row["id"], Kind(row["kind"]), Status(row["status"]), row["amount_fen"], row["card_id"],
+                         row["batch"], row["auth_code"], row["expires_at"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +436,12 @@ class TransactionStore(Protocol):
 
     async def confirm_replicated(self) -> None: ...
 
+    async def find_refund_original(self, reference: OriginalReference) -> RefundableOriginal | None: ...
+
+    async def find_preauth(self, reference: PreauthReference) -> FoundOriginal | None: ...
+
+    async def find_completion(self, reference: PreauthReference) -> FoundOriginal | None: ...
+
 
 class Store:
     """The transaction store over one pool, with its two batchers: the context
@@ -381,6 +486,32 @@ class Store:
         together with the other requests' that arrive while a read is in flight."""
         request = _ContextRequest.of(key, pan_hash, void_ref, biller_code, day, with_risk)
         return await self._loads.submit(request)
+
+    async def find_refund_original(self, reference: OriginalReference) -> RefundableOriginal | None:
+        """A refund's original (WIRE.md 9.2), or None: one read, for refunds only
+        (the purchase path reads nothing more). The recording checks it again
+        under its lock."""
+        row = await self.pool.fetchrow(_REFUND_ORIGINAL_QUERY, reference.mid, reference.rrn, reference.local_date,
+                                       reference.batch, reference.stan)
+        if row is None:
+            return None
+        return RefundableOriginal(row["id"], Kind(row["kind"]), Status(row["status"]), row["amount_fen"],
+                                  row["card_id"], row["refunded_fen"], row["created_at"])
+
+    async def find_preauth(self, reference: PreauthReference) -> FoundOriginal | None:
+        """The pre-authorization a cancel or completion names (WIRE.md 9.9), or None:
+        a read for those only; the recording checks it again under its lock."""
+        if reference.card_id is None:
+            return None
+        return _found(await self.pool.fetchrow(_PREAUTH_QUERY, reference.card_id, reference.auth_code,
+                                               reference.local_date, reference.mid, reference.batch, reference.stan))
+
+    async def find_completion(self, reference: PreauthReference) -> FoundOriginal | None:
+        """The completion a completion void names: by terminal, 37, the whole 61 and 38 (WIRE.md 9.9)."""
+        if reference.batch is None:
+            return None
+        return _found(await self.pool.fetchrow(_COMPLETION_QUERY, reference.rrn, reference.tid, reference.batch,
+                                               reference.stan, reference.local_date, reference.auth_code))
 
     async def finish(self, operation: Operation, on_sent: Callable[[], None] | None = None) -> FinishResult:
         """Record the outcome (``gw_finish``): one database transaction, shared

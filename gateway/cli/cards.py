@@ -20,7 +20,11 @@ async def card_issue(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
 
 
 async def card_show(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
-    return await cards.show_card(ctx.conn, ctx.hsm, validate.pan(args.pan))
+    """The card, with its available balance (balance less open holds) and its holds (CLI.md)."""
+    pan = validate.pan(args.pan)
+    view = await cards.show_card(ctx.conn, ctx.hsm, pan)
+    holds_fen = await cards.holds_fen(ctx.conn, ctx.hsm.pan_hash(pan))
+    return view | {"available_fen": view["balance_fen"] - holds_fen, "holds_fen": holds_fen}
 
 
 def card_change(change: Callable[..., Awaitable[None]], *extra: Any) -> Command:

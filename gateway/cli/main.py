@@ -35,6 +35,7 @@ from gateway.cli import (
     audit,
     biller_link,
     billers,
+    card_batches,
     cards,
     demo,
     ic,
@@ -63,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--actor", help="who makes the changes, in the audit trail (default cli:<OS user>)")
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
     for group in (serve, ledger, demo, agents, merchants, terminals, cards, billers, reports, audit, payouts, ic,
-                  biller_link, web, users):
+                  biller_link, web, users, card_batches):
         group.register(groups)
     return parser
 

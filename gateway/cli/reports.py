@@ -7,8 +7,10 @@ import argparse
 import sys
 from typing import Any
 
+from gateway.cli import card_batches
 from gateway.cli.common import Context, Subcommands, add_command, add_group, print_result
 from gateway.domain.validate import InvalidInput, Problem
+from gateway.reports import card_batches as batch_views
 from gateway.reports import views as reports
 
 
@@ -32,7 +34,13 @@ def report_output(args: argparse.Namespace, result: dict[str, Any], rows: str,
 
 
 async def batch_list(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
-    return {"batches": await reports.list_batches(ctx.conn, args.unbalanced, ctx.settings.tz)}
+    """Settled batches; an unbalanced one whose upload ended shows its ``differences`` (WIRE.md 9.4)."""
+    batches = await reports.list_batches(ctx.conn, args.unbalanced, ctx.settings.tz)
+    differences = await batch_views.unbalanced_differences(ctx.conn)
+    for batch in batches:
+        if not batch["balanced"]:
+            batch["differences"] = differences.get((batch["tid"], batch["batch"]))
+    return {"batches": batches}
 
 
 async def report_daily(args: argparse.Namespace, ctx: Context) -> dict[str, Any] | None:
@@ -61,6 +69,7 @@ def register(groups: Subcommands) -> None:
     batch = add_group(groups, "batch", "settled batches")
     add_command(batch, "list", batch_list).add_argument("--unbalanced", action="store_true",
                                                          help="only batches out of balance")
+    card_batches.register_batch_diff(batch)
     report = add_group(groups, "report", "operator reports")
     p = add_command(report, "daily", report_daily,
                     help="the day per type, agent and merchant, checked against the ledger")

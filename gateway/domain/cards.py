@@ -133,3 +133,10 @@ async def unblock_card(conn: asyncpg.Connection, hsm: SoftHsm, pan: str) -> None
 
 __all__ = ["ACTIVE", "FROZEN", "CardRecord", "find_card", "issue_card", "issue_cards", "issued_pan_hashes", "mask_pan",
            "set_card_status", "show_card", "unblock_card"]
+
+
+async def holds_fen(conn: asyncpg.Connection, pan_hash: bytes) -> int:
+    """What the card's open holds reserve (its account's pending debits: ledger holds)."""
+    return await conn.fetchval(
+        """SELECT a.debits_pending FROM cards c JOIN ledger_accounts a ON a.id = c.account_id
+            WHERE c.pan_hash = $1""", pan_hash)

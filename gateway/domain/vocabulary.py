@@ -23,6 +23,13 @@ class Kind(StrEnum):
     SETTLEMENT = "settlement"
     BILL_INQUIRY = "bill_inquiry"
     BILL_PAYMENT = "bill_payment"
+    REFUND = "refund"  # WIRE.md 9.2
+    PREAUTH = "preauth"  # WIRE.md 9.3, the pre-authorization family
+    PREAUTH_CANCEL = "preauth_cancel"
+    COMPLETION = "completion"
+    COMPLETION_ADVICE = "completion_advice"
+    COMPLETION_VOID = "completion_void"
+    BATCH_UPLOAD = "batch_upload"  # WIRE.md 9.4: records, advice copies, IC records, the end
     UNKNOWN = "unknown"  # routed nowhere: answered 12
     UNDECODABLE = "undecodable"  # not a message: answered 30
     # Chip terminals (WIRE.md 9.5): list queries, downloads, download ends, the status upload.

@@ -15,6 +15,7 @@ from gateway import metrics
 from gateway.acquiring import store
 from gateway.acquiring.context import Services
 from gateway.acquiring.context_cache import ContextCache
+from gateway.acquiring.expiry import expire_holds
 from gateway.acquiring.processor import Processor
 from gateway.acquiring.risk import load_defaults as load_risk_defaults
 from gateway.acquiring.router import Route, route
@@ -75,6 +76,7 @@ class Gateway:
         self._http: asyncio.base_events.Server | None = None
         self._stopped = asyncio.Event()
         self.forwarder: Forwarder | None = None
+        self._expiry: asyncio.Task[None] | None = None  # pre-authorizations' holds (gateway.acquiring.expiry)
 
     async def start(self, host: str, port: int, metrics_port: int | None, *, reuse_port: bool = False) -> None:
         await self.server.start(host, port, reuse_port=reuse_port)
@@ -82,6 +84,7 @@ class Gateway:
             self._http = await asyncio.start_server(self._serve_http, host, metrics_port,
                                                     reuse_port=reuse_port or None)
         await self._start_forwarder()
+        self._expiry = asyncio.create_task(expire_holds(self.services.pool, self.settings))
         log.info("listening", host=host, port=self.server.port, metrics_port=self.metrics_port, pid=os.getpid())
 
     async def _start_forwarder(self) -> None:
@@ -175,6 +178,9 @@ class Gateway:
             writer.close()
 
     async def stop(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            await asyncio.gather(self._expiry, return_exceptions=True)
         if self._http is not None:
             self._http.close()
         await self.server.stop(self.settings.shutdown_grace_s)

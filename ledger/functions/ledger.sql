@@ -3,7 +3,8 @@
 -- Apply transfers (jsonb array of {debit, credit, amount, code[, reverses]})
 -- to a claimed posting. Locks the accounts in id order, so concurrent
 -- postings never deadlock; checks every rule before changing anything. The
--- no-overdraft rule applies to each account's net movement in the posting.
+-- no-overdraft rule applies to each account's net movement in the posting,
+-- against its available balance (less its pending debits: holds.sql).
 -- Returns 'ok' or the reason it posted nothing.
 CREATE OR REPLACE FUNCTION ledger_apply(p_posting_id bigint, p_transfers jsonb) RETURNS text
 LANGUAGE plpgsql AS $$
@@ -39,9 +40,11 @@ BEGIN
     -- Lock the accounts in id order (so concurrent postings never deadlock),
     -- then check every rule before changing anything.
     SELECT count(*) AS locked,
-           coalesce(bool_or(guarded AND debits_posted + debit > credits_posted + credit), false) AS exceeds
+           coalesce(bool_or(guarded AND debits_posted + debits_pending + debit > credits_posted + credit), false)
+               AS exceeds
       INTO v_accounts
-      FROM (SELECT a.debits_posted, a.credits_posted, a.debits_must_not_exceed_credits AS guarded, m.debit, m.credit
+      FROM (SELECT a.debits_posted, a.debits_pending, a.credits_posted, a.debits_must_not_exceed_credits AS guarded,
+                   m.debit, m.credit
               FROM ledger_accounts a
               JOIN unnest(v_posting.ids, v_posting.debits, v_posting.credits) AS m (account_id, debit, credit)
                 ON m.account_id = a.id
@@ -201,7 +204,7 @@ BEGIN
     SELECT array_agg(id ORDER BY id), array_agg(guarded ORDER BY id), array_agg(available ORDER BY id)
       INTO v_a_id, v_a_guarded, v_a_available
       FROM (SELECT a.id, a.debits_must_not_exceed_credits AS guarded,
-                   a.credits_posted - a.debits_posted AS available
+                   a.credits_posted - a.debits_posted - a.debits_pending AS available
               FROM ledger_accounts a
              WHERE a.id = ANY (v_m_account)
              ORDER BY a.id

@@ -206,11 +206,12 @@ async def test_an_undecodable_field_gets_30_with_the_fields_read_before_it(gatew
 
 
 async def test_an_unknown_mti_gets_12(gateway, world):
+    # 0100 is version 2's (WIRE.md 9.1); a valid MTI the page does not use, such as 0620, gets 12 (9.9).
     reader, writer = await raw_connection(gateway)
-    writer.write(framed(build_request("0100", stan="000001", terminal_id=world.tid, merchant_id=world.mid,
+    writer.write(framed(build_request("0620", stan="000001", terminal_id=world.tid, merchant_id=world.mid,
                                       txn_data="00000001000")))
     _, message = await read_frame(reader)
-    assert (message.mti, message.response_code) == ("0110", "12")
+    assert (message.mti, message.response_code) == ("0630", "12")
     writer.close()
 
 

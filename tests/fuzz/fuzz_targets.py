@@ -92,7 +92,7 @@ DEFAULT_SECONDS = 60
 
 # Answers to requests whose MAC was not verified carry no MAC (WIRE.md 6, 8);
 # a financial approval always has one.
-_FINANCIAL_MTIS = ("0200", "0400", "0500")
+_FINANCIAL_MTIS = ("0100", "0200", "0220", "0400", "0500")
 CONTROL_FIX_MAC = 0x01
 
 

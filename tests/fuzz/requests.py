@@ -14,7 +14,12 @@ from protocol.messages import Message
 from tests.fuzz import stub
 
 KINDS = ("signon", "signon3", "signoff", "echo", "balance", "purchase", "void", "bill_inquiry",
-         "bill_payment_cash", "bill_payment_card", "reversal", "settlement")
+         "bill_payment_cash", "bill_payment_card", "reversal", "settlement",
+         # version 2 (WIRE.md 9.1): refunds, the pre-authorization family, settlement of 62 digits, batch upload
+         "refund", "preauth", "preauth_cancel", "completion", "completion_advice", "completion_void",
+         "preauth_reversal", "settlement62", "upload_records", "upload_advice", "upload_ic", "upload_end")
+# The family's 38 and 61 (batch and STAN zeros, a date), as terminals send them.
+_ORIGINAL = {38: "123456", 61: "0000000000000101"}
 TPDU = Tpdu(bytes.fromhex("6000060000"))
 HEADER = Header(bytes.fromhex("603100311003"))
 CARD_PAN = stub.VOIDABLE_PAN
@@ -76,6 +81,48 @@ def request(kind: str, *, tid: str = "TERM0001", mid: str | None = None, stan: s
     elif kind == "settlement":
         fields.update({48: "000000010000001" + "0" * 15, 49: currency, 60: f"00{batch:06d}201", 63: "01 "})
         return Message("0500", fields)
+    elif kind == "settlement62":
+        fields.update({48: "000000010000001" + "0" * 15 + "0" + "0" * 30 + "0", 49: currency,
+                       60: f"00{batch:06d}201"})
+        return Message("0500", fields)
+    elif kind == "refund":
+        card("200000", "25")
+        fields.update({4: f"{amount_fen:012d}", 37: "000000000001", 61: "0000000000000101", 63: "000"})
+        return Message("0220", fields)
+    elif kind in ("preauth", "preauth_cancel"):
+        card("030000" if kind == "preauth" else "200000", "10" if kind == "preauth" else "11")
+        fields.update({4: f"{amount_fen:012d}", 25: "06"} | ({} if kind == "preauth" else _ORIGINAL))
+        return Message("0100", fields)
+    elif kind in ("completion", "completion_advice"):
+        card("000000", "20" if kind == "completion" else "24")
+        fields.update({4: f"{amount_fen:012d}", 25: "06"} | _ORIGINAL)
+        if kind == "completion_advice":
+            fields.pop(52, None)
+            fields.pop(53, None)
+        return Message("0200" if kind == "completion" else "0220", fields)
+    elif kind == "completion_void":
+        card("200000", "21")
+        fields.update({4: f"{amount_fen:012d}", 25: "06", 37: "000000000002", 38: "123456",
+                       61: f"{batch:06d}0001230101"})
+    elif kind == "preauth_reversal":
+        fields.update({2: pan, 3: "030000", 4: f"{amount_fen:012d}", 25: "06", 39: "98", 49: currency,
+                       60: f"10{batch:06d}000"})
+        return Message("0400", fields)
+    elif kind == "upload_records":
+        fields.update({48: "02" + "00000001" + pan.rjust(20, "0") + f"{amount_fen:012d}"
+                       + "00000002" + pan.rjust(20, "0") + "000000000001", 60: f"00{batch:06d}201"})
+        return Message("0320", fields)
+    elif kind == "upload_advice":
+        card("200000", "25")
+        fields.update({4: f"{amount_fen:012d}", 37: "000000000001", 61: "0000000000000101",
+                       60: f"25{batch:06d}000"})
+        return Message("0320", fields)
+    elif kind == "upload_ic":
+        fields.update({4: f"{amount_fen:012d}", 60: f"00{batch:06d}203", 55: bytes.fromhex("9F2608AABBCCDDEEFF0011")})
+        return Message("0320", fields)
+    elif kind == "upload_end":
+        fields.update({48: "0002", 60: f"00{batch:06d}202"})
+        return Message("0320", fields)
     else:
         raise ValueError(f"unknown kind {kind}")
     return Message("0200", fields)

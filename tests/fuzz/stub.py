@@ -308,6 +308,23 @@ class World:
     async def confirm_replicated(self) -> None:
         """No standby here: everything recorded is as safe as it gets."""
 
+    async def find_refund_original(self, reference: Any) -> None:
+        """No original a refund names is found here: a refund through the stub gets 25."""
+        _pg_check([reference.mid, reference.rrn, reference.local_date, reference.stan])
+        if reference.batch is not None:
+            _pg_int4(reference.batch)
+        return None
+
+    async def find_preauth(self, reference: Any) -> None:
+        """No pre-authorization is found here: cancels and completions through the stub get 25."""
+        _pg_check([reference.mid, reference.tid, reference.auth_code, reference.local_date, reference.stan,
+                   reference.rrn])
+        return None
+
+    async def find_completion(self, reference: Any) -> None:
+        """No completion is found here: completion voids through the stub get 25."""
+        return await self.find_preauth(reference)
+
     async def finish(self, operation: Operation, on_sent: Any = None) -> FinishResult:
         p = json.loads(json.dumps(operation.as_json()))  # what gw_finish gets: JSON, or a TypeError as with asyncpg
         if on_sent is not None:
@@ -338,6 +355,8 @@ class World:
             answer |= p.get("approval") or {}
             if op == "balance":
                 answer["balance_fen"] = 10_000
+            if op == "preauth":  # the auth code the database picks
+                answer["auth_id"] = "123456"
             if op == "settlement":
                 answer["batch_totals"] = {"debit_fen": 0, "debit_count": 0, "credit_fen": 0, "credit_count": 0,
                                           "balanced": False}

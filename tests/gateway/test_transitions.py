@@ -26,7 +26,12 @@ def sql_functions() -> str:
 def test_every_status_change_the_recording_functions_make_is_in_the_table():
     changes = {(Status(old), Status(new)) for old, new in _SET_STATUS.findall(sql_functions())}
     assert changes == {(Status.APPROVED, Status.VOIDED), (Status.APPROVED, Status.REVERSED),
-                       (Status.VOIDED, Status.APPROVED)}
+                       (Status.VOIDED, Status.APPROVED),
+                       (Status.APPROVED, Status.REFUNDED), (Status.REFUNDED, Status.APPROVED),  # refunds (9.2)
+                       # the pre-authorization family (9.3)
+                       (Status.APPROVED, Status.COMPLETED), (Status.COMPLETED, Status.APPROVED),
+                       (Status.APPROVED, Status.CANCELLED), (Status.CANCELLED, Status.APPROVED),
+                       (Status.APPROVED, Status.EXPIRED)}
     assert changes <= TRANSITIONS
 
 

@@ -87,7 +87,7 @@ BEGIN
     -- earlier answer under the key, a reversal that overtook its original,
     -- and the batch's settlement.
     SELECT tx.content_hash, tx.response,
-           v_op IN ('purchase', 'bill_payment') AND EXISTS (
+           v_op IN ('purchase', 'bill_payment', 'refund', 'preauth', 'preauth_cancel', 'completion') AND EXISTS (
                SELECT 1 FROM gw_transactions r
                 WHERE r.tid = v_tid AND r.batch = v_batch AND r.stan = v_stan AND r.mti_class = '0400'
                   AND r.processing_code = p->>'processing_code') AS reversed_first,
@@ -129,6 +129,11 @@ BEGIN
         WHEN 'bill_inquiry' THEN gw_record_bill_inquiry(p)
         WHEN 'bill_payment' THEN gw_record_bill_payment(p, v_key, v_existing.reversed_first)
         WHEN 'settlement' THEN gw_record_settlement(p)
+        WHEN 'refund' THEN gw_record_refund(p, v_key, v_existing.reversed_first)
+        WHEN 'preauth' THEN gw_record_preauth(p, v_key, v_existing.reversed_first)
+        WHEN 'preauth_cancel' THEN gw_record_preauth_cancel(p, v_key, v_existing.reversed_first)
+        WHEN 'completion' THEN gw_record_completion(p, v_key, v_existing.reversed_first)
+        WHEN 'completion_void' THEN gw_record_completion_void(p, v_key)
     END;
     IF v_d IS NULL THEN
         RAISE EXCEPTION 'unknown op %', v_op;
@@ -141,7 +146,7 @@ BEGIN
 
     IF v_outcome = 'approved' THEN
         v_answer := v_answer || coalesce(p->'approval', '{}') || coalesce(v_d->'values', '{}');
-        IF p ? 'risk' AND v_op IN ('purchase', 'bill_payment') THEN
+        IF p ? 'risk' AND v_op IN ('purchase', 'bill_payment', 'completion') THEN
             v_risk_day := (p->'risk'->>'day')::date;
             PERFORM gw_risk_count(v_tid, v_card_id, v_risk_day, v_amount, 1);
         END IF;
@@ -167,6 +172,8 @@ BEGIN
 
     IF v_op = 'bill_payment' AND v_outcome = 'approved' THEN
         PERFORM gw_bill_paid(p, v_txn_id);
+    ELSIF v_op = 'preauth' AND v_outcome = 'approved' THEN
+        PERFORM gw_preauth_placed(p, v_txn_id, v_key, v_answer);
     END IF;
     RETURN jsonb_build_object('status', 'new', 'stored', true, 'response', v_answer, 'reversed', v_d->'reversed',
                               'risk_rule', v_risk->>'rule');
@@ -182,11 +189,12 @@ LANGUAGE sql STABLE AS $$
     SELECT jsonb_strip_nulls(jsonb_build_object('outcome', p_outcome, 'risk', p->'risk_event'))
 $$;
 
--- A balance inquiry: the card account's balance.
+-- A balance inquiry: the card account's available balance (its balance less
+-- its open holds, WIRE.md 9.8).
 CREATE OR REPLACE FUNCTION gw_record_balance(p jsonb) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object('outcome', 'approved', 'values', jsonb_build_object('balance_fen',
-                              credits_posted - debits_posted))
+                              credits_posted - debits_posted - debits_pending))
       FROM ledger_accounts WHERE id = (p->>'card_account_id')::bigint
 $$;
 
@@ -237,6 +245,46 @@ BEGIN
     RETURN jsonb_build_object('outcome', 'approved', 'posting_key', p_key, 'original_id', v_original.id);
 END $$;
 
+-- A refund (WIRE.md 9.2): unless its reversal came first, its original
+-- locked, and checked again under the lock (requests on one original are
+-- serialised, 9.9): still a refundable purchase or completion (else
+-- original_not_found), the amount within what its approved refunds left
+-- (else amount_mismatch, not stored); its transfers, merchant to card,
+-- posted (insufficient_funds when the merchant's account is short); the
+-- original marked refunded.
+CREATE OR REPLACE FUNCTION gw_record_refund(p jsonb, p_key text, p_reversed_first boolean) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_original record;
+    v_refunded bigint;
+    v_result text;
+BEGIN
+    IF p_reversed_first THEN
+        RETURN '{"outcome": "original_not_found"}';  -- its reversal came first
+    END IF;
+    SELECT id, status, amount_fen, card_id INTO v_original FROM gw_transactions
+     WHERE id = (p->>'original_id')::bigint FOR UPDATE;
+    IF v_original.status NOT IN ('approved', 'refunded') OR v_original.card_id IS DISTINCT FROM (p->>'card_id')::bigint
+    THEN
+        RETURN jsonb_build_object('outcome', 'original_not_found', 'original_id', v_original.id);
+    END IF;
+    SELECT coalesce(sum(amount_fen), 0) INTO v_refunded FROM gw_transactions
+     WHERE original_id = v_original.id AND kind = 'refund' AND status = 'approved';
+    IF (p->>'amount')::bigint > v_original.amount_fen - v_refunded THEN
+        RETURN '{"outcome": "amount_mismatch", "unstored": true}';
+    END IF;
+    v_result := ledger_post(p_key, p->'transfers');
+    IF v_result = 'exceeds_credits' THEN
+        RETURN jsonb_build_object('outcome', 'insufficient_funds', 'original_id', v_original.id);
+    ELSIF v_result <> 'ok' THEN
+        RAISE EXCEPTION 'refund posting failed: %', v_result;
+    END IF;
+    IF v_original.status = 'approved' THEN
+        PERFORM gw_set_status(v_original.id, 'approved', 'refunded');
+    END IF;
+    RETURN jsonb_build_object('outcome', 'approved', 'posting_key', p_key, 'original_id', v_original.id);
+END $$;
+
 -- A reversal: approved whatever it finds. The request under its key (MTI
 -- class 0200), if approved, is undone: its posting reversed, its counters
 -- given back, a bill payment's bill open again and its token void (and
@@ -254,8 +302,8 @@ DECLARE
 BEGIN
     SELECT id, tid, kind, status, amount_fen, posting_key, original_id, biller_code, receipt, card_id, risk_day
       INTO v_original FROM gw_transactions
-     WHERE tid = v_tid AND batch = (p->>'batch')::integer AND stan = p->>'stan' AND mti_class = '0200'
-       AND processing_code = p->>'processing_code'
+     WHERE tid = v_tid AND batch = (p->>'batch')::integer AND stan = p->>'stan'
+       AND mti_class = coalesce(p->>'original_class', '0200') AND processing_code = p->>'processing_code'
        FOR UPDATE;
     IF NOT FOUND THEN
         RETURN '{"outcome": "approved"}';
@@ -263,8 +311,14 @@ BEGIN
     IF v_original.amount_fen IS NOT NULL AND v_original.amount_fen IS DISTINCT FROM (p->>'amount')::bigint THEN
         RETURN '{"outcome": "amount_mismatch", "unstored": true}';
     END IF;
-    IF v_original.status <> 'approved' THEN
+    IF v_original.status = 'refunded' THEN
+        -- An original with refunds (WIRE.md 9.9): 00, nothing moved, an exception.
+        RETURN jsonb_build_object('outcome', 'approved', 'original_id', v_original.id,
+                                  'exception', 'reversal_of_refunded_original');
+    ELSIF v_original.status <> 'approved' THEN
         RETURN jsonb_build_object('outcome', 'approved', 'original_id', v_original.id);
+    ELSIF v_original.kind IN ('preauth', 'preauth_cancel', 'completion', 'completion_advice', 'completion_void') THEN
+        RETURN gw_reverse_preauth_family(p_key, v_original.id);  -- functions/preauth.sql
     END IF;
     IF v_original.posting_key IS NULL THEN
         PERFORM gw_set_status(v_original.id, 'approved', 'reversed');
@@ -272,10 +326,12 @@ BEGIN
     END IF;
     v_result := ledger_reverse(p_key, v_original.posting_key);
     IF v_result = 'exceeds_credits' THEN
-        -- A void's reversal the card can no longer cover: approved, the
-        -- purchase stays voided, the operator sees it in the daily report.
+        -- A void's (or a refund's) reversal the card can no longer cover:
+        -- approved, the purchase stays voided (the refund stands), the
+        -- operator sees it in the daily report.
         RETURN jsonb_build_object('outcome', 'approved', 'original_id', v_original.id,
-                                  'exception', 'void_reversal_not_covered');
+                                  'exception', CASE WHEN v_original.kind = 'refund' THEN 'refund_reversal_not_covered'
+                                                    ELSE 'void_reversal_not_covered' END);
     ELSIF v_result <> 'ok' THEN
         RAISE EXCEPTION 'reversal posting failed: %', v_result;
     END IF;
@@ -289,6 +345,14 @@ BEGIN
         PERFORM gw_bill_reversed(v_original.biller_code, v_original.receipt);  -- its cancel, for the biller
         v_reversed := jsonb_build_object('kind', v_original.kind, 'biller_code', v_original.biller_code,
                                          'receipt', v_original.receipt);
+    END IF;
+    IF v_original.kind = 'refund' THEN
+        -- Its original is refundable again by what it took, and approved
+        -- again once none of its refunds stands.
+        PERFORM gw_set_status(o.id, 'refunded', 'approved') FROM gw_transactions o
+          WHERE o.id = v_original.original_id AND o.status = 'refunded'
+            AND NOT EXISTS (SELECT 1 FROM gw_transactions r WHERE r.original_id = o.id AND r.kind = 'refund'
+                                                            AND r.status = 'approved');
     END IF;
     IF v_original.kind = 'void' THEN
         -- The purchase stands again, its money now moved by this posting,
@@ -379,36 +443,84 @@ BEGIN
     END IF;
 END $$;
 
--- A batch settlement, under the batch's lock taken alone: its totals. Debits:
--- approved purchases and bill payments neither voided nor reversed; credits:
--- refunds, which version 1 does not have. Balanced when the terminal's
--- totals (claimed, read from its field 48 by the gateway; null when not
--- digits) are the same, its debit count modulo 1,000 (the field has 3
--- digits). The batch is recorded and the terminal moves to the next.
+-- A batch settlement, under the batch's lock taken alone (WIRE.md 9.6, 9.9):
+-- the gateway's three counts of what the terminal was told (an original
+-- whose reversal was answered 00 is reversed, even if it moved nothing).
+-- Debits: approved purchases, completions (request and advice) and bill
+-- payments; credits: approved voids, refunds and completion voids; none
+-- reversed. Gross: a voided purchase stays a debit, its void a credit; v1:
+-- the two left out (refunds and completion voids still credits); net: the
+-- voided purchase left out, its void a credit. The domestic half is balanced
+-- when the terminal's totals (claimed, read from 48 by the gateway; null
+-- when not digits) equal a count, its debit count modulo 1,000; the answer
+-- carries that count (the gross one when none matched), and for a 62-digit
+-- 48 the foreign flag (foreign_zero). The batch is recorded and the
+-- terminal moves to the next.
 CREATE OR REPLACE FUNCTION gw_record_settlement(p jsonb) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
     v_tid text := p->>'tid';
     v_batch integer := (p->>'batch')::integer;
     v_claimed jsonb := p->'claimed';
-    v_debit_fen bigint;
-    v_debit_count integer;
-    v_balanced boolean;
+    v_foreign_zero boolean := (p->>'foreign_zero')::boolean;
+    v_counts jsonb;
+    v_counted text;
+    v_totals jsonb;
 BEGIN
-    SELECT coalesce(sum(amount_fen), 0), count(*) INTO v_debit_fen, v_debit_count FROM gw_transactions
-     WHERE tid = v_tid AND batch = v_batch AND mti_class = '0200'
-       AND kind IN ('purchase', 'bill_payment') AND status = 'approved';
-    v_balanced := coalesce(jsonb_typeof(v_claimed) = 'object'
-                           AND (v_claimed->>'debit_fen')::bigint = v_debit_fen
-                           AND (v_claimed->>'debit_count')::integer = v_debit_count % 1000
-                           AND (v_claimed->>'credit_fen')::bigint = 0
-                           AND (v_claimed->>'credit_count')::integer = 0, false);
-    INSERT INTO gw_batches (tid, batch, debit_fen, debit_count, credit_fen, credit_count, terminal_totals, balanced)
-    VALUES (v_tid, v_batch, v_debit_fen, v_debit_count, 0, 0, p->>'terminal_totals', v_balanced);
+    WITH told AS (
+        SELECT t.kind, t.status, t.amount_fen,
+               t.status = 'reversed' OR EXISTS (
+                   SELECT 1 FROM gw_transactions r
+                    WHERE r.original_id = t.id AND r.mti_class = '0400' AND r.response_code = '00') AS reversed
+          FROM gw_transactions t
+         WHERE t.tid = v_tid AND t.batch = v_batch AND t.mti_class IN ('0200', '0220') AND t.status <> 'declined'
+           AND t.kind IN ('purchase', 'bill_payment', 'completion', 'completion_advice', 'void', 'refund',
+                          'completion_void')),
+    counted AS (
+        SELECT amount_fen,
+               NOT reversed AND kind IN ('purchase', 'bill_payment', 'completion', 'completion_advice') AS gross_debit,
+               NOT reversed AND kind IN ('void', 'refund', 'completion_void') AS gross_credit,
+               NOT reversed AND (kind IN ('completion', 'completion_advice')
+                                 OR kind IN ('purchase', 'bill_payment') AND status <> 'voided') AS v1_debit,
+               NOT reversed AND kind IN ('refund', 'completion_void') AS v1_credit
+          FROM told),
+    sums AS (
+        SELECT coalesce(sum(amount_fen) FILTER (WHERE gross_debit), 0) AS gross_debit_fen,
+               count(*) FILTER (WHERE gross_debit) AS gross_debit_count,
+               coalesce(sum(amount_fen) FILTER (WHERE gross_credit), 0) AS gross_credit_fen,
+               count(*) FILTER (WHERE gross_credit) AS gross_credit_count,
+               coalesce(sum(amount_fen) FILTER (WHERE v1_debit), 0) AS v1_debit_fen,
+               count(*) FILTER (WHERE v1_debit) AS v1_debit_count,
+               coalesce(sum(amount_fen) FILTER (WHERE v1_credit), 0) AS v1_credit_fen,
+               count(*) FILTER (WHERE v1_credit) AS v1_credit_count
+          FROM counted)
+    SELECT jsonb_build_object(
+               'gross', jsonb_build_object('debit_fen', gross_debit_fen, 'debit_count', gross_debit_count,
+                                           'credit_fen', gross_credit_fen, 'credit_count', gross_credit_count),
+               'v1', jsonb_build_object('debit_fen', v1_debit_fen, 'debit_count', v1_debit_count,
+                                        'credit_fen', v1_credit_fen, 'credit_count', v1_credit_count),
+               'net', jsonb_build_object('debit_fen', v1_debit_fen, 'debit_count', v1_debit_count,
+                                         'credit_fen', gross_credit_fen, 'credit_count', gross_credit_count))
+      INTO v_counts FROM sums;
+    IF jsonb_typeof(v_claimed) = 'object' THEN
+        SELECT name INTO v_counted
+          FROM unnest(ARRAY['gross', 'v1', 'net']) WITH ORDINALITY AS c (name, n)
+         WHERE (v_claimed->>'debit_fen')::bigint = (v_counts->name->>'debit_fen')::bigint
+           AND (v_claimed->>'debit_count')::integer = (v_counts->name->>'debit_count')::integer % 1000
+           AND (v_claimed->>'credit_fen')::bigint = (v_counts->name->>'credit_fen')::bigint
+           AND (v_claimed->>'credit_count')::integer = (v_counts->name->>'credit_count')::integer % 1000
+         ORDER BY n LIMIT 1;
+    END IF;
+    v_totals := v_counts->coalesce(v_counted, 'gross');
+    INSERT INTO gw_batches (tid, batch, debit_fen, debit_count, credit_fen, credit_count, terminal_totals, balanced,
+                            counted, foreign_zero)
+    VALUES (v_tid, v_batch, (v_totals->>'debit_fen')::bigint, (v_totals->>'debit_count')::integer,
+            (v_totals->>'credit_fen')::bigint, (v_totals->>'credit_count')::integer, p->>'terminal_totals',
+            v_counted IS NOT NULL AND coalesce(v_foreign_zero, true), v_counted, v_foreign_zero);
     UPDATE terminals SET batch = (v_batch + 1) % 1000000 WHERE tid = v_tid;
-    RETURN jsonb_build_object('outcome', 'approved', 'values', jsonb_build_object('batch_totals', jsonb_build_object(
-        'debit_fen', v_debit_fen, 'debit_count', v_debit_count, 'credit_fen', 0, 'credit_count', 0,
-        'balanced', v_balanced)));
+    RETURN jsonb_build_object('outcome', 'approved', 'values', jsonb_build_object(
+        'batch_totals', v_totals || jsonb_strip_nulls(jsonb_build_object(
+            'balanced', v_counted IS NOT NULL, 'foreign_balanced', v_foreign_zero))));
 END $$;
 
 -- Record a batch's plain purchases together (p[n] where p_plain[n]: a
