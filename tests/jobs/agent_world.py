@@ -14,10 +14,13 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
+from gateway.acquiring.operations import Declined, Operation, Purchase, Reversal, Stamp, TxnKey, Void
+from gateway.acquiring.outcomes import Outcome
 from gateway.domain.demo import demo_pan
 from gateway.domain.policies import set_policy
+from gateway.domain.vocabulary import Kind
 from ledger.accounts import FEE_INCOME_ACCOUNT_CODE
-from ledger.postings import basis_points_fen
+from ledger.postings import Transfer, basis_points_fen
 
 TZ = ZoneInfo("Asia/Shanghai")
 DAY = date(2026, 11, 2)  # a past local day: runs of it are final
@@ -65,13 +68,15 @@ class Network:
                       "--balance", str(balance_yuan))
         self.card = await self.db.fetchrow("SELECT id, account_id FROM cards ORDER BY id DESC LIMIT 1")
 
-    async def finish(self, item: dict[str, Any], when: datetime) -> dict[str, Any]:
-        result = json.loads(await self.db.fetchval("SELECT gw_finish($1::jsonb)", json.dumps(item)))
+    async def finish(self, operation: Operation, when: datetime) -> dict[str, Any]:
+        """Record ``operation`` as the engine does (gw_finish, its typed payload), dated ``when``."""
+        result = json.loads(await self.db.fetchval("SELECT gw_finish($1::jsonb)", json.dumps(operation.as_json())))
         assert result["status"] == "new", result
+        key = operation.key
         await self.db.execute(
             """UPDATE gw_transactions SET created_at = $1
                 WHERE tid = $2 AND batch = $3 AND stan = $4 AND mti_class = $5""",
-            when, item["tid"], item["batch"], item["stan"], item["mti_class"])
+            when, key.tid, key.batch, key.stan, key.mti_class)
         return result
 
     async def _id(self, tid: str, stan: str, mti_class: str) -> int:
@@ -87,34 +92,39 @@ class Network:
         fee_account = await self.db.fetchval("SELECT id FROM ledger_accounts WHERE code = $1",
                                              FEE_INCOME_ACCOUNT_CODE)
         fee = basis_points_fen(amount_fen, merchant["mdr_bp"])
-        transfers = [{"debit": self.card["account_id"], "credit": merchant["account_id"],
-                      "amount": amount_fen - fee, "code": "purchase"},
-                     {"debit": self.card["account_id"], "credit": fee_account, "amount": fee, "code": "purchase_fee"}]
+        transfers = (Transfer(self.card["account_id"], merchant["account_id"], amount_fen - fee, "purchase"),
+                     Transfer(self.card["account_id"], fee_account, fee, "purchase_fee"))
         stan = f"{next(self.stans):06d}"
-        result = await self.finish(self._item("purchase", "purchase", tid, stan, "0200", "000000", amount_fen)
-                                   | {"transfers": [t for t in transfers if t["amount"] > 0]}, when)
-        assert result["response"]["response_code"] == "00", result
+        result = await self.finish(Purchase(**self._common(Kind.PURCHASE, tid, stan, "0200", "000000", amount_fen),
+                                            transfers=tuple(t for t in transfers if t.amount_fen > 0)), when)
+        assert result["response"]["outcome"] == Outcome.APPROVED.value, result
         return Recorded(await self._id(tid, stan, "0200"), tid, 1, stan, amount_fen)
+
+    async def declined_purchase(self, tid: str, stan: str, amount_fen: int, when: datetime) -> None:
+        """A purchase declined 51 (insufficient funds), recorded as the engine records declines."""
+        result = await self.finish(Declined(**self._common(Kind.PURCHASE, tid, stan, "0200", "000000", amount_fen),
+                                            outcome=Outcome.INSUFFICIENT_FUNDS), when)
+        assert result["response"]["outcome"] == Outcome.INSUFFICIENT_FUNDS.value, result
 
     async def void(self, original: Recorded, when: datetime) -> Recorded:
         stan = f"{next(self.stans):06d}"
-        result = await self.finish(self._item("void", "void", original.tid, stan, "0200", "200000",
-                                              original.amount_fen) | {"original_id": original.id}, when)
-        assert result["response"]["response_code"] == "00", result
+        result = await self.finish(Void(**self._common(Kind.VOID, original.tid, stan, "0200", "200000",
+                                                       original.amount_fen), original_id=original.id), when)
+        assert result["response"]["outcome"] == Outcome.APPROVED.value, result
         return Recorded(await self._id(original.tid, stan, "0200"), original.tid, 1, stan, original.amount_fen)
 
     async def reverse(self, original: Recorded, processing_code: str, when: datetime) -> None:
         """The reversal of a purchase (processing code 000000) or of a void (200000)."""
-        result = await self.finish(self._item("reversal", "reversal", original.tid, original.stan, "0400",
-                                              processing_code, original.amount_fen), when)
-        assert result["response"]["response_code"] == "00", result
+        result = await self.finish(Reversal(**self._common(Kind.REVERSAL, original.tid, original.stan, "0400",
+                                                           processing_code, original.amount_fen)), when)
+        assert result["response"]["outcome"] == Outcome.APPROVED.value, result
 
-    def _item(self, op: str, kind: str, tid: str, stan: str, mti_class: str, processing_code: str,
-              amount_fen: int) -> dict[str, Any]:
-        return {"op": op, "kind": kind, "tid": tid, "batch": 1, "stan": stan, "mti_class": mti_class,
-                "processing_code": processing_code, "content": f"{op}-{tid}-{stan}", "amount": amount_fen,
+    def _common(self, kind: Kind, tid: str, stan: str, mti_class: str, processing_code: str,
+                amount_fen: int) -> dict[str, Any]:
+        return {"kind": kind, "key": TxnKey(tid, 1, stan, mti_class), "processing_code": processing_code,
+                "content": f"{kind}-{tid}-{stan}", "amount_fen": amount_fen,
                 "card_id": self.card["id"] if self.card else None, "pin": None,
-                "response": {"local_time": "120000", "local_date": "1102", "rrn": f"{int(stan) + 500000:012d}"}}
+                "stamp": Stamp(f"{int(stan) + 500000:012d}", "120000", "1102")}
 
 
 @pytest.fixture

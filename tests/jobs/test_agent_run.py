@@ -358,9 +358,7 @@ async def test_the_scheduler_runs_yesterday_once_across_gateways_after_its_grace
 
 
 async def test_declined_purchases_are_not_shared(db, two_levels):
-    declined = two_levels._item("decline", "purchase", "TERM0001", "000777", "0200", "000000", 1_000_000)
-    declined["response"]["response_code"] = "51"
-    await two_levels.finish(declined, at(DAY))
+    await two_levels.declined_purchase("TERM0001", "000777", 1_000_000, at(DAY))
     await two_levels.purchase("TERM0001", 100_000, at(DAY))
     totals = await run(db)
     assert (totals["discount_fen"], totals["shares_fen"]) == (600, 110)
