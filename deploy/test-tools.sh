@@ -9,14 +9,13 @@
 # except under CI=true, where they fail (tests/conftest.py, needs_tools).
 set -uo pipefail
 
-# package=the command that tells it is installed
+# package=the command that tells it is installed. Chromium is for the back office's browser tests
+# (tests/backoffice/test_browser.py: Playwright drives Debian's Chromium, never a browser of its own).
 PACKAGES=(haproxy=haproxy prometheus=prometheus
-          postgresql-15=/usr/lib/postgresql/15/bin/pg_ctl postgresql-15-auto-failover=pg_autoctl)
+          postgresql-15=/usr/lib/postgresql/15/bin/pg_ctl postgresql-15-auto-failover=pg_autoctl
+          chromium=chromium)
 
 sbin_path="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
-# Chromium for the back office's browser tests (tests/backoffice/test_browser.py: Playwright drives
-# Debian's Chromium and never downloads a browser of its own).
-PACKAGES+=(chromium)
 missing=()
 commands=()
 for entry in "${PACKAGES[@]}"; do
