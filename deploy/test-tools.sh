@@ -3,7 +3,7 @@
 # for the scale-out test (tests/e2e/test_cluster.py) and the alert rules (Debian's prometheus
 # ships promtool: tests/deploy/test_alerts.py); PostgreSQL 15 and
 # pg_auto_failover for the failover and restore tests (tests/e2e/test_failover.py,
-# tests/e2e/test_restore.py, deploy/pgpair.py). Installs whichever is
+# tests/e2e/test_restore.py, deploy/pgpair.py); Chromium for the browser tests. Installs whichever is
 # missing, with apt-get as root (or passwordless sudo). Where that cannot be
 # done it says so and exits 0: the tests that need a missing tool then skip,
 # except under CI=true, where they fail (tests/conftest.py, needs_tools).
