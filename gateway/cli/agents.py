@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from gateway.cli.common import Command, Context, Subcommands, add_command, add_group
+from gateway.cli.common import Context, Subcommands, add_command, add_group, status_command
 from gateway.cli.reports import add_csv_flag, report_format, report_output
 from gateway.domain import registry, validate
 from gateway.reports import views as reports
@@ -28,14 +28,6 @@ async def agent_topup(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
     return await registry.show_agent(ctx.conn, args.code)
 
 
-def agent_status(status: str) -> Command:
-    async def command(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
-        await agents.set_agent_status(ctx.conn, ctx.actor, args.id, status)
-        return {"id": args.id, "status": status}
-
-    return command
-
-
 async def agent_statement(args: argparse.Namespace, ctx: Context) -> dict[str, Any] | None:
     report_format(args)
     tz = ctx.settings.tz
@@ -56,7 +48,7 @@ def register(groups: Subcommands) -> Subcommands:
     p.add_argument("code")
     p.add_argument("amount")
     for action, status in (("freeze", registry.FROZEN), ("unfreeze", registry.ACTIVE)):
-        add_command(agent, action, agent_status(status)).add_argument("id")
+        add_command(agent, action, status_command(agents.set_agent_status, status)).add_argument("id")
     p = add_command(agent, "statement", agent_statement, help="the day's float movements")
     p.add_argument("code")
     p.add_argument("--date", help="YYYY-MM-DD, a local day (default today)")

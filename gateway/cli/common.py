@@ -57,6 +57,17 @@ def add_local_command(sub: Subcommands, name: str, handler: LocalCommand, **kwar
     return p
 
 
+def status_command(setter: Callable[..., Awaitable[None]], status: str) -> Command:
+    """``freeze ID`` / ``unfreeze ID``: ``setter(conn, actor, id, status)``, a service that
+    audits the change (none when it changes nothing)."""
+
+    async def command(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+        await setter(ctx.conn, ctx.actor, args.id, status)
+        return {"id": args.id, "status": status}
+
+    return command
+
+
 def add_group(groups: Subcommands, name: str, help_text: str) -> Subcommands:
     return groups.add_parser(name, help=help_text).add_subparsers(dest="action", required=True)
 

@@ -6,13 +6,13 @@ import argparse
 from typing import Any
 
 from gateway.cli.common import (
-    Command,
     Context,
     Subcommands,
     add_command,
     add_group,
     effective_limits,
     limit_assignments,
+    status_command,
 )
 from gateway.domain import registry, validate
 from gateway.domain.validate import InvalidInput
@@ -50,14 +50,6 @@ async def merchant_set(args: argparse.Namespace, ctx: Context) -> dict[str, Any]
     return await merchant_view(ctx, args.mid)
 
 
-def merchant_status(status: str) -> Command:
-    async def command(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
-        await merchants.set_merchant_status(ctx.conn, ctx.actor, args.id, status)
-        return {"id": args.id, "status": status}
-
-    return command
-
-
 async def merchant_limits(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
     """Set overrides for every terminal of the merchant; print the merchant's effective limits."""
     await registry.show_merchant(ctx.conn, args.mid)  # an unknown merchant is named before a bad limit
@@ -80,7 +72,7 @@ def register(groups: Subcommands) -> Subcommands:
     p.add_argument("--account-name", metavar="NAME", help="the account holder's name")
     add_command(merchant, "show", merchant_show).add_argument("mid")
     for action, status in (("freeze", registry.FROZEN), ("unfreeze", registry.ACTIVE)):
-        add_command(merchant, action, merchant_status(status)).add_argument("id")
+        add_command(merchant, action, status_command(merchants.set_merchant_status, status)).add_argument("id")
     p = add_command(merchant, "limits", merchant_limits, help="set overrides of risk limits, show the effective ones")
     p.add_argument("mid")
     p.add_argument("limits", nargs="*", metavar="NAME=VALUE")

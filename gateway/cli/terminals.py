@@ -6,13 +6,13 @@ import argparse
 from typing import Any
 
 from gateway.cli.common import (
-    Command,
     Context,
     Subcommands,
     add_command,
     add_group,
     effective_limits,
     limit_assignments,
+    status_command,
 )
 from gateway.domain import ic, registry, validate
 from gateway.services import terminals
@@ -48,14 +48,6 @@ async def terminal_list(args: argparse.Namespace, ctx: Context) -> dict[str, Any
     return {"terminals": await registry.list_terminals(ctx.conn)}
 
 
-def terminal_status(status: str) -> Command:
-    async def command(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
-        await terminals.set_terminal_status(ctx.conn, ctx.actor, args.id, status)
-        return {"id": args.id, "status": status}
-
-    return command
-
-
 async def terminal_limits(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
     """Set the terminal's own overrides; print its effective limits."""
     terminal = await registry.show_terminal(ctx.conn, args.tid)  # an unknown terminal is named before a bad limit
@@ -78,7 +70,7 @@ def register(groups: Subcommands) -> Subcommands:
     add_command(terminal, "show", terminal_show).add_argument("tid")
     add_command(terminal, "list", terminal_list)
     for action, status in (("freeze", registry.FROZEN), ("unfreeze", registry.ACTIVE)):
-        add_command(terminal, action, terminal_status(status)).add_argument("id")
+        add_command(terminal, action, status_command(terminals.set_terminal_status, status)).add_argument("id")
     p = add_command(terminal, "limits", terminal_limits, help="set overrides of risk limits, show the effective ones")
     p.add_argument("tid")
     p.add_argument("limits", nargs="*", metavar="NAME=VALUE")
