@@ -6,6 +6,7 @@ Every timeout, size and limit is a setting with its unit in its name.
 from __future__ import annotations
 
 import os
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -81,6 +82,20 @@ class Settings(BaseSettings):
     saf_backoff_base_s: float = Field(1.0, gt=0)  # wait after a message's first failed attempt, doubling after each
     saf_backoff_max_s: float = Field(300.0, gt=0)  # ... up to this
     saf_age_alert_s: float = Field(3600.0, gt=0)  # a message still unacknowledged this old: security_alert
+    voucher_days_max: int = Field(365, ge=1)  # a voucher unredeemed this many days after its sale: expired
+    # The agent network (CLI.md "Agent network"); 0 switches a charge off.
+    activation_volume_fen: int = Field(1_000_000, ge=0)  # a bound terminal's volume that activates it
+    activation_window_days: int = Field(30, ge=1)  # ... within this many local days from its binding day
+    deposit_fen: int = Field(9_900, ge=0)  # the deposit (押金) charged on a terminal's first purchase
+    deposit_refund_volume_fen: int = Field(15_000_000, ge=0)  # volume that refunds it ...
+    deposit_refund_window_days: int = Field(90, ge=1)  # ... within this many local days
+    service_fee_fen: int = Field(4_800, ge=0)  # the yearly service fee (流量费) of a bound terminal
+    service_fee_free_days: int = Field(30, ge=0)  # first charged this many days after binding
+    withdrawal_min_fen: int = Field(10_000, ge=0)  # an agent's withdrawal at least this (gross)
+    withdrawal_tax_bp: int = Field(800, ge=0, le=10_000)  # tax withheld from a withdrawal, half up
+    withdrawal_fee_fen: int = Field(300, ge=0)  # fee withheld from a withdrawal
+    # Tests and demonstrations only: every process's clock shifted by this (CLI.md "Time").
+    clock_offset_s: float = 0.0
 
     @field_validator("timezone")
     @classmethod
@@ -97,6 +112,14 @@ class Settings(BaseSettings):
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    def now(self) -> datetime:
+        """This process's clock: the time now, shifted by ``clock_offset_s`` (CLI.md, "Time")."""
+        return datetime.now(UTC) + timedelta(seconds=self.clock_offset_s)
+
+    def today(self) -> date:
+        """The local day (setting ``timezone``) of :meth:`now`."""
+        return self.now().astimezone(self.tz).date()
 
     @classmethod
     def settings_customise_sources(
