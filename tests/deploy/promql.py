@@ -114,9 +114,14 @@ class Prometheus:
         return answer["data"] if answer.get("status") == "success" else None
 
     def query(self, expr: str) -> dict[str, Any]:
-        """An instant query's whole answer (status, data or error), whatever the status."""
+        """An instant query's whole answer (status, data or error), whatever the status; a body that is
+        not JSON (a Prometheus still starting answers 503 "Service Unavailable" in plain text) gives
+        ``{"status": "HTTP <code>"}``, so that a caller waiting for data keeps waiting."""
         status, body = http_get(f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr}), 5.0)
-        return json.loads(body) if body else {"status": f"HTTP {status}"}
+        try:
+            return json.loads(body)
+        except ValueError:
+            return {"status": f"HTTP {status}", "body": body[:200].decode(errors="replace")}
 
 
 def wait_for(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
