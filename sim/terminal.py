@@ -368,15 +368,23 @@ class Terminal:
 
     async def preauth(self, pan: str, pin: str, amount_fen: int, *, stan: str | None = None) -> Response:
         """0100 pre-authorization (60.1 10): a hold of ``amount_fen``; the answer's 38 names it."""
-        return await self.send(self._family_request("0100", "030000", "10", pan, pin, stan=stan,
-                                                    amount=f"{amount_fen:012d}"))
+        return await self.send(self.preauth_request(pan, pin, amount_fen, stan=stan))
+
+    def preauth_request(self, pan: str, pin: str, amount_fen: int, *, stan: str | None = None) -> Message:
+        """The 0100 of ``preauth``."""
+        return self._family_request("0100", "030000", "10", pan, pin, stan=stan, amount=f"{amount_fen:012d}")
 
     async def preauth_cancel(self, pan: str, amount_fen: int, *, auth_code: str, original_date: str,
                              pin: str | None = None, stan: str | None = None) -> Response:
         """0100 pre-authorization cancel (60.1 11) of the pre-authorization's whole amount."""
-        return await self.send(self._family_request(
-            "0100", "200000", "11", pan, pin, stan=stan, amount=f"{amount_fen:012d}", auth_id=auth_code,
-            original_txn=f"{ZERO_ORIGINAL}{original_date}"))
+        return await self.send(self.preauth_cancel_request(pan, amount_fen, auth_code=auth_code,
+                                                           original_date=original_date, pin=pin, stan=stan))
+
+    def preauth_cancel_request(self, pan: str, amount_fen: int, *, auth_code: str, original_date: str,
+                               pin: str | None = None, stan: str | None = None) -> Message:
+        """The 0100 of ``preauth_cancel``."""
+        return self._family_request("0100", "200000", "11", pan, pin, stan=stan, amount=f"{amount_fen:012d}",
+                                    auth_id=auth_code, original_txn=f"{ZERO_ORIGINAL}{original_date}")
 
     def completion_request(self, pan: str, amount_fen: int, *, auth_code: str, original_date: str,
                            pin: str | None, advice: bool = False, stan: str | None = None) -> Message:
