@@ -223,3 +223,15 @@ async def test_signon_and_status_upload_use_the_stan_given(sim, gateway, cli, wo
     assert code == 0 and out["stan"] == "004243" and out["mti"] == "0830", out
     shown_terminal = (await cli("terminal", "show", world.tid, "--json")).json
     assert shown_terminal["device_status"]["04"] == "0"
+
+
+async def test_reverse_of_a_preauth_in_the_journal_repeats_its_25_38_and_61_and_releases_the_hold(sim, cli):
+    code, held = await sim("preauth", "--pan", PAN, "--pin", PIN, "--amount", "25")
+    assert code == 0 and (await shown(cli))[2] == 2500, held
+    code, out = await sim("reverse", "--pan", PAN, "--amount", "25", "--orig-stan", held["stan"],
+                          "--processing-code", "030000", "--txn-type", "10")
+    assert code == 0 and out["mti"] == "0410" and out["response_code"] == "00", out
+    assert await shown(cli) == (10000, 10000, 0)
+    code, out = await sim("settle")
+    assert code == 0 and out["balanced"] is True  # a pre-authorization is not counted
+
