@@ -618,6 +618,10 @@ def _summary(command: str, output: dict[str, Any], latency_s: float) -> str:
             line += f" auth code {output['auth_code']}"
     if "bill" in output and code == ResponseCode.APPROVED:
         line += f"\n{_receipt(output)}"
+    totals = output.get("settlement_totals")
+    if output["mti"] == "0510" and totals and len(totals) > 30 and totals[:30].isdigit():
+        line += (f"\nhost's totals: debits {_yuan_text(int(totals[:12]))} ({int(totals[12:15])}), "
+                 f"credits {_yuan_text(int(totals[15:27]))} ({int(totals[27:30])})")
     if "upload" in output:
         upload = output["upload"]
         line += (f"\nout of balance: batch upload of {upload['records']} records and {upload['advice_copies']} "

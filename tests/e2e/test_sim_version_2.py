@@ -235,3 +235,13 @@ async def test_reverse_of_a_preauth_in_the_journal_repeats_its_25_38_and_61_and_
     code, out = await sim("settle")
     assert code == 0 and out["balanced"] is True  # a pre-authorization is not counted
 
+
+
+async def test_settle_prints_the_hosts_totals_and_the_upload(sim):
+    await bought(sim, "12.34")
+    code, text = await sim("settle", "--debit-amount", "1", "--debit-count", "1", json_out=False)
+    assert code == 0, text
+    lines = text.splitlines()
+    assert lines[0].startswith("settle: 0510 response 00 (approved) in ")
+    assert lines[1:] == ["host's totals: debits 12.34 (1), credits 0.00 (0)",
+                         "out of balance: batch upload of 1 records and 0 advice copies, 1 received"]
