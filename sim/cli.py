@@ -25,7 +25,7 @@ from protocol.messages import FormatError, Message, decode_message
 from sim import bank, ic, load
 from sim import biller as sim_biller
 from sim.cli_support import batch_number, run_async
-from sim.journal import ADVICE_KINDS, COUNTS, Entry, Journal, kept_request
+from sim.journal import ADVICE_KINDS, COUNTS, Entry, Journal, JournalError, kept_request
 from sim.terminal import (
     AMOUNT_FEN_MAX,
     CURRENCY,
@@ -730,6 +730,9 @@ def main(argv: list[str] | None = None) -> int:
     where = f"{args.host}:{args.port}"
     try:
         return run_async(_run(args))
+    except JournalError as exc:
+        print(f"posgw-sim {args.command}: error: journal {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except TimeoutError:
         reason = f"no response from {where} in time"
     except OSError as exc:

@@ -36,6 +36,10 @@ def kept_request(request: Message, *, advice: bool) -> str:
     return Message(request.mti, {n: v for n, v in request.fields.items() if n not in dropped}).encode().hex()
 
 
+class JournalError(Exception):
+    """The journal file cannot be read as one."""
+
+
 @dataclass
 class Entry:
     """One transaction of the batch the terminal holds as done."""
@@ -82,8 +86,13 @@ class Journal:
         file = Path(path)
         if not file.exists():
             return cls(file)
-        data = json.loads(file.read_text(encoding="utf-8"))
-        return cls(file, int(data["batch"]), int(data["last_stan"]), [Entry(**e) for e in data["entries"]])
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+            return cls(file, int(data["batch"]), int(data["last_stan"]), [Entry(**e) for e in data["entries"]])
+        except OSError as exc:
+            raise JournalError(f"{path}: {exc.strerror or exc}") from None
+        except (ValueError, KeyError, TypeError):
+            raise JournalError(f"{path}: not a terminal journal") from None
 
     def save(self) -> None:
         """Write the file (owner-only), replacing it whole."""

@@ -86,3 +86,10 @@ def test_the_journal_keeps_a_request_without_its_pin_block_but_an_advice_whole_a
     assert whole.pin_block == encrypt_pin_block(PIK, "1234", PAN) and whole.mac is None
     assert plain.pin_block is None and plain.security_control is None and plain.mac is None
     assert whole.original_txn == plain.original_txn == "0000000000001207" and plain.rrn == "000000000042"
+
+
+async def test_a_file_that_is_no_journal_exits_2_and_says_so(tmp_path) -> None:
+    bad = tmp_path / "journal.json"
+    bad.write_text("[1, 2]")
+    code, _, err = await run_cli(*cli_args("echo", 1, "--journal", str(bad)))
+    assert code == 2 and "not a terminal journal" in err
