@@ -4,6 +4,9 @@ what it uploads (9.4), and what it keeps of a request."""
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from protocol.crypto import encrypt_pin_block
 from protocol.messages import Message, decode_message
 from sim.journal import Entry, Journal, Totals, kept_request
@@ -93,3 +96,36 @@ async def test_a_file_that_is_no_journal_exits_2_and_says_so(tmp_path) -> None:
     bad.write_text("[1, 2]")
     code, _, err = await run_cli(*cli_args("echo", 1, "--journal", str(bad)))
     assert code == 2 and "not a terminal journal" in err
+
+
+@st.composite
+def batches(draw: st.DrawFn) -> tuple[Journal, int]:
+    """A batch of purchases (some voided, some reversed), completions, completion voids and
+    refunds; and the amount of the purchases voided and not reversed."""
+    journal, voided_fen, stan = Journal(None), 0, 0
+    for kind, amount in draw(st.lists(st.tuples(st.sampled_from(["purchase", "completion", "refund",
+                                                                 "completion_void", "preauth"]),
+                                                st.integers(1, 10**6)), max_size=20)):
+        stan += 1
+        journal.add(entry(kind, f"{stan:06d}", amount))
+        journal.entries[-1].request_hex = "00" if kind == "refund" else None  # an advice keeps its 0220
+        if kind == "purchase" and draw(st.booleans()):
+            stan += 1
+            journal.add(entry("void", f"{stan:06d}", amount, original_stan=f"{stan - 1:06d}"))
+            if draw(st.booleans()):
+                journal.mark_reversed(1, f"{stan:06d}", "")  # the void reversed: the purchase stands
+            else:
+                voided_fen += amount
+    return journal, voided_fen
+
+
+@given(batches())
+def test_the_two_counts_differ_by_the_voided_purchases_on_each_side(batch: tuple[Journal, int]) -> None:
+    journal, voided_fen = batch
+    gross, v1 = journal.totals(1, "gross"), journal.totals(1, "v1")
+    assert gross.debit_fen - v1.debit_fen == gross.credit_fen - v1.credit_fen == voided_fen
+    assert gross.debit_count - v1.debit_count == gross.credit_count - v1.credit_count
+    messages, advices = journal.upload(1)
+    uploaded = sum(amount for message in messages for _, _, amount in message) + sum(a.amount_fen for a in advices)
+    assert uploaded == gross.debit_fen + gross.credit_fen
+    assert all(1 <= len(message) <= 8 for message in messages)
