@@ -17,14 +17,15 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
-from protocol import tlv
+from protocol import ic_lists, tlv
 from protocol.codes import ResponseCode
 from protocol.crypto import key_check_value
 from protocol.framing import FramingError
-from protocol.messages import FormatError
+from protocol.messages import FormatError, Message, decode_message
 from sim import bank, ic, load
 from sim import biller as sim_biller
 from sim.cli_support import batch_number, run_async
+from sim.journal import ADVICE_KINDS, COUNTS, Entry, Journal, JournalError, kept_request
 from sim.terminal import (
     AMOUNT_FEN_MAX,
     CURRENCY,
@@ -50,13 +51,16 @@ _DEGREES = r"-?[0-9]{1,3}(\.[0-9]+)?"
 _LOCATION = re.compile(f"({_DEGREES}),({_DEGREES})")
 BILL_REFERENCE_LENGTH = 32
 TOKEN_GROUP = 4
+AUTH_CODE_LENGTH = 6
+ADVICE_TRIES = 3  # an advice sent at most this many times per command, then kept in the journal
+_STATUS = re.compile(r"[0-9]{2}=[01](,[0-9]{2}=[01])*")
 
 # A handler runs one command on a terminal: the response, plus extra output keys.
 Handler = Callable[[Terminal, argparse.Namespace], Awaitable[tuple[Response, dict[str, Any]]]]
 
 
 async def _signon(terminal: Terminal, args: argparse.Namespace) -> tuple[Response, dict[str, Any]]:
-    response = await terminal.sign_on(network_code=args.network_code)
+    response = await terminal.sign_on(network_code=args.network_code, stan=args.stan)
     if response.response_code != ResponseCode.APPROVED or terminal.keys is None:
         return response, {}
     keys = {"pik": terminal.keys.pik, "mak": terminal.keys.mak, "tdk": terminal.keys.tdk}
@@ -74,11 +78,108 @@ def _signed_on(transaction: Handler) -> Handler:
     A declined sign-on is the command's response.
     """
     async def handler(terminal: Terminal, args: argparse.Namespace) -> tuple[Response, dict[str, Any]]:
-        response = await terminal.sign_on(stan=_stan_before(args.stan))
+        response = await terminal.sign_on(stan=args.signon_stan or _stan_before(args.stan))
         if response.response_code != ResponseCode.APPROVED:
             return response, {}
+        await _resend_advices(terminal, args.journal_state)
         return await transaction(terminal, args)
     return handler
+
+
+async def _resend_advices(terminal: Terminal, journal: Journal) -> None:
+    """The advices the journal holds unanswered, sent again (same STAN and content) before the
+    command's own request, as a terminal does; those still unanswered stay."""
+    for entry in journal.pending_advices():
+        assert entry.request_hex is not None
+        try:
+            response = await terminal.send_advice(decode_message(bytes.fromhex(entry.request_hex)),
+                                                  tries=ADVICE_TRIES)
+        except (TimeoutError, ConnectionError):
+            return
+        entry.answered = True
+        if response.response_code == ResponseCode.APPROVED:
+            entry.rrn, entry.date = response.message.rrn, response.message.local_date
+        else:  # declined after all: the terminal no longer holds it as done
+            journal.entries.remove(entry)
+
+
+def _record(args: argparse.Namespace, terminal: Terminal, response: Response, kind: str, pan: str,
+            amount_fen: int, **details: Any) -> dict[str, Any]:
+    """An approved transaction into the journal; the output's ``stan``, ``batch`` (and auth code)."""
+    message = response.message
+    request = terminal.last_request
+    if response.response_code == ResponseCode.APPROVED and request is not None:
+        args.journal_state.add(Entry(
+            kind, terminal.batch, args.stan, pan, amount_fen, request.txn_type or "", rrn=message.rrn,
+            date=message.local_date, request_hex=kept_request(request, advice=kind in ADVICE_KINDS), **details))
+    return {"stan": args.stan, "batch": terminal.batch} | (
+        {"auth_code": message.auth_id} if message.auth_id else {})
+
+
+async def _advice(terminal: Terminal, args: argparse.Namespace, request: Message, kind: str,
+                  **details: Any) -> tuple[Response, dict[str, Any]]:
+    """An advice (0220) sent until answered, at most ``--tries`` times; still unanswered, the
+    journal keeps it (sent again before the next command, counted and uploaded by ``settle``)."""
+    try:
+        response = await terminal.send_advice(request, tries=args.tries)
+    except (TimeoutError, ConnectionError):
+        journal: Journal = args.journal_state
+        if journal.path is not None:
+            journal.add(Entry(kind, terminal.batch, args.stan, request.pan or "", request.amount_fen or 0,
+                              request.txn_type or "", answered=False,
+                              request_hex=kept_request(request, advice=True), **details))
+            journal.save()
+        raise
+    return response, _record(args, terminal, response, kind, request.pan or "", request.amount_fen or 0, **details)
+
+
+async def _refund(terminal: Terminal, args: argparse.Namespace) -> tuple[Response, dict[str, Any]]:
+    request = terminal.refund_request(
+        args.pan, args.amount, original_rrn=args.rrn, original_date=args.orig_date,
+        original_batch=args.orig_batch or 0, original_stan=args.orig_stan or "000000", pin=args.pin,
+        stan=args.stan)
+    return await _advice(terminal, args, request, "refund")
+
+
+async def _preauth(terminal: Terminal, args: argparse.Namespace) -> tuple[Response, dict[str, Any]]:
+    response = await terminal.preauth(args.pan, args.pin, args.amount, stan=args.stan)
+    return response, _record(args, terminal, response, "preauth", args.pan, args.amount,
+                             auth_code=response.message.auth_id)
+
+
+async def _preauth_cancel(terminal: Terminal, args: argparse.Namespace) -> tuple[Response, dict[str, Any]]:
+    response = await terminal.preauth_cancel(args.pan, args.amount, auth_code=args.auth_code,
+                                             original_date=args.orig_date, pin=args.pin, stan=args.stan)
+    return response, _record(args, terminal, response, "cancel", args.pan, args.amount, auth_code=args.auth_code)
+
+
+async def _complete(terminal: Terminal, args: argparse.Namespace) -> tuple[Response, dict[str, Any]]:
+    request = terminal.completion_request(args.pan, args.amount, auth_code=args.auth_code,
+                                          original_date=args.orig_date, pin=args.pin, advice=args.advice,
+                                          stan=args.stan)
+    if args.advice:
+        return await _advice(terminal, args, request, "completion_advice", auth_code=args.auth_code)
+    response = await terminal.send(request)
+    return response, _record(args, terminal, response, "completion", args.pan, args.amount,
+                             auth_code=args.auth_code)
+
+
+async def _complete_void(terminal: Terminal, args: argparse.Namespace) -> tuple[Response, dict[str, Any]]:
+    response = await terminal.completion_void(
+        args.pan, args.amount, original_rrn=args.rrn, original_batch=terminal.batch if args.orig_batch is None
+        else args.orig_batch, original_stan=args.orig_stan, original_date=args.orig_date,
+        auth_code=args.auth_code, pin=args.pin, stan=args.stan)
+    return response, _record(args, terminal, response, "completion_void", args.pan, args.amount,
+                             auth_code=args.auth_code, original_stan=args.orig_stan)
+
+
+async def _status_upload(terminal: Terminal, args: argparse.Namespace) -> tuple[Response, dict[str, Any]]:
+    """0820 status upload (60.3 362): the devices' states (WIRE.md 9.5); no keys, no MAC."""
+    status = dict(pair.split("=") for pair in args.status.split(","))
+    request = build_request("0820", stan=args.stan, terminal_id=terminal.tid, merchant_id=terminal.mid,
+                            txn_data=f"00{terminal.batch:06d}{ic_lists.STATUS_UPLOAD}",
+                            key_data=ic_lists.encode_status(status))
+    return await terminal.exchange(request, mac=False), {"status": status}
 
 
 async def _balance(terminal: Terminal, args: argparse.Namespace) -> tuple[Response, dict[str, Any]]:
@@ -88,7 +189,7 @@ async def _balance(terminal: Terminal, args: argparse.Namespace) -> tuple[Respon
 
 async def _purchase(terminal: Terminal, args: argparse.Namespace) -> tuple[Response, dict[str, Any]]:
     response = await terminal.purchase(args.pan, args.pin, args.amount, stan=args.stan)
-    return response, {"stan": args.stan, "batch": terminal.batch}
+    return response, _record(args, terminal, response, "purchase", args.pan, args.amount)
 
 
 async def _void(terminal: Terminal, args: argparse.Namespace) -> tuple[Response, dict[str, Any]]:
@@ -97,7 +198,7 @@ async def _void(terminal: Terminal, args: argparse.Namespace) -> tuple[Response,
         args.pan, args.pin, args.amount, original_rrn=args.rrn, original_batch=original_batch,
         original_stan=args.orig_stan, original_date=args.orig_date, stan=args.stan,
     )
-    return response, {}
+    return response, _record(args, terminal, response, "void", args.pan, args.amount, original_stan=args.orig_stan)
 
 
 async def _reverse(terminal: Terminal, args: argparse.Namespace) -> tuple[Response, dict[str, Any]]:
@@ -113,14 +214,61 @@ async def _reverse(terminal: Terminal, args: argparse.Namespace) -> tuple[Respon
         stan=args.orig_stan, terminal_id=terminal.tid, merchant_id=terminal.mid, currency=CURRENCY,
         bill_data=bill_data, txn_data=f"{args.txn_type}{terminal.batch:06d}000",
     )
-    return await terminal.reverse(original, reason=args.reason), {}
+    journal: Journal = args.journal_state
+    kept = journal.request_of(terminal.batch, args.orig_stan, args.txn_type)
+    if kept is not None:  # the journal's copy also has the 25, 38 and 61 a version 2 reversal repeats
+        original = kept
+        original.amount = f"{args.amount:012d}"
+    response = await terminal.reverse(original, reason=args.reason)
+    if response.response_code == ResponseCode.APPROVED:
+        journal.mark_reversed(terminal.batch, args.orig_stan, args.txn_type)
+    return response, {}
 
 
 async def _settle(terminal: Terminal, args: argparse.Namespace) -> tuple[Response, dict[str, Any]]:
-    response = await terminal.settle(args.debit_amount, args.debit_count, stan=args.stan)
+    """The 0500 with the totals given, else the journal's counted ``--count`` way; when the answer
+    says out of balance, the batch upload of what the journal holds (records, advice copies, end)."""
+    journal: Journal = args.journal_state
+    batch = terminal.batch
+    counted = journal.totals(batch, args.count)
+    response = await terminal.settle(
+        counted.debit_fen if args.debit_amount is None else args.debit_amount,
+        counted.debit_count if args.debit_count is None else args.debit_count,
+        credit_fen=counted.credit_fen if args.credit_amount is None else args.credit_amount,
+        credit_count=counted.credit_count if args.credit_count is None else args.credit_count, stan=args.stan)
     totals = response.message.settlement_totals
-    extra = {"balanced": totals[30:31] == "1"} if totals and len(totals) > 30 else {}
+    extra: dict[str, Any] = {"balanced": totals[30:31] == "1"} if totals and len(totals) > 30 else {}
+    if response.response_code != ResponseCode.APPROVED:
+        return response, extra
+    if extra.get("balanced") is False:
+        extra["upload"] = await _batch_upload(terminal, journal, batch)
+    journal.settled(batch, terminal.batch)
     return response, extra
+
+
+async def _batch_upload(terminal: Terminal, journal: Journal, batch: int) -> dict[str, Any]:
+    """WIRE.md 9.4: the records, the copies of the advices, then the end with their number."""
+    record_messages, advices = journal.upload(batch)
+    sent = 0
+    for records in record_messages:
+        answer = await terminal.upload_records(batch, records)
+        _upload_answered(answer, "records")
+        sent += len(records)
+    for advice in advices:
+        assert advice.request_hex is not None
+        _upload_answered(await terminal.upload_advice_copy(decode_message(bytes.fromhex(advice.request_hex))),
+                         "an advice copy")
+        sent += 1
+    end = await terminal.upload_end(batch, sent)
+    _upload_answered(end, "the end")
+    received = end.message.settlement_totals
+    return {"records": sent - len(advices), "advice_copies": len(advices),
+            "received": int(received) if received and received.isdigit() else None}
+
+
+def _upload_answered(response: Response, what: str) -> None:
+    if response.response_code != ResponseCode.APPROVED:
+        raise UploadError(f"batch upload: {what} answered {response.response_code}")
 
 
 async def _bill_inquiry(terminal: Terminal, args: argparse.Namespace) -> tuple[Response, dict[str, Any]]:
@@ -133,7 +281,12 @@ async def _bill_pay(terminal: Terminal, args: argparse.Namespace) -> tuple[Respo
         args.biller, args.account, args.amount, reference=args.reference, pan=args.pan, pin=args.pin,
         stan=args.stan, location=args.location,
     )
+    _record(args, terminal, response, "bill", args.pan or "", args.amount)
     return response, {"bill": bill_fields(response)}
+
+
+class UploadError(Exception):
+    """A batch upload message was not answered 00."""
 
 
 # A chip command runs a whole exchange (no MAC) and returns its report (what ``--json`` prints).
@@ -165,6 +318,12 @@ COMMANDS: dict[str, Handler] = {
     "bill-inquiry": _signed_on(_bill_inquiry),
     "bill-pay": _signed_on(_bill_pay),
     "settle": _signed_on(_settle),
+    "refund": _signed_on(_refund),
+    "preauth": _signed_on(_preauth),
+    "preauth-cancel": _signed_on(_preauth_cancel),
+    "complete": _signed_on(_complete),
+    "complete-void": _signed_on(_complete_void),
+    "status-upload": _status_upload,
 }
 
 
@@ -227,6 +386,60 @@ def _stan_before(stan: str) -> str:
     return f"{(int(stan) - 2) % STAN_MAX + 1:06d}"
 
 
+def _count(value: str) -> int:
+    if not (value.isascii() and value.isdigit()):
+        raise argparse.ArgumentTypeError("count must be a whole number")
+    return int(value)
+
+
+def _status(value: str) -> str:
+    if not (value.isascii() and _STATUS.fullmatch(value)):
+        raise argparse.ArgumentTypeError("status must be TAG=VALUE pairs like 01=1,03=0 (tags 2 digits, values 0/1)")
+    return value
+
+
+def _add_version_2_parsers(commands: Any, common: argparse.ArgumentParser, card: argparse.ArgumentParser,
+                           pin: argparse.ArgumentParser, amount: argparse.ArgumentParser) -> None:
+    """The commands of WIRE.md 9.1: refund, the pre-authorization family, the status upload."""
+    optional_pin = argparse.ArgumentParser(add_help=False)
+    optional_pin.add_argument("--pin", type=_digits("PIN", *PIN_DIGITS), help="the PIN (optional here)")
+    tries = argparse.ArgumentParser(add_help=False)
+    tries.add_argument("--tries", type=int, choices=range(1, 10), default=ADVICE_TRIES, metavar="N",
+                       help=f"send the advice at most N times while unanswered (default {ADVICE_TRIES})")
+    naming = argparse.ArgumentParser(add_help=False)
+    naming.add_argument("--auth-code", required=True, type=_fixed_text(AUTH_CODE_LENGTH, "auth code"),
+                        help="the pre-authorization's auth code (38)")
+    naming.add_argument("--orig-date", required=True, type=_mmdd, help="field 13 (MMDD) of its 0110")
+    refund = commands.add_parser("refund", parents=[common, card, amount, optional_pin, tries],
+                                 help="sign on, then refund (0220) part or all of a purchase or completion")
+    refund.add_argument("--rrn", required=True, type=_fixed_text(RRN_LENGTH, "RRN"), help="the original's RRN")
+    refund.add_argument("--orig-date", required=True, type=_mmdd, help="field 13 (MMDD) of the original's answer")
+    refund.add_argument("--orig-batch", type=batch_number, help="the original's batch (default: zeros)")
+    refund.add_argument("--orig-stan", type=_stan, help="the original's STAN (default: zeros)")
+    commands.add_parser("preauth", parents=[common, card, pin, amount],
+                        help="sign on, then a pre-authorization (0100): a hold on the card")
+    commands.add_parser("preauth-cancel", parents=[common, card, amount, optional_pin, naming],
+                        help="sign on, then cancel a pre-authorization (its whole amount)")
+    complete = commands.add_parser("complete", parents=[common, card, amount, optional_pin, naming, tries],
+                                   help="sign on, then complete a pre-authorization (0200; --advice: 0220)")
+    complete.add_argument("--advice", action="store_true",
+                          help="a completion advice (0220, no PIN), sent again until answered")
+    complete_void = commands.add_parser("complete-void", parents=[common, card, amount, optional_pin],
+                                        help="sign on, then void a completion")
+    complete_void.add_argument("--rrn", required=True, type=_fixed_text(RRN_LENGTH, "RRN"),
+                               help="the completion's RRN")
+    complete_void.add_argument("--orig-stan", required=True, type=_stan, help="the completion's STAN")
+    complete_void.add_argument("--orig-date", required=True, type=_mmdd, help="field 13 (MMDD) of its 0210")
+    complete_void.add_argument("--orig-batch", type=batch_number, help="the completion's batch (default: --batch)")
+    complete_void.add_argument("--auth-code", required=True, type=_fixed_text(AUTH_CODE_LENGTH, "auth code"),
+                               help="the pre-authorization's auth code")
+    status = commands.add_parser("status-upload", parents=[common],
+                                 help="upload the devices' status (0820, 362): 01 keyboard, 02 PIN pad, "
+                                      "03 reader, 04 printer, 05 screen; 1 working, 0 not")
+    status.add_argument("--status", required=True, type=_status, metavar="TAG=V,...",
+                        help="e.g. 01=1,02=1,03=1,04=0,05=1")
+
+
 def _yuan(value: str, *, zero_allowed: bool = False) -> int:
     """An amount in yuan (``12``, ``12.3``, ``12.34``), more than zero, as fen."""
     if not (value.isascii() and _YUAN.fullmatch(value)):
@@ -267,9 +480,13 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--mid", required=True, type=_fixed_text(MID_LENGTH, "MID"))
     common.add_argument("--tmk", required=True, type=_tmk, help="terminal master key, 32 hex digits")
     common.add_argument("--mac", choices=tuple(MAC_ALGORITHMS), default="cup-ecb")
-    common.add_argument("--batch", type=batch_number, default=1, help="open batch (60.2)")
-    common.add_argument("--stan", type=_stan, default=_clock_stan(),
-                        help="STAN of the request (default: from the clock); a sign-on first uses the one before")
+    common.add_argument("--batch", type=batch_number, help="open batch (60.2; default: the journal's, else 1)")
+    common.add_argument("--stan", type=_stan,
+                        help="STAN of the request (default: the journal's next, else from the clock); a sign-on "
+                             "first uses the one before")
+    common.add_argument("--journal", metavar="FILE",
+                        help="the terminal's batch journal: its batch, STAN and approved transactions, kept "
+                             "between commands (settle counts and uploads from it); holds card numbers")
     common.add_argument("--json", action="store_true", help="print the response as one JSON object")
     card = argparse.ArgumentParser(add_help=False)
     card.add_argument("--pan", required=True, type=_digits("PAN", *PAN_DIGITS))
@@ -309,9 +526,16 @@ def build_parser() -> argparse.ArgumentParser:
     reverse.add_argument("--txn-type", type=_digits("transaction type", 2), default="22",
                          help="the original's 60.1")
     reverse.add_argument("--reason", choices=("98", "06"), default="98", help="98 no response, 06 other")
-    settle = commands.add_parser("settle", parents=[common], help="sign on, then settle the batch")
-    settle.add_argument("--debit-amount", required=True, type=_yuan_or_zero, help="the batch's debits, yuan")
-    settle.add_argument("--debit-count", required=True, type=int, help="the number of debits")
+    settle = commands.add_parser("settle", parents=[common],
+                                 help="sign on, then settle the batch; out of balance, upload it (batch upload)")
+    settle.add_argument("--count", choices=COUNTS, default="gross",
+                        help="how the journal's totals count a voided purchase: gross (it stays a debit, its "
+                             "void a credit) or v1 (both left out)")
+    settle.add_argument("--debit-amount", type=_yuan_or_zero, help="the batch's debits, yuan (default: counted)")
+    settle.add_argument("--debit-count", type=_count, help="the number of debits (default: counted)")
+    settle.add_argument("--credit-amount", type=_yuan_or_zero, help="the batch's credits, yuan (default: counted)")
+    settle.add_argument("--credit-count", type=_count, help="the number of credits (default: counted)")
+    _add_version_2_parsers(commands, common, card, pin, amount)
     bill = argparse.ArgumentParser(add_help=False)
     bill.add_argument("--biller", required=True, metavar="CODE",
                       type=_matching(_CODE, "biller code must be 1 to 16 letters, digits, _ or -"))
@@ -390,8 +614,20 @@ def _summary(command: str, output: dict[str, Any], latency_s: float) -> str:
     if "batch" in output and code == ResponseCode.APPROVED:
         line += (f"\nstan {output['stan']} batch {output['batch']} rrn {output.get('rrn')}"
                  f" date {output.get('local_date')}")
+        if output.get("auth_code"):
+            line += f" auth code {output['auth_code']}"
     if "bill" in output and code == ResponseCode.APPROVED:
         line += f"\n{_receipt(output)}"
+    totals = output.get("settlement_totals")
+    if output["mti"] == "0510" and totals and len(totals) > 30 and totals[:30].isdigit():
+        line += (f"\nhost's totals: debits {_yuan_text(int(totals[:12]))} ({int(totals[12:15])}), "
+                 f"credits {_yuan_text(int(totals[15:27]))} ({int(totals[27:30])})")
+    if "upload" in output:
+        upload = output["upload"]
+        line += (f"\nout of balance: batch upload of {upload['records']} records and {upload['advice_copies']} "
+                 f"advice copies, {upload['received']} received")
+    elif "balanced" in output:
+        line += f"\n{'balanced' if output['balanced'] else 'out of balance'}"
     if "key_check_values" in output:
         checks = ", ".join(f"{name.upper()} {kcv}" for name, kcv in output["key_check_values"].items())
         line += f"\nkeys checked: {checks}"
@@ -415,7 +651,7 @@ def _chip_summary(command: str, report: dict[str, Any]) -> str:
 async def _run_chip(args: argparse.Namespace, command: str) -> int:
     """A chip exchange: exit 0 when it went through, 1 when the host refused a step (not 00)."""
     terminal = Terminal(args.host, args.port, args.tid, args.mid, args.tmk, mac_algorithm=args.mac,
-                        batch=args.batch)
+                        batch=args.batch, last_stan=int(args.stan) - 1)
     try:
         report = await CHIP_COMMANDS[command](terminal, args)
     except ic.IcExchangeError as exc:
@@ -436,16 +672,38 @@ def _chip_command(args: argparse.Namespace) -> str | None:
     return args.command if args.command in CHIP_COMMANDS else None
 
 
+def _resolve_terminal_state(args: argparse.Namespace) -> Journal:
+    """The journal of ``--journal`` (or one in memory), and from it the batch and the STANs that
+    ``--batch`` and ``--stan`` leave open: with a journal, the sign-on and the request take its
+    next two STANs; without, the STAN comes from the clock."""
+    journal = Journal.open(args.journal)
+    if args.batch is None:
+        args.batch = journal.batch
+    args.signon_stan = None
+    if args.stan is None and args.journal is not None:
+        args.signon_stan = journal.next_stan()
+        args.stan = journal.next_stan()
+    elif args.stan is None:
+        args.stan = _clock_stan()
+    args.journal_state = journal
+    return journal
+
+
 async def _run(args: argparse.Namespace) -> int:
+    journal = _resolve_terminal_state(args)
     chip_command = _chip_command(args)
     if chip_command is not None:
         return await _run_chip(args, chip_command)
     terminal = Terminal(args.host, args.port, args.tid, args.mid, args.tmk, mac_algorithm=args.mac,
-                        batch=args.batch)
+                        batch=args.batch, last_stan=int(args.stan))
     try:
         response, extra = await COMMANDS[args.command](terminal, args)
     finally:
         await terminal.close()
+        if journal.path is not None:
+            journal.last_stan = max(journal.last_stan, terminal.last_stan)
+            journal.batch = terminal.batch
+            journal.save()
     output = response.to_dict() | extra
     print(json.dumps(output) if args.json else _summary(args.command, output, response.latency_s))
     return EXIT_APPROVED if response.response_code == ResponseCode.APPROVED else EXIT_DECLINED
@@ -467,15 +725,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("bill-pay: --pan and --pin go together")
     if args.command == "reverse" and (args.biller is None) != (args.account is None):
         parser.error("reverse: --biller and --account go together")
+    if args.command == "complete" and args.pin is None and not args.advice:
+        parser.error("complete: a completion request needs --pin (an --advice carries none)")
     where = f"{args.host}:{args.port}"
     try:
         return run_async(_run(args))
+    except JournalError as exc:
+        print(f"posgw-sim {args.command}: error: journal {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except TimeoutError:
         reason = f"no response from {where} in time"
     except OSError as exc:
         reason = f"{where}: {exc.strerror or exc}"
     except (KeyCheckError, ResponseMacError, BalanceFormatError, tlv.TlvError, FramingError,
-            FormatError, ic.IcExchangeError) as exc:
+            FormatError, ic.IcExchangeError, UploadError) as exc:
         reason = f"bad response from {where}: {exc}"
     print(f"posgw-sim {args.command}: error: {reason}", file=sys.stderr)
     return EXIT_FAILED

@@ -34,6 +34,11 @@ _SECRET_FIELDS = ("key_data", "pin_block", "mac")  # shown as their length only
 CURRENCY = "156"
 ENTRY_MODE_READ = "021"
 _FINANCIAL_NETWORK_CODE = "000"
+CONDITION_PREAUTH = "06"  # field 25 of the pre-authorization family (WIRE.md 9.1)
+ZERO_ORIGINAL = "000000000000"  # 61's batch and STAN as most terminals send them for refunds and completions
+# 60.1 of the transactions of WIRE.md 9.1 whose 0400 carries the original's 25, 38 and 61
+VERSION_2_TYPES = frozenset({"10", "11", "20", "21", "24", "25"})
+UPLOAD_RECORDS_MAX = 8  # records in one 0320 (WIRE.md 9.4)
 _BALANCE_LENGTH = 20  # AA TT CCC S NNNNNNNNNNNN
 _BALANCE_SIGNS = {"C": 1, "D": -1}
 
@@ -112,7 +117,7 @@ class Terminal:
 
     def __init__(self, host: str, port: int, tid: str, mid: str, tmk: bytes, *,
                  mac_algorithm: str = "cup-ecb", tpdu: bytes = TPDU,
-                 header: bytes = HEADER, batch: int = 1,
+                 header: bytes = HEADER, batch: int = 1, last_stan: int = 0,
                  timeout_s: float = 10.0, ssl_context: ssl.SSLContext | None = None) -> None:
         if mac_algorithm not in MAC_ALGORITHMS:
             raise ValueError(f"MAC algorithm must be one of {', '.join(MAC_ALGORITHMS)}")
@@ -129,7 +134,7 @@ class Terminal:
         self.ssl_context = ssl_context  # TLS to the gateway when set
         self.keys: WorkingKeys | None = None
         self.last_request: Message | None = None  # the last request sent, e.g. to reverse it
-        self._stan = 0
+        self._stan = last_stan % (STAN_MAX + 1)  # next_stan() gives the one after it
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._lock = asyncio.Lock()  # one request/response on the connection at a time
@@ -159,6 +164,11 @@ class Terminal:
         return writer
 
     # -- messages ------------------------------------------------------------
+    @property
+    def last_stan(self) -> int:
+        """The STAN ``next_stan`` gave last (0 before the first)."""
+        return self._stan
+
     def next_stan(self) -> str:
         """The next STAN: ``000001`` .. ``999999``, then ``000001`` again."""
         self._stan = self._stan % STAN_MAX + 1
@@ -180,6 +190,10 @@ class Terminal:
             raw = request.encode_with_mac(self._mac_of(self.keys.mak))
         else:
             raw = request.encode()
+        return await self._exchange_encoded(request, raw)
+
+    async def _exchange_encoded(self, request: Message, raw: bytes) -> Response:
+        """``exchange`` of a request already encoded as ``raw`` (MTI first)."""
         frame = encode_frame(Tpdu(self.tpdu), Header(self.header), raw)
         async with self._lock:
             self.last_request = request
@@ -238,12 +252,25 @@ class Terminal:
                       stan: str | None, expiry: str | None, entry_mode: str,
                       **fields: str | None) -> Message:
         """A 0200 with the card fields of WIRE.md section 3 and the PIN block under the PIK."""
+        return self._family_request("0200", processing_code, txn_type, pan, pin, stan=stan, expiry=expiry,
+                                    entry_mode=entry_mode, condition_code="00", **fields)
+
+    def _family_request(self, mti: str, processing_code: str, txn_type: str, pan: str, pin: str | None, *,
+                        stan: str | None, expiry: str | None = None, entry_mode: str = ENTRY_MODE_READ,
+                        condition_code: str = CONDITION_PREAUTH, **fields: str | None) -> Message:
+        """A card request of WIRE.md 9.1 (``mti`` 0100, 0200 or 0220): the card fields, 25, 49,
+        60 with 60.3 = ``000``, and the PIN block under the PIK when ``pin`` is given."""
         if self.keys is None:
             raise RuntimeError("no working keys: sign on first")
-        return self._financial_request(
-            processing_code, txn_type, stan=stan, pan=pan, expiry=expiry, entry_mode=entry_mode,
-            condition_code="00", pin_block=encrypt_pin_block(self.keys.pik, pin, pan),
-            security_control=SECURITY_CONTROL, **fields,
+        pin_fields: dict[str, Any] = {}
+        if pin is not None:
+            pin_fields = {"pin_block": encrypt_pin_block(self.keys.pik, pin, pan),
+                          "security_control": SECURITY_CONTROL}
+        return build_request(
+            mti, processing_code=processing_code, stan=stan or self.next_stan(), terminal_id=self.tid,
+            merchant_id=self.mid, currency=CURRENCY, pan=pan, expiry=expiry, entry_mode=entry_mode,
+            condition_code=condition_code, txn_data=f"{txn_type}{self.batch:06d}{_FINANCIAL_NETWORK_CODE}",
+            **fields, **pin_fields,
         )
 
     # -- network management --------------------------------------------------
@@ -321,9 +348,110 @@ class Terminal:
             raise ValueError("a card bill payment needs both the PAN and the PIN")
         return await self.send(request)
 
-    async def settle(self, debit_fen: int, debit_count: int, *, stan: str | None = None) -> Response:
-        """0500 batch settlement with the terminal's totals in 48; on 00 moves to the next batch."""
-        totals = f"{debit_fen:012d}{debit_count % 1000:03d}{0:012d}{0:03d}"
+    # -- version 2 (WIRE.md 9.1-9.3); 61 is ``batch n6, STAN n6, date MMDD`` ------------------
+    async def refund(self, pan: str, amount_fen: int, *, original_rrn: str, original_date: str,
+                     original_batch: int = 0, original_stan: str = "000000", pin: str | None = None,
+                     stan: str | None = None) -> Response:
+        """0220 refund (60.1 25) of a purchase or completion named by its RRN, 0210 date and card
+        (61's batch and STAN zeros unless given); the PIN is optional. An advice: see ``send_advice``."""
+        return await self.send_advice(self.refund_request(
+            pan, amount_fen, original_rrn=original_rrn, original_date=original_date, original_batch=original_batch,
+            original_stan=original_stan, pin=pin, stan=stan))
+
+    def refund_request(self, pan: str, amount_fen: int, *, original_rrn: str, original_date: str,
+                       original_batch: int = 0, original_stan: str = "000000", pin: str | None = None,
+                       stan: str | None = None) -> Message:
+        """The 0220 of ``refund``."""
+        return self._family_request(
+            "0220", "200000", "25", pan, pin, stan=stan, condition_code="00", amount=f"{amount_fen:012d}",
+            rrn=original_rrn, original_txn=f"{original_batch:06d}{original_stan}{original_date}")
+
+    async def preauth(self, pan: str, pin: str, amount_fen: int, *, stan: str | None = None) -> Response:
+        """0100 pre-authorization (60.1 10): a hold of ``amount_fen``; the answer's 38 names it."""
+        return await self.send(self.preauth_request(pan, pin, amount_fen, stan=stan))
+
+    def preauth_request(self, pan: str, pin: str, amount_fen: int, *, stan: str | None = None) -> Message:
+        """The 0100 of ``preauth``."""
+        return self._family_request("0100", "030000", "10", pan, pin, stan=stan, amount=f"{amount_fen:012d}")
+
+    async def preauth_cancel(self, pan: str, amount_fen: int, *, auth_code: str, original_date: str,
+                             pin: str | None = None, stan: str | None = None) -> Response:
+        """0100 pre-authorization cancel (60.1 11) of the pre-authorization's whole amount."""
+        return await self.send(self.preauth_cancel_request(pan, amount_fen, auth_code=auth_code,
+                                                           original_date=original_date, pin=pin, stan=stan))
+
+    def preauth_cancel_request(self, pan: str, amount_fen: int, *, auth_code: str, original_date: str,
+                               pin: str | None = None, stan: str | None = None) -> Message:
+        """The 0100 of ``preauth_cancel``."""
+        return self._family_request("0100", "200000", "11", pan, pin, stan=stan, amount=f"{amount_fen:012d}",
+                                    auth_id=auth_code, original_txn=f"{ZERO_ORIGINAL}{original_date}")
+
+    def completion_request(self, pan: str, amount_fen: int, *, auth_code: str, original_date: str,
+                           pin: str | None, advice: bool = False, stan: str | None = None) -> Message:
+        """The 0200 completion request (60.1 20, with the PIN), or the 0220 completion advice
+        (60.1 24, no PIN), of the pre-authorization ``auth_code`` approved on ``original_date``."""
+        if advice:
+            return self._family_request("0220", "000000", "24", pan, None, stan=stan, amount=f"{amount_fen:012d}",
+                                        auth_id=auth_code, original_txn=f"{ZERO_ORIGINAL}{original_date}")
+        if pin is None:
+            raise ValueError("a completion request needs the PIN")
+        return self._family_request("0200", "000000", "20", pan, pin, stan=stan, amount=f"{amount_fen:012d}",
+                                    auth_id=auth_code, original_txn=f"{ZERO_ORIGINAL}{original_date}")
+
+    async def send_advice(self, request: Message, *, tries: int = 3) -> Response:
+        """An advice (0220) sent, then sent again with the same bytes while unanswered (no
+        answer in time, the connection lost), as a terminal does, at most ``tries`` times in all;
+        the last failure is raised. A repeat gets the stored answer (WIRE.md 9.1)."""
+        if self.keys is None:
+            raise RuntimeError("no working keys: sign on first")
+        raw = request.encode_with_mac(self._mac_of(self.keys.mak))
+        for attempt in range(1, tries + 1):
+            try:
+                return await self._exchange_encoded(request, raw)
+            except (TimeoutError, ConnectionError):
+                if attempt == tries:
+                    raise
+        raise ValueError("tries must be at least 1")
+
+    async def completion_void(self, pan: str, amount_fen: int, *, original_rrn: str, original_batch: int,
+                              original_stan: str, original_date: str, auth_code: str, pin: str | None = None,
+                              stan: str | None = None) -> Response:
+        """0200 completion void (60.1 21): the completion's RRN, its batch, STAN and 0210 date in 61,
+        and the pre-authorization's auth code."""
+        return await self.send(self._family_request(
+            "0200", "200000", "21", pan, pin, stan=stan, amount=f"{amount_fen:012d}", rrn=original_rrn,
+            auth_id=auth_code, original_txn=f"{original_batch:06d}{original_stan}{original_date}"))
+
+    # -- batch upload (0320, no MAC; WIRE.md 9.4) ---------------------------------------------
+    async def upload_records(self, batch: int, records: list[tuple[str, str, int]], *,
+                             stan: str | None = None) -> Response:
+        """One 0320 of up to 8 records (STAN, PAN or '' for none, amount in fen) of ``batch``."""
+        if not 1 <= len(records) <= UPLOAD_RECORDS_MAX:
+            raise ValueError(f"an upload carries 1 to {UPLOAD_RECORDS_MAX} records")
+        digits = "".join(f"00{rec_stan}{pan.rjust(20, '0')}{amount:012d}" for rec_stan, pan, amount in records)
+        return await self.exchange(build_request(
+            "0320", stan=stan or self.next_stan(), terminal_id=self.tid, merchant_id=self.mid,
+            settlement_totals=f"{len(records):02d}{digits}", txn_data=f"00{batch:06d}201"), mac=False)
+
+    async def upload_advice_copy(self, advice: Message) -> Response:
+        """The copy of an advice the terminal sent: MTI 0320, no PIN and no MAC."""
+        fields = {number: value for number, value in advice.fields.items()
+                  if number not in (FIELD_NUMBERS["pin_block"], FIELD_NUMBERS["security_control"],
+                                    FIELD_NUMBERS["mac"])}
+        return await self.exchange(Message("0320", fields), mac=False)
+
+    async def upload_end(self, batch: int, count: int, *, stan: str | None = None) -> Response:
+        """The end of the upload (60.3 202): 48 the number of records and copies sent; the answer's 48
+        the number the gateway received."""
+        return await self.exchange(build_request(
+            "0320", stan=stan or self.next_stan(), terminal_id=self.tid, merchant_id=self.mid,
+            settlement_totals=f"{count % 10_000:04d}", txn_data=f"00{batch:06d}202"), mac=False)
+
+    async def settle(self, debit_fen: int, debit_count: int, *, credit_fen: int = 0, credit_count: int = 0,
+                     stan: str | None = None) -> Response:
+        """0500 batch settlement with the terminal's totals in 48 (30 digits); on 00 moves to the
+        next batch."""
+        totals = f"{debit_fen:012d}{debit_count % 1000:03d}{credit_fen:012d}{credit_count % 1000:03d}"
         response = await self.send(build_request(
             "0500", stan=stan or self.next_stan(), terminal_id=self.tid, merchant_id=self.mid,
             currency=CURRENCY, settlement_totals=totals, txn_data=f"00{self.batch:06d}201"))
@@ -335,17 +463,21 @@ class Terminal:
         """0400 reversal of the request ``original`` (e.g. ``last_request``), for ``reason`` in 39.
 
         Carries the original's card (2 or 35), 3, 4, 11, 41, 42, 49, 59 and 60
-        with 60.3 = ``000``; no PIN.
+        with 60.3 = ``000``, and for a transaction of WIRE.md 9.1 its 25, 38 and 61; no PIN.
         """
         txn_data = original.txn_data
         if txn_data is None:
             raise ValueError("the original request has no field 60")
+        version_2 = {}
+        if txn_data[:2] in VERSION_2_TYPES:
+            version_2 = {"condition_code": original.condition_code, "auth_id": original.auth_id,
+                         "original_txn": original.original_txn}
         return await self.send(build_request(
             "0400", pan=original.pan, track2=original.track2, processing_code=original.processing_code,
             amount=original.amount, stan=original.stan, response_code=reason,
             terminal_id=original.terminal_id, merchant_id=original.merchant_id,
             currency=original.currency, bill_data=original.bill_data,
-            txn_data=f"{txn_data[:8]}{_FINANCIAL_NETWORK_CODE}{txn_data[11:]}",
+            txn_data=f"{txn_data[:8]}{_FINANCIAL_NETWORK_CODE}{txn_data[11:]}", **version_2,
         ))
 
 

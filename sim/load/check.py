@@ -1,6 +1,8 @@
 """``posgw-sim load --check``: after the run, the money the simulator saw approved
-compared with the ledger. Each card's balance must be its opening balance less the
-purchases its terminals saw approved, and each agent's float its opening float less
+compared with the ledger. Each card's available balance (its balance less its open
+holds) must be its opening one less the purchases, completions and holds its
+terminals saw approved, plus the refunds and the holds cancelled or completed (the
+completion spending instead), and each agent's float its opening float less
 the cash bill payments they saw approved; every difference is listed, and so is any
 request left in doubt (a reversal never answered 00), since then the ledger cannot be
 checked to the fen.
@@ -85,7 +87,7 @@ class OperatorCli:
         kind, name = payer
         if name is None:
             raise CheckError(f"{payer_name(payer)}: the world does not say which agent it is")
-        group, key = ("card", "balance_fen") if kind == CARD else ("agent", "float_fen")
+        group, key = ("card", "available_fen") if kind == CARD else ("agent", "float_fen")
         shown = payer_name(payer)  # never the full PAN
         try:
             process = await asyncio.create_subprocess_exec(
@@ -107,8 +109,11 @@ class OperatorCli:
                 reason = reason.replace(name, payer_name(payer).removeprefix("card "))
             raise CheckError(f"{shown}: `{group} show` exited {process.returncode}: {reason}")
         try:
-            value = json.loads(out)[key]
-        except (ValueError, KeyError, TypeError):
+            shown_json = json.loads(out)
+            if key == "available_fen" and key not in shown_json:  # a gateway without holds
+                key = "balance_fen"
+            value = shown_json[key]
+        except (ValueError, KeyError, TypeError, AttributeError):
             raise CheckError(f"{shown}: `{group} show --json` printed no {key}") from None
         if not isinstance(value, int):
             raise CheckError(f"{shown}: {key} is not a whole number of fen")
@@ -120,7 +125,7 @@ def payers_of(terminals: Sequence[LoadTerminal], mix: Mapping[str, int]) -> list
     floats of their agents (cash bill payments), the ``MONEY_TYPES`` of the load; ``UsageError`` if the world does not
     say a terminal's agent while the mix has bill payments."""
     payers: list[Payer] = []
-    if "purchase" in mix:
+    if any(kind in mix for kind in ("purchase", "refund", "preauth")):
         payers += [(CARD, card.pan) for terminal in terminals for card in terminal.cards]
     if "bill-pay" in mix:
         for terminal in terminals:

@@ -16,8 +16,8 @@ from protocol.spec import FIELD_NUMBERS, FIELDS
 from sim.load.money import Payer
 from sim.terminal import HEADER, TPDU
 
-_STAN_FIELD, _AMOUNT_FIELD, _CODE_FIELD, _TID_FIELD, _MAC_FIELD = (
-    FIELD_NUMBERS[name] for name in ("stan", "amount", "response_code", "terminal_id", "mac"))
+_STAN_FIELD, _AMOUNT_FIELD, _CODE_FIELD, _TID_FIELD, _MAC_FIELD, _RRN_FIELD, _DATE_FIELD = (
+    FIELD_NUMBERS[name] for name in ("stan", "amount", "response_code", "terminal_id", "mac", "rrn", "local_date"))
 
 
 class ResponseFormatError(Exception):
@@ -91,6 +91,8 @@ class ResponseView:
     terminal_id: str | None
     mac: bytes | None
     mac_input: bytes
+    rrn: str | None = None
+    local_date: str | None = None  # field 13, MMDD
 
 
 def read_response(message: bytes) -> ResponseView:
@@ -103,12 +105,15 @@ def read_response(message: bytes) -> ResponseView:
 
     stan_span = spans.get(_STAN_FIELD)
     mac_span = spans.get(_MAC_FIELD)
+    date_span = spans.get(_DATE_FIELD)
     return ResponseView(
         code=text(_CODE_FIELD),
         stan=None if stan_span is None else message[stan_span[0] : stan_span[1]].hex(),
         terminal_id=text(_TID_FIELD),
         mac=None if mac_span is None else message[mac_span[0] :],
         mac_input=message if mac_span is None else message[: -MAC_BYTES],
+        rrn=text(_RRN_FIELD),
+        local_date=None if date_span is None else message[date_span[0] : date_span[1]].hex(),
     )
 
 

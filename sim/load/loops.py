@@ -18,9 +18,10 @@ from typing import Any
 
 from protocol.codes import ResponseCode
 from sim.load.check import BalanceReader, CheckError, check_report, payers_of
+from sim.load.family import FAMILY_TYPES, Step
 from sim.load.faults import Faults
 from sim.load.frames import ResponseFormatError, read_response
-from sim.load.money import MoneySeen
+from sim.load.money import MoneySeen, Payer
 from sim.load.options import AMOUNT_TYPES, MONEY_TYPES, UNMACCED_TYPES, LoadOptions, UsageError
 from sim.load.progress import ProgressDisplay
 from sim.load.stats import LATE_AFTER_S, Report, Stats, build_report
@@ -134,11 +135,37 @@ class LoadRun:
         kind = self._kind()
         if fault == "badmac" and kind in UNMACCED_TYPES:
             fault = None  # an echo carries no MAC to spoil
-        stats, options = self.stats, self.options
         stan = terminal.next_stan()
-        template = terminal.template(kind)
-        amount = self._amount() if kind in AMOUNT_TYPES else 0
-        frame, message = template.build(stan, amount, terminal.mac_of, bad_mac=fault == "badmac")
+        step: Step | None = None
+        if kind in FAMILY_TYPES:
+            card = terminal.card_in_turn()
+            step = terminal.family.step(terminal.terminal, kind, f"{stan:06d}", self._amount(), self.rng,
+                                        card.pan, card.pin)
+            if step is None:  # nothing to refund yet: a purchase instead
+                kind = "purchase"
+        payer: Payer | None
+        if step is not None:
+            frame, message = step.frame(terminal.mac_of, bad_mac=fault == "badmac")
+            amount, payer = step.amount_fen, step.payer
+        else:
+            template = terminal.template(kind)
+            amount = self._amount() if kind in AMOUNT_TYPES else 0
+            frame, message = template.build(stan, amount, terminal.mac_of, bad_mac=fault == "badmac")
+            payer = template.payer
+        settled = False
+        try:
+            settled = await self._exchange(terminal, kind, fault, stan, frame, message, scheduled, amount, payer,
+                                           step)
+        finally:
+            if step is not None and not settled:
+                terminal.family.unanswered(step)
+
+    async def _exchange(self, terminal: LoadTerminal, kind: str, fault: str | None, stan: int, frame: bytes,
+                        message: bytes, scheduled: float | None, amount: int, payer: Payer | None,
+                        step: Step | None) -> bool:
+        """Send one request and act on its answer; True when a refund or pre-authorization step got
+        an answer its terminal can act on (then ``step`` is settled)."""
+        stats, options = self.stats, self.options
         try:
             connection = await terminal.open_connection()
         except (OSError, TimeoutError):
@@ -146,7 +173,7 @@ class LoadRun:
                 stats.request(kind)
             stats.error("connect_failures")
             await asyncio.sleep(CONNECT_RETRY_DELAY_S)
-            return
+            return False
         if fault == "drop":
             stats.faults["drop"]["injected"] += 1
             connection.send_only(frame)
@@ -156,32 +183,32 @@ class LoadRun:
             if kind in MONEY_TYPES:
                 stats.faults["drop"]["reversals_needed"] += 1
                 await self.faults.reverse(terminal, message, "drop", reason="98")
-            return
+            return False
         if fault == "badmac":
             await self.faults.badmac(terminal, connection, frame)
-            return
+            return False
         stats.request(kind)
         started = scheduled if scheduled is not None else time.perf_counter()
         try:
             body = await connection.exchange(frame, options.timeout_s)
         except TimeoutError:
             await self.faults.no_answer(terminal, connection, kind, message, "timeouts")
-            return
+            return False
         except ConnectionError:
             await self.faults.no_answer(terminal, connection, kind, message, "disconnects")
-            return
+            return False
         except ResponseFormatError:
             await self.faults.no_answer(terminal, connection, kind, message, "bad_responses")
-            return
+            return False
         latency = time.perf_counter() - started
         try:
             view = read_response(body[11:])
         except ResponseFormatError:
             await self.faults.no_answer(terminal, connection, kind, message, "bad_responses")
-            return
+            return False
         if view.stan != f"{stan:06d}" or view.terminal_id != terminal.spec.tid or view.code is None:
             await self.faults.no_answer(terminal, connection, kind, message, "bad_responses")
-            return
+            return False
         code = view.code
         if view.mac is not None:
             mac_ok = terminal.verify_mac(view)
@@ -194,12 +221,17 @@ class LoadRun:
             terminal.done_with(connection)
             if kind in MONEY_TYPES and code == "00":
                 await self.faults.reverse(terminal, message, "mac_failure", reason="06")
-            return
-        if code == "00" and template.payer is not None:
-            self.money.approved(template.payer, amount)
+            return False
+        if step is not None:
+            terminal.family.answered(step, code, body[11:], self.money)
+        elif code == "00" and payer is not None:
+            self.money.approved(payer, amount)
+            if kind == "purchase" and payer[1] is not None:
+                terminal.family.sold(payer[1], view.rrn, view.local_date, amount)
         if fault == "repeat":
             await self.faults.repeat(connection, frame, body, code)
         terminal.done_with(connection)
+        return step is not None
 
 
 def _cumulative(values: Iterable[float]) -> Iterable[float]:

@@ -9,8 +9,9 @@ from decimal import Decimal, InvalidOperation
 
 from sim.terminal import AMOUNT_FEN_MAX
 
-TXN_TYPES = ("purchase", "balance", "bill-pay", "bill-inquiry", "echo")
-MONEY_TYPES = frozenset({"purchase", "bill-pay"})  # what a terminal reverses when it gets no answer
+TXN_TYPES = ("purchase", "balance", "bill-pay", "bill-inquiry", "echo", "refund", "preauth")
+# what a terminal reverses when it gets no answer (a refund, and every request of a preauth slot)
+MONEY_TYPES = frozenset({"purchase", "bill-pay", "refund", "preauth"})
 AMOUNT_TYPES = MONEY_TYPES
 UNMACCED_TYPES = frozenset({"echo"})  # 0820 echo (60.3 301): no MAC either way (WIRE.md 4)
 FAULTS = ("drop", "repeat", "badmac", "garbage")
@@ -50,6 +51,8 @@ def parse_mix(text: str) -> dict[str, int]:
         mix[name] = int(value)
     if not any(mix.values()):
         raise ValueError("mix: at least one type needs a weight above 0")
+    if mix.get("refund") and not mix.get("purchase"):
+        raise ValueError("mix: refunds need purchases of the run to refund (give purchase a weight)")
     return {name: weight for name, weight in mix.items() if weight > 0}
 
 

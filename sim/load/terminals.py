@@ -15,6 +15,7 @@ from protocol.crypto import encrypt_pin_block
 from protocol.framing import FramingError
 from protocol.messages import SECURITY_CONTROL
 from sim.load.connection import Connection
+from sim.load.family import FAMILY_TYPES, Family
 from sim.load.frames import RequestTemplate, ResponseView
 from sim.load.money import CARD, FLOAT, OwedReversal, Payer
 from sim.load.options import UNMACCED_TYPES, LoadOptions, UsageError
@@ -53,6 +54,7 @@ class LoadTerminal:
         self._turn = 0
         self.connection: Connection | None = None
         self.owed: list[OwedReversal] = []  # reversals not answered yet, oldest first
+        self.family = Family()  # its refundable purchases and open pre-authorizations
 
     def next_stan(self) -> int:
         self._stan = self._stan % STAN_MAX + 1
@@ -88,6 +90,11 @@ class LoadTerminal:
         """What requests of ``kind`` take in turn: cards, meters, or nothing (echo)."""
         return () if kind == "echo" else self.meters if kind.startswith("bill") else self.cards
 
+    def card_in_turn(self) -> CardSpec:
+        """The next card, taken in turn with the templates' cards."""
+        self._turn += 1
+        return self.cards[self._turn % len(self.cards)]
+
     def template(self, kind: str) -> RequestTemplate:
         """The template of the next request of ``kind``: cards and meters are taken in turn."""
         self._turn += 1
@@ -119,6 +126,8 @@ class LoadTerminal:
         under test shares. (A sign-on during the run clears them; they are then
         built again as needed.)"""
         for kind in kinds:
+            if kind in FAMILY_TYPES:
+                continue  # built whole per request
             for index in range(len(self._pool(kind)) or 1):
                 self._template(kind, index)
 
@@ -211,7 +220,7 @@ def check_world(world: World, options: LoadOptions) -> int:
         raise UsageError("--terminals must be at least 1")
     if count > len(world.terminals):
         raise UsageError(f"--terminals {count}: the world has {len(world.terminals)} terminals")
-    if any(kind in options.mix for kind in ("purchase", "balance")) and not world.cards:
+    if any(kind in options.mix for kind in ("purchase", "balance", "refund", "preauth")) and not world.cards:
         raise UsageError("the mix has card transactions but the world has no cards")
     if any(kind in options.mix for kind in ("bill-pay", "bill-inquiry")) and not world.meters:
         raise UsageError("the mix has bill payments but the world has no prepaid biller with meters")

@@ -75,11 +75,13 @@ def test_latency_summary_is_in_milliseconds_with_max():
 def test_mix_parses_weights_and_drops_zeros():
     assert parse_mix("purchase=70,balance=10,bill-pay=20") == {"purchase": 70, "balance": 10, "bill-pay": 20}
     assert parse_mix("echo=100") == {"echo": 100}
+    assert parse_mix("purchase=60,refund=10,preauth=30") == {"purchase": 60, "refund": 10, "preauth": 30}
     assert parse_mix(" purchase = 1 , bill-inquiry=0 ") == {"purchase": 1}
 
 
 @pytest.mark.parametrize("text, message", [
-    ("refund=10", "unknown type"),
+    ("cashback=10", "unknown type"),
+    ("refund=10,preauth=5", "refunds need purchases"),
     ("purchase=10,purchase=5", "twice"),
     ("purchase=x", "whole number"),
     ("purchase=-1", "whole number"),
