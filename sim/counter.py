@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import time
 from typing import Any
 
 from protocol import tlv
@@ -19,6 +20,7 @@ BILL_HISTORY = ("390000", "43")
 NETWORK_CODE = "000"
 HISTORY_ENTRY_CHARS = 20
 STATUS_NAMES = {"PD": "paid", "OP": "open"}
+COMMANDS = ("voucher", "bill-history")  # what add_commands adds
 
 
 def _request(terminal: Terminal, codes: tuple[str, str], bill_data: str, amount_fen: int | None = None,
@@ -92,11 +94,17 @@ def history_receipt(response: Response) -> str:
 # -- posgw-sim voucher / bill-history -------------------------------------------------
 
 
+def _clock_stan() -> str:
+    """A STAN from the clock (tenths of a second), so that runs one after another do not repeat one."""
+    return f"{int(time.time() * 10) % 999_999 + 1:06d}"
+
+
 def _terminal(args: argparse.Namespace) -> Terminal:
     return Terminal(args.host, args.port, args.tid, args.mid, bytes.fromhex(args.tmk), batch=args.batch)
 
 
 async def _signed_on(args: argparse.Namespace) -> Terminal:
+    args.stan = args.stan or _clock_stan()
     terminal = _terminal(args)
     signed = await terminal.sign_on()
     if signed.response_code != "00":
@@ -109,7 +117,7 @@ async def _run_voucher(args: argparse.Namespace) -> int:
     amount_fen = round(float(args.amount) * 100)
     terminal = await _signed_on(args)
     try:
-        response = await voucher_sale(terminal, args.biller, amount_fen)
+        response = await voucher_sale(terminal, args.biller, amount_fen, stan=args.stan)
     finally:
         await terminal.close()
     print(voucher_receipt(response, amount_fen))
@@ -119,7 +127,7 @@ async def _run_voucher(args: argparse.Namespace) -> int:
 async def _run_history(args: argparse.Namespace) -> int:
     terminal = await _signed_on(args)
     try:
-        response = await bill_history(terminal, args.biller, args.account)
+        response = await bill_history(terminal, args.biller, args.account, stan=args.stan)
     finally:
         await terminal.close()
     print(history_receipt(response))
@@ -133,6 +141,7 @@ def _terminal_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mid", required=True)
     p.add_argument("--tmk", required=True, help="the terminal master key, 32 hex digits")
     p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--stan", default=None, help="the request's STAN (default: from the clock, as a terminal counts)")
 
 
 def add_commands(commands: Any) -> None:

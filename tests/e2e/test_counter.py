@@ -281,3 +281,16 @@ async def test_the_receipts_print_serial_pin_and_history(terminal):
     assert "CNY 50.00" in printed and fields[tlv.RECEIPT] in printed
     slip = counter.history_receipt(await counter.bill_history(terminal, "ELEC01", "A1001"))
     assert "2026-11  CNY        67.89  open" in slip
+
+
+async def test_posgw_sim_voucher_prints_the_receipt_with_serial_and_pin(terminal, gateway, world, capsys):
+    from sim.cli import main as sim_main
+
+    argv = ["--port", str(gateway.server.port), "--tid", world.tid, "--mid", world.mid, "--tmk", world.tmk.hex(),
+            "--biller", "PRE01"]
+    code = await asyncio.to_thread(sim_main, ["voucher", *argv, "--amount", "50", "--stan", "000101"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "SERIAL" in printed and "PIN" in printed and "CNY 50.00" in printed
+    code = await asyncio.to_thread(sim_main, ["bill-history", *argv, "--account", "M0001", "--stan", "000102"])
+    assert code == 0 and "(no entries)" in capsys.readouterr().out
