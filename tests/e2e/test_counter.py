@@ -176,6 +176,8 @@ async def test_a_reversal_voids_an_unredeemed_voucher_and_gives_back_float_and_c
     refused = await cli("voucher", "redeem", fields["VS"], "--pin", fields["VP"], "--meter", "M0001")
     assert refused.code == 2 and "void" in refused.stderr
     assert (await cli("ledger", "check", "--json")).json["ok"]
+    await sell(terminal)  # a standing sale beside the reversed one
+    await assert_daily_report_checks(cli)
 
 
 async def test_a_reversal_after_redemption_moves_nothing_and_is_an_exception(terminal, cli, db):
@@ -189,6 +191,14 @@ async def test_a_reversal_after_redemption_moves_nothing_and_is_an_exception(ter
     assert (await cli("voucher", "show", fields["VS"], "--json")).json["status"] == "redeemed"
     exception = await db.fetchval("SELECT exception FROM gw_transactions WHERE mti_class = '0400'")
     assert exception == "reversal_of_redeemed_voucher"
+    await assert_daily_report_checks(cli)
+
+
+async def assert_daily_report_checks(cli):
+    """The daily report's own ledger check counts voucher sales and their reversals."""
+    report = await cli("report", "daily", "--json")
+    assert report.code == 0, report.stderr
+    assert report.json["ledger_check"]["ok"], report.json["ledger_check"]
 
 
 async def test_ten_concurrent_redemptions_give_one_token(terminal, settings, db_url):
