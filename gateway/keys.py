@@ -84,6 +84,7 @@ class SoftHsm:
         self._lmk = lmk
         self._pan_hash_key = self._derive(b"posgw pan hash")
         self._pvv_key = self._derive(b"posgw pin verification")
+        self._voucher_pin_key = self._derive(b"posgw voucher pin")
 
     def _derive(self, label: bytes) -> bytes:
         return hmac.new(self._lmk, label, hashlib.sha256).digest()
@@ -140,3 +141,22 @@ class SoftHsm:
         verification value (raises ``crypto.PinBlockError`` for a malformed block)."""
         pin = crypto.decrypt_pin(self._clear(pik_lmk), pin_block, pan)
         return hmac.compare_digest(self.pin_verification_value(pan, pin), pvv)
+
+    # -- vouchers (WIRE.md 9.7, 9.9) ---------------------------------------------
+    def voucher_pin_hash(self, serial: str, pin: str) -> bytes:
+        """A voucher's PIN as it is kept: a keyed hash (HMAC under a key derived from the LMK) with its serial."""
+        return hmac.new(self._voucher_pin_key, f"{serial}:{pin}".encode(), hashlib.sha256).digest()
+
+    def encrypt_voucher_pin(self, serial: str, pin: str) -> bytes:
+        """A voucher's 16-digit PIN under the LMK, for the sale's stored answer: its BCD
+        XORed with the serial's (12 digits, F padded), one 3DES block."""
+        block = bytes(a ^ b for a, b in zip(bytes.fromhex(pin), _serial_block(serial), strict=True))
+        return crypto.tdes_encrypt(self._lmk, block)
+
+    def decrypt_voucher_pin(self, serial: str, pin_lmk: bytes) -> str:
+        block = crypto.tdes_decrypt(self._lmk, pin_lmk)
+        return bytes(a ^ b for a, b in zip(block, _serial_block(serial), strict=True)).hex()
+
+
+def _serial_block(serial: str) -> bytes:
+    return bytes.fromhex(serial.ljust(16, "F"))

@@ -81,3 +81,18 @@ def parse_settlement_totals(digits: str) -> BatchTotals | None:
     debit_end = AMOUNT_DIGITS + COUNT_DIGITS
     return BatchTotals(int(head[:AMOUNT_DIGITS]), int(head[AMOUNT_DIGITS:debit_end]),
                        int(head[debit_end:debit_end + AMOUNT_DIGITS]), int(head[debit_end + AMOUNT_DIGITS:]))
+
+
+HISTORY_ENTRIES_MAX = 12  # WIRE.md 9.7
+HISTORY_PAID, HISTORY_OPEN = "PD", "OP"
+
+
+def bill_history(entries: list[tuple[str, int, str]]) -> str:
+    """Tag HS of a bill history's field 59 (WIRE.md 9.7): up to 12 entries of 20
+    characters, newest first as given, each a period YYYYMM, an amount in fen
+    (12 digits) and a status (``PD`` paid, ``OP`` open); none: the empty value."""
+    parts = []
+    for period, amount_fen, status in entries[:HISTORY_ENTRIES_MAX]:
+        assert len(period) == 6 and period.isdigit() and status in (HISTORY_PAID, HISTORY_OPEN), (period, status)
+        parts.append(f"{period}{_digits(amount_fen, AMOUNT_DIGITS)}{status}")
+    return "".join(parts)

@@ -22,7 +22,7 @@ from protocol.codes import ResponseCode
 from protocol.crypto import key_check_value
 from protocol.framing import FramingError
 from protocol.messages import FormatError, Message, decode_message
-from sim import bank, ic, load
+from sim import bank, counter, ic, load
 from sim import biller as sim_biller
 from sim.cli_support import batch_number, run_async
 from sim.journal import ADVICE_KINDS, COUNTS, Entry, Journal, JournalError, kept_request
@@ -557,6 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "transfer settled (ACSC) but those to the --reject account numbers (RJCT with --reason). "
                     "Exit 0, or 2 for a file that cannot be read or is no pain.001.001.09."))
     sim_biller.add_arguments(commands.add_parser("biller", help="an HTTP biller with its own book and faults"))
+    counter.add_commands(commands)  # voucher, bill-history (sim.counter)
     return parser
 
 
@@ -717,6 +718,8 @@ def main(argv: list[str] | None = None) -> int:
         return load.main(args)
     if args.command == "biller":
         return sim_biller.run(args)
+    if args.command in counter.COMMANDS:
+        return args.run(args)
     if args.command == "bank":
         return bank.run(args)
     if args.command == "signon" and args.first_day and not args.follow_prompts:

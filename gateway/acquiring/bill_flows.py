@@ -62,14 +62,14 @@ async def check_payer_card(txn: Transaction, svc: Services) -> None:
         await verify_pin(txn, svc)
 
 
-def _check_answer_fits(tags: dict[str, str], reserve: int = 0) -> None:
+def check_answer_fits(tags: dict[str, str], reserve: int = 0) -> None:
     """The answer echoes BL and AC: a request whose answer cannot fit field 59
     is a format error (30), found before anything is recorded or moves."""
     if len(tlv.encode_canonical(tags).encode(tlv.ENCODING)) + reserve > BILL_DATA_BYTES_MAX:
         raise Decline(Outcome.FORMAT_ERROR, f"the answer's field 59 would exceed {BILL_DATA_BYTES_MAX} bytes")
 
 
-async def _ask_biller(svc: Services, operation):
+async def connector_call(svc: Services, operation):
     try:
         return await svc.connectors.call(operation)
     except tuple(_CONNECTOR_OUTCOMES) as exc:
@@ -78,7 +78,7 @@ async def _ask_biller(svc: Services, operation):
 
 async def inquire_bill(txn: Transaction, svc: Services) -> None:
     biller, account = txn.ctx.biller, txn.bill_fields[tlv.ACCOUNT]
-    info = await _ask_biller(svc, svc.connectors[biller].inquire(biller, account))
+    info = await connector_call(svc, svc.connectors[biller].inquire(biller, account))
     tags = {tlv.BILLER: biller.code, tlv.ACCOUNT: account, tlv.NAME: info.name}
     approval: dict[str, object] = {}
     if info.amount_fen is not None:
@@ -88,7 +88,7 @@ async def inquire_bill(txn: Transaction, svc: Services) -> None:
         tags[tlv.PERIOD] = info.period
     tags[tlv.REFERENCE] = info.reference
     approval["bill_tlv"] = tags
-    _check_answer_fits(tags)
+    check_answer_fits(tags)
     await finish(txn, svc, BillInquiry, approval=approval)
 
 
@@ -144,7 +144,7 @@ async def pay_bill(txn: Transaction, svc: Services) -> None:
             tags[tlv.TOKEN] = accepted.token
         bill = replace(bill, bill_id=accepted.bill_id, token=accepted.token or None,
                        meter=(accepted.meter or account) if accepted.token else None)
-        _check_answer_fits(tags, _FB_BYTES if card is None else 0)
+        check_answer_fits(tags, _FB_BYTES if card is None else 0)
         await finish(txn, svc, BillPayment, bill=bill, approval={"bill_tlv": tags}, **recording)
     finally:
         if armed and not (approved(txn.answer) and txn.answer.get("rrn") == receipt):

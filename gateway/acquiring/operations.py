@@ -315,6 +315,60 @@ class BillPayment(Operation):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class VoucherRecord:
+    """A voucher sale's own columns (``gw_transactions``: biller, receipt, commission,
+    agent, paid in cash) and the voucher it sells (``vouchers``): its serial, its PIN's
+    keyed hash (never the PIN), its local day and time of sale."""
+
+    biller_code: str
+    receipt: str
+    commission_fen: int
+    agent_code: str
+    float_account_id: int
+    serial: str
+    pin_hash: bytes
+    sold_at: str  # ISO 8601
+    sold_on: str  # ISO date, the sale's local day
+
+    def __post_init__(self) -> None:
+        assert len(self.serial) == 12 and self.serial.isdigit(), self.serial
+
+    def bill_json(self) -> dict[str, Any]:
+        return {"biller_code": self.biller_code, "receipt": self.receipt, "commission_fen": self.commission_fen,
+                "agent_code": self.agent_code, "float_account_id": self.float_account_id}
+
+    def voucher_json(self) -> dict[str, Any]:
+        return {"serial": self.serial, "pin_hash": self.pin_hash.hex(), "sold_at": self.sold_at,
+                "sold_on": self.sold_on}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VoucherSale(Operation):
+    """A prepaid voucher sale (WIRE.md 9.7): like a cash bill payment, its transfers
+    (the agent's float to the biller, the commission to the agent) posted, 51 when the
+    float is short; approved, the voucher is kept (``vouchers``). ``approval`` holds
+    the answer's tags and the PIN under the LMK (``voucher_pin_lmk``), never clear."""
+
+    op: ClassVar[str] = "voucher_sale"
+    transfers: tuple[Transfer, ...]
+    voucher: VoucherRecord
+    approval: dict[str, Any]
+    risk: RiskCheck | None = None
+    position: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        Operation.__post_init__(self)
+        assert self.stamp.rrn == self.voucher.receipt, "a voucher sale's RRN is its receipt"
+
+    def as_json(self) -> dict[str, Any]:
+        payload = Operation.as_json(self)
+        payload |= {"transfers": _transfers_json(self.transfers), "bill": self.voucher.bill_json(),
+                    "voucher": self.voucher.voucher_json(),
+                    "approval": self.approval | {"auth_id": self.stamp.auth_id}}
+        return _risk_json(payload, self.risk, self.position)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settlement(Operation):
     """A batch settlement: the terminal's totals (field 48 as sent, 30 or 62 digits;
     its domestic half as numbers: ``claimed``, None when not digits; whether its

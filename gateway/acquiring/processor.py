@@ -11,7 +11,7 @@ from datetime import datetime
 import structlog
 
 from gateway import metrics
-from gateway.acquiring import ic_flows
+from gateway.acquiring import counter_flows, ic_flows
 from gateway.acquiring.context import Answered, Services, StaleContext, Transaction
 from gateway.acquiring.outcomes import Decline, Outcome
 from gateway.acquiring.recording import record_decline, response_fields
@@ -143,7 +143,7 @@ class Processor:
                 setattr(response, name, value)
         response.acquirer_id = self.settings.acquirer_id
         if txn.answer is not None:  # decided and recorded: rrn, times, code and extras as stored
-            code, fields = response_fields(txn.answer)
+            code, fields = response_fields(counter_flows.reveal_voucher_pin(txn.answer, self.svc.hsm))
             for name, value in fields.items():
                 setattr(response, name, value)
         else:

@@ -100,7 +100,8 @@ def response_fields(answer: dict[str, Any]) -> tuple[ResponseCode, dict[str, Any
     return code, fields
 
 
-_RAW_VALUES = frozenset({"outcome", "balance_fen", "batch_totals", "float_fen"})  # of an answer, formatted above
+# Of an answer: formatted above, or (a voucher's PIN under the LMK) revealed by counter_flows.reveal_voucher_pin.
+_RAW_VALUES = frozenset({"outcome", "balance_fen", "batch_totals", "float_fen", "voucher_pin_lmk"})
 
 
 def approved(answer: dict[str, Any] | None) -> bool:

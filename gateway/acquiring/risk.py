@@ -38,7 +38,7 @@ LIMIT_NAMES = (
     "location_radius_km", "travel_speed_kmh_max", "travel_distance_km_min",
     "spike_factor", "spike_floor_count",
 )
-COUNTED_KINDS = (Kind.PURCHASE, Kind.BILL_PAYMENT, Kind.COMPLETION)  # what daily limits and bursts count (9.9)
+COUNTED_KINDS = (Kind.PURCHASE, Kind.BILL_PAYMENT, Kind.COMPLETION, Kind.VOUCHER_SALE)  # what daily limits and bursts count (9.9)
 COUNTED_LIMITS = ("terminal_daily_amount_max_fen", "card_daily_amount_max_fen", "terminal_daily_count_max",
                   "card_daily_count_max", "card_burst_count_max", "card_burst_window_s")
 EARTH_RADIUS_KM = 6371.0088

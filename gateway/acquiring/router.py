@@ -8,6 +8,7 @@ from gateway.acquiring import (
     batch_upload,
     bill_flows,
     card_flows,
+    counter_flows,
     ic_flows,
     network,
     preauth_flows,
@@ -72,6 +73,11 @@ _BILL = (bill_flows.check_bill_request_format,) + _FINANCIAL + (
 BILL_INQUIRY = Route(Kind.BILL_INQUIRY, _BILL + (card_flows.check_risk, bill_flows.inquire_bill))
 BILL_PAYMENT = Route(Kind.BILL_PAYMENT, _BILL + (
     bill_flows.check_payer_card, card_flows.check_amount, card_flows.check_risk, bill_flows.pay_bill))
+# The agent's counter (WIRE.md 9.7, 9.8): the history counts as `bill`; a voucher sale is permitted by `voucher`.
+BILL_HISTORY = Route(Kind.BILL_HISTORY, _BILL + (card_flows.check_risk, counter_flows.bill_history))
+VOUCHER_SALE = Route(Kind.VOUCHER_SALE, (counter_flows.check_voucher_format,) + _FINANCIAL + (
+    counter_flows.check_voucher_biller, card_flows.check_permitted("voucher"), counter_flows.check_face_value,
+    card_flows.check_risk, counter_flows.sell_voucher))
 
 # Version 2 (WIRE.md 9): a refund skips the risk rules and the card-status checks, as a void does (9.9).
 REFUND = Route(Kind.REFUND, _CARD_FORMAT + (refund_flows.check_refund_format,) + _FINANCIAL + (
@@ -114,6 +120,8 @@ FINANCIAL_ROUTES = {
     ("0200", "200000", "23"): VOID,
     ("0200", "380000", "40"): BILL_INQUIRY,
     ("0200", "500000", "41"): BILL_PAYMENT,
+    ("0200", "520000", "42"): VOUCHER_SALE,
+    ("0200", "390000", "43"): BILL_HISTORY,
     ("0220", "200000", "25"): REFUND,
     ("0100", "030000", "10"): PREAUTH,
     ("0100", "200000", "11"): PREAUTH_CANCEL,

@@ -12,7 +12,7 @@ from gateway.cli.reports import add_csv_flag, report_format, report_output
 from gateway.domain import bills, validate
 from gateway.domain.validate import InvalidInput
 from gateway.reports import views as reports
-from gateway.services import billers
+from gateway.services import billers, vouchers
 
 
 async def biller_add(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
@@ -23,10 +23,30 @@ async def biller_add(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
         ctx.conn, ctx.actor, code, args.name, prepaid=args.prepaid, exact=args.exact,
         commission_bp=validate.basis_points(args.commission_bp or 0, "--commission-bp"),
         commission_fixed_fen=validate.amount_fen(args.commission_fixed) if args.commission_fixed else 0,
-        connector=args.connector, connector_url=args.url)
-    if args.notify:  # a notice of each payment that stands, through the biller outbox
-        added["notify"] = await bills.set_notify(ctx.conn, code, True)
+        connector=args.connector, connector_url=args.url, notify=args.notify)
     return added
+
+
+async def biller_set(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+    """``--voucher-values``: the face values (yuan, comma-separated) replace the list (CLI.md rule "Vouchers")."""
+    if args.voucher_values is None:
+        raise InvalidInput("nothing to set: give --voucher-values")
+    values = [validate.amount_fen(value.strip()) for value in args.voucher_values.split(",") if value.strip()]
+    if not values:
+        raise InvalidInput("--voucher-values needs at least one face value")
+    return await vouchers.set_voucher_values(ctx.conn, ctx.actor, validate.code(args.code, "biller code"), values)
+
+
+async def biller_show(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+    biller = await bills.load_biller(ctx.conn, validate.code(args.code, "biller code"))
+    if biller is None:
+        raise InvalidInput(f"unknown biller {args.code}")
+    return bills.biller_show_view(biller)
+
+
+async def biller_apikey(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+    """A new API key, printed once on one line (kept hashed; the old one stops working)."""
+    return await vouchers.new_api_key(ctx.conn, validate.code(args.code, "biller code"))
 
 
 async def biller_remittance(args: argparse.Namespace, ctx: Context) -> dict[str, Any] | None:
@@ -68,6 +88,12 @@ def register(groups: Subcommands) -> None:
     p.add_argument("--url", help="the biller's HTTP endpoint (--connector http)")
     p.add_argument("--notify", action="store_true",
                    help="send the biller a notice of each payment that stands (POST /payments/{receipt}/confirm)")
+    p = add_command(biller, "set", biller_set, help="change a biller: its voucher face values")
+    p.add_argument("code")
+    p.add_argument("--voucher-values", help="face values of its vouchers, yuan, comma-separated (prepaid only)")
+    add_command(biller, "show", biller_show).add_argument("code")
+    add_command(biller, "apikey", biller_apikey,
+                help="print a new key for the biller API once (the old one stops working)").add_argument("code")
     p = add_command(biller, "remittance", biller_remittance, help="the day's standing payments")
     p.add_argument("code")
     p.add_argument("--date", required=True, help="YYYY-MM-DD, a local day")

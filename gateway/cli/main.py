@@ -46,6 +46,7 @@ from gateway.cli import (
     serve,
     terminals,
     users,
+    vouchers,
     web,
 )
 from gateway.cli.common import Context, print_result
@@ -64,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--actor", help="who makes the changes, in the audit trail (default cli:<OS user>)")
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
     for group in (serve, ledger, demo, agents, merchants, terminals, cards, billers, reports, audit, payouts, ic,
-                  biller_link, web, users, card_batches):
+                  biller_link, web, users, card_batches, vouchers):
         group.register(groups)
     return parser
 

@@ -34,12 +34,26 @@ def biller_view(biller: Biller) -> dict[str, Any]:
     """What ``biller add`` prints (not the connector's URL, which may carry credentials)."""
     return {"code": biller.code, "name": biller.name, "prepaid": biller.prepaid, "exact": biller.exact,
             "commission_bp": biller.commission_bp, "commission_fixed_fen": biller.commission_fixed_fen,
-            "connector": biller.connector}
+            "connector": biller.connector, "notify": biller.notify,
+            "voucher_values_fen": list(biller.voucher_values_fen)}
+
+
+def biller_show_view(biller: Biller) -> dict[str, Any]:
+    """``biller show`` (CLI.md rule "Vouchers"): the commission as ``commission_fen`` when
+    it is a fixed amount, else ``commission_bp``; the voucher face values."""
+    view: dict[str, Any] = {"code": biller.code, "name": biller.name, "prepaid": biller.prepaid,
+                            "exact": biller.exact}
+    if biller.commission_fixed_fen:
+        view["commission_fen"] = biller.commission_fixed_fen
+    else:
+        view["commission_bp"] = biller.commission_bp
+    return view | {"voucher_values_fen": list(biller.voucher_values_fen), "connector": biller.connector,
+                   "notify": biller.notify}
 
 
 async def add_biller(conn: asyncpg.Connection, code: str, name: str, *, prepaid: bool, exact: bool,
                      commission_bp: int, commission_fixed_fen: int, connector: str,
-                     connector_url: str | None) -> dict[str, Any]:
+                     connector_url: str | None, notify: bool = False) -> dict[str, Any]:
     if await load_biller(conn, code) is not None:
         raise InvalidInput(f"biller {code} already exists")
     if connector == "http" and not connector_url:
@@ -47,9 +61,9 @@ async def add_biller(conn: asyncpg.Connection, code: str, name: str, *, prepaid:
     account = await create_account(conn, AccountKind.BILLER, f"biller:{code}", debits_must_not_exceed_credits=False)
     await conn.execute(
         """INSERT INTO billers (code, name, prepaid, exact, commission_bp, commission_fixed_fen, connector,
-                                connector_url, account_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
-        code, name, prepaid, exact, commission_bp, commission_fixed_fen, connector, connector_url, account)
+                                connector_url, account_id, notify)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
+        code, name, prepaid, exact, commission_bp, commission_fixed_fen, connector, connector_url, account, notify)
     return biller_view(await _biller(conn, code))
 
 

@@ -17,7 +17,7 @@ class Problem(Exception):
 _CODE = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
 _ACCOUNT = re.compile(r"^[A-Za-z0-9]{1,32}$")
 _AMOUNT = re.compile(r"^\d+(\.\d{1,2})?$")
-PERMITS = ("purchase", "balance", "void", "bill", "refund", "preauth")
+PERMITS = ("purchase", "balance", "void", "bill", "refund", "preauth", "voucher")
 AMOUNT_FEN_MAX = 999_999_999_999  # what field 4 (n12) can carry
 MAC_ALGORITHMS = ("cup-ecb", "x9.19")
 

@@ -29,6 +29,8 @@ class Kind(StrEnum):
     COMPLETION = "completion"
     COMPLETION_ADVICE = "completion_advice"
     COMPLETION_VOID = "completion_void"
+    VOUCHER_SALE = "voucher_sale"  # WIRE.md 9.7, the agent's counter
+    BILL_HISTORY = "bill_history"
     BATCH_UPLOAD = "batch_upload"  # WIRE.md 9.4: records, advice copies, IC records, the end
     UNKNOWN = "unknown"  # routed nowhere: answered 12
     UNDECODABLE = "undecodable"  # not a message: answered 30

@@ -287,20 +287,20 @@ SELECT coalesce(p.agent_code, tu.agent_code) AS agent,
 """
 
 # What the day's transactions say they moved, from their own columns: the
-# amount of each approved purchase, void and bill payment (a bill payment's
-# commission too), and for each reversal that undid a posting the amount (and
+# amount of each approved purchase, void, bill payment and voucher sale (with
+# their commission), and for each reversal that undid a posting the amount (and
 # commission) of the transaction it undid. One posting per such row.
 _DAILY_REPORT_MOVEMENT_QUERY = """
 SELECT count(*) AS postings,
        coalesce(sum(CASE WHEN g.kind = 'reversal'
-                         THEN o.amount_fen + CASE WHEN o.kind = 'bill_payment' THEN coalesce(o.commission_fen, 0)
-                                                  ELSE 0 END
-                         WHEN g.kind = 'bill_payment' THEN g.amount_fen + coalesce(g.commission_fen, 0)
+                         THEN o.amount_fen + CASE WHEN o.kind IN ('bill_payment', 'voucher_sale')
+                                                  THEN coalesce(o.commission_fen, 0) ELSE 0 END
+                         WHEN g.kind IN ('bill_payment', 'voucher_sale') THEN g.amount_fen + coalesce(g.commission_fen, 0)
                          ELSE g.amount_fen END), 0)::bigint AS movement_fen
   FROM gw_transactions g
   LEFT JOIN gw_transactions o ON o.id = g.original_id
  WHERE g.created_at >= $1 AND g.created_at < $2
-   AND ((g.kind IN ('purchase', 'void', 'bill_payment') AND g.response_code = '00')
+   AND ((g.kind IN ('purchase', 'void', 'bill_payment', 'voucher_sale') AND g.response_code = '00')
         OR (g.kind = 'reversal' AND g.posting_key IS NOT NULL))
 """
 

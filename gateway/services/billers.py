@@ -20,13 +20,14 @@ async def biller_state(conn: asyncpg.Connection, code: str) -> State:
 
 async def add_biller(conn: asyncpg.Connection, actor: str, code: str, name: str, *, prepaid: bool, exact: bool,
                      commission_bp: int, commission_fixed_fen: int, connector: str,
-                     connector_url: str | None) -> dict[str, Any]:
-    """Register a biller with its ledger account; returns it as ``biller add`` prints it."""
+                     connector_url: str | None, notify: bool = False) -> dict[str, Any]:
+    """Register a biller with its ledger account; returns it as ``biller add`` prints it.
+    ``notify``: a notice of each payment that stands (``biller add --notify``), in the record."""
     return await audited(conn, actor, "biller.add", f"biller:{code}", lambda: biller_state(conn, code),
                          lambda: bills.add_biller(conn, code, name, prepaid=prepaid, exact=exact,
                                                   commission_bp=commission_bp,
                                                   commission_fixed_fen=commission_fixed_fen, connector=connector,
-                                                  connector_url=connector_url))
+                                                  connector_url=connector_url, notify=notify))
 
 
 async def add_bill(conn: asyncpg.Connection, actor: str, biller_code: str, account: str, name: str, amount_fen: int,

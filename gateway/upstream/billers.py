@@ -28,7 +28,7 @@ import asyncio
 import json
 import secrets
 import urllib.parse
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, Protocol, TypeVar
@@ -53,6 +53,8 @@ class Biller:
     connector: str
     connector_url: str | None
     account_id: int
+    notify: bool = False  # a notice of each payment that stands (biller add --notify)
+    voucher_values_fen: Sequence[int] = ()  # a prepaid biller's voucher face values (WIRE.md 9.7)
 
     def commission_fen(self, amount_fen: int) -> int:
         """What the agent earns on a payment: a fixed amount, or basis points rounded half up."""
@@ -62,7 +64,7 @@ class Biller:
 
 
 BILLER_FIELDS = ("code", "name", "prepaid", "exact", "commission_bp", "commission_fixed_fen", "connector",
-                 "connector_url", "account_id")
+                 "connector_url", "account_id", "notify", "voucher_values_fen")
 
 
 @dataclass(frozen=True, slots=True)

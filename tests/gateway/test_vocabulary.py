@@ -21,7 +21,7 @@ def test_every_operation_but_the_decline_is_named_as_its_kind():
            if isinstance(cls, type) and issubclass(cls, operations.Operation) and cls is not operations.Operation}
     assert ops - {"decline"} <= set(Kind)
     assert ops == {"decline", "balance", "purchase", "void", "reversal", "bill_inquiry", "bill_payment", "settlement",
-                   "refund", "preauth", "preauth_cancel", "completion", "completion_void"}
+                   "refund", "preauth", "preauth_cancel", "completion", "completion_void", "voucher_sale"}
 
 
 async def test_the_statuses_gw_transactions_allows_are_statuses(db):

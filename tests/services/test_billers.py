@@ -27,7 +27,8 @@ async def test_biller_bill_and_meter_additions_are_audited_without_the_connector
         ("bill.add", f"bill:{bill['reference']}"), ("meter.add", "meter:PREPAID01/M00001")]
     assert all(r["before"] == {} for r in records)
     assert records[1]["after"] == {"code": "PREPAID01", "name": "Prepaid Power", "prepaid": True, "exact": False,
-                                   "commission_bp": 0, "commission_fixed_fen": 0, "connector": "http"}
+                                   "commission_bp": 0, "commission_fixed_fen": 0, "connector": "http",
+                                   "notify": False, "voucher_values_fen": []}
     assert "secret" not in str(records)
     assert records[2]["after"] == {**bill, "biller": "ELEC01"}
     assert records[3]["after"] == meter

@@ -15,8 +15,8 @@ LANGUAGE sql STABLE AS $$
           FROM gw_transactions t LEFT JOIN cards c ON c.id = t.card_id
          WHERE t.tid = p_tid AND t.batch = p_batch AND t.mti_class IN ('0200', '0220')
            AND t.status NOT IN ('declined', 'reversed')
-           AND t.kind IN ('purchase', 'bill_payment', 'completion', 'completion_advice', 'void', 'refund',
-                          'completion_void')
+           AND t.kind IN ('purchase', 'bill_payment', 'voucher_sale', 'completion', 'completion_advice', 'void',
+                          'refund', 'completion_void')
            AND NOT EXISTS (SELECT 1 FROM gw_transactions r
                             WHERE r.original_id = t.id AND r.mti_class = '0400' AND r.response_code = '00')),
     terminal AS (

@@ -87,7 +87,8 @@ BEGIN
     -- earlier answer under the key, a reversal that overtook its original,
     -- and the batch's settlement.
     SELECT tx.content_hash, tx.response,
-           v_op IN ('purchase', 'bill_payment', 'refund', 'preauth', 'preauth_cancel', 'completion') AND EXISTS (
+           v_op IN ('purchase', 'bill_payment', 'refund', 'preauth', 'preauth_cancel', 'completion',
+                    'voucher_sale') AND EXISTS (
                SELECT 1 FROM gw_transactions r
                 WHERE r.tid = v_tid AND r.batch = v_batch AND r.stan = v_stan AND r.mti_class = '0400'
                   AND r.processing_code = p->>'processing_code') AS reversed_first,
@@ -128,6 +129,7 @@ BEGIN
         WHEN 'reversal' THEN gw_record_reversal(p, v_key)
         WHEN 'bill_inquiry' THEN gw_record_bill_inquiry(p)
         WHEN 'bill_payment' THEN gw_record_bill_payment(p, v_key, v_existing.reversed_first)
+        WHEN 'voucher_sale' THEN gw_record_voucher_sale(p, v_key, v_existing.reversed_first)  -- vouchers.sql
         WHEN 'settlement' THEN gw_record_settlement(p)
         WHEN 'refund' THEN gw_record_refund(p, v_key, v_existing.reversed_first)
         WHEN 'preauth' THEN gw_record_preauth(p, v_key, v_existing.reversed_first)
@@ -146,7 +148,7 @@ BEGIN
 
     IF v_outcome = 'approved' THEN
         v_answer := v_answer || coalesce(p->'approval', '{}') || coalesce(v_d->'values', '{}');
-        IF p ? 'risk' AND v_op IN ('purchase', 'bill_payment', 'completion') THEN
+        IF p ? 'risk' AND v_op IN ('purchase', 'bill_payment', 'completion', 'voucher_sale') THEN
             v_risk_day := (p->'risk'->>'day')::date;
             PERFORM gw_risk_count(v_tid, v_card_id, v_risk_day, v_amount, 1);
         END IF;
@@ -172,6 +174,8 @@ BEGIN
 
     IF v_op = 'bill_payment' AND v_outcome = 'approved' THEN
         PERFORM gw_bill_paid(p, v_txn_id);
+    ELSIF v_op = 'voucher_sale' AND v_outcome = 'approved' THEN
+        PERFORM gw_voucher_sold(p, v_txn_id);
     ELSIF v_op = 'preauth' AND v_outcome = 'approved' THEN
         PERFORM gw_preauth_placed(p, v_txn_id, v_key, v_answer);
     END IF;
@@ -319,6 +323,10 @@ BEGIN
         RETURN jsonb_build_object('outcome', 'approved', 'original_id', v_original.id);
     ELSIF v_original.kind IN ('preauth', 'preauth_cancel', 'completion', 'completion_advice', 'completion_void') THEN
         RETURN gw_reverse_preauth_family(p_key, v_original.id);  -- functions/preauth.sql
+    ELSIF v_original.kind = 'voucher_sale' AND gw_voucher_redeemed(v_original.id) THEN
+        -- A redeemed voucher (WIRE.md 9.7): 00, nothing moved, an exception.
+        RETURN jsonb_build_object('outcome', 'approved', 'original_id', v_original.id,
+                                  'exception', 'reversal_of_redeemed_voucher');
     END IF;
     IF v_original.posting_key IS NULL THEN
         PERFORM gw_set_status(v_original.id, 'approved', 'reversed');
@@ -345,6 +353,9 @@ BEGIN
         PERFORM gw_bill_reversed(v_original.biller_code, v_original.receipt);  -- its cancel, for the biller
         v_reversed := jsonb_build_object('kind', v_original.kind, 'biller_code', v_original.biller_code,
                                          'receipt', v_original.receipt);
+    END IF;
+    IF v_original.kind = 'voucher_sale' THEN  -- an unredeemed voucher: void
+        UPDATE vouchers SET status = 'void' WHERE txn_id = v_original.id AND status = 'valid';
     END IF;
     IF v_original.kind = 'refund' THEN
         -- Its original is refundable again by what it took, and approved
@@ -446,8 +457,8 @@ END $$;
 -- A batch settlement, under the batch's lock taken alone (WIRE.md 9.6, 9.9):
 -- the gateway's three counts of what the terminal was told (an original
 -- whose reversal was answered 00 is reversed, even if it moved nothing).
--- Debits: approved purchases, completions (request and advice) and bill
--- payments; credits: approved voids, refunds and completion voids; none
+-- Debits: approved purchases, completions (request and advice), bill
+-- payments and voucher sales; credits: approved voids, refunds and completion voids; none
 -- reversed. Gross: a voided purchase stays a debit, its void a credit; v1:
 -- the two left out (refunds and completion voids still credits); net: the
 -- voided purchase left out, its void a credit. The domestic half is balanced
@@ -474,13 +485,14 @@ BEGIN
                     WHERE r.original_id = t.id AND r.mti_class = '0400' AND r.response_code = '00') AS reversed
           FROM gw_transactions t
          WHERE t.tid = v_tid AND t.batch = v_batch AND t.mti_class IN ('0200', '0220') AND t.status <> 'declined'
-           AND t.kind IN ('purchase', 'bill_payment', 'completion', 'completion_advice', 'void', 'refund',
-                          'completion_void')),
+           AND t.kind IN ('purchase', 'bill_payment', 'voucher_sale', 'completion', 'completion_advice', 'void',
+                          'refund', 'completion_void')),
     counted AS (
         SELECT amount_fen,
-               NOT reversed AND kind IN ('purchase', 'bill_payment', 'completion', 'completion_advice') AS gross_debit,
+               NOT reversed AND kind IN ('purchase', 'bill_payment', 'voucher_sale', 'completion', 'completion_advice')
+                   AS gross_debit,
                NOT reversed AND kind IN ('void', 'refund', 'completion_void') AS gross_credit,
-               NOT reversed AND (kind IN ('completion', 'completion_advice')
+               NOT reversed AND (kind IN ('completion', 'completion_advice', 'voucher_sale')
                                  OR kind IN ('purchase', 'bill_payment') AND status <> 'voided') AS v1_debit,
                NOT reversed AND kind IN ('refund', 'completion_void') AS v1_credit
           FROM told),
