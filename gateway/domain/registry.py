@@ -18,12 +18,15 @@ FROZEN = "frozen"
 
 @dataclass(frozen=True, slots=True)
 class TerminalRecord:
-    """What the pipeline needs to know about a terminal, read in one query."""
+    """What the pipeline needs to know about a terminal, read in one query.
+
+    A terminal in stock (bound to no merchant: CLI.md ``terminal bind``) has no
+    ``mid``, merchant status, account or rate; its agent is its owner."""
 
     tid: str
-    mid: str
+    mid: str | None
     status: str
-    merchant_status: str
+    merchant_status: str | None
     agent_status: str
     agent_code: str
     permit: tuple[str, ...]
@@ -34,8 +37,8 @@ class TerminalRecord:
     tdk_lmk: bytes | None
     keys_expire_at: datetime | None
     batch: int
-    merchant_account_id: int
-    mdr_bp: int
+    merchant_account_id: int | None
+    mdr_bp: int | None
     agent_float_account_id: int
     agent_commission_account_id: int
     latitude: float | None
@@ -46,6 +49,11 @@ class TerminalRecord:
     @property
     def position(self) -> tuple[float, float] | None:
         return (self.latitude, self.longitude) if self.latitude is not None else None
+
+    @property
+    def bound(self) -> bool:
+        """Bound to a merchant; an unbound terminal's financial requests get 58 (WIRE.md 9.9)."""
+        return self.mid is not None
 
     @property
     def frozen(self) -> bool:
@@ -67,11 +75,14 @@ _TERMINAL_FIELDS = ("tid", "mid", "status", "merchant_status", "agent_status", "
                     "merchant_account_id", "mdr_bp", "agent_float_account_id", "agent_commission_account_id",
                     "latitude", "longitude", "radius_km", "mac_failures")
 
-_TERMINAL_QUERY = f"""
-SELECT {TERMINAL_COLUMNS}
+# A bound terminal's agent is its merchant's; a terminal in stock has no merchant and its owner is its agent.
+TERMINAL_JOINS = """
   FROM terminals t
-  JOIN merchants m ON m.mid = t.mid
-  JOIN agents a ON a.code = m.agent_code
+  LEFT JOIN merchants m ON m.mid = t.mid
+  JOIN agents a ON a.code = COALESCE(m.agent_code, t.owner_agent)"""
+
+_TERMINAL_QUERY = f"""
+SELECT {TERMINAL_COLUMNS}{TERMINAL_JOINS}
  WHERE t.tid = $1
 """
 
