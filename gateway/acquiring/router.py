@@ -50,9 +50,11 @@ IC_CAPK_QUERY, IC_AID_QUERY, IC_CAPK_DOWNLOAD, IC_AID_DOWNLOAD, IC_CAPK_END, IC_
     IC_ROUTES[key] for key in (("0820", "372"), ("0820", "382"), ("0800", "370"), ("0800", "380"),
                                ("0800", "371"), ("0800", "381"), ("0820", "362")))
 
-# Financial requests: load everything at once, then the checks in WIRE.md order.
-_FINANCIAL = (card_flows.load_context, steps.check_merchant, steps.check_keys_current, steps.verify_mac,
-              card_flows.check_repeat, card_flows.check_currency, card_flows.check_batch_open)
+# Financial requests: load everything at once, then the checks in WIRE.md order; a terminal
+# bound to no merchant gets 58 where the permits and freezes are checked (WIRE.md 9.9).
+_FINANCIAL_CHECKS = (card_flows.load_context, steps.check_merchant, steps.check_keys_current, steps.verify_mac,
+                     card_flows.check_repeat, card_flows.check_currency, card_flows.check_batch_open)
+_FINANCIAL = _FINANCIAL_CHECKS + (steps.check_bound,)
 _CARD_FORMAT = (card_flows.check_card_request_format,)
 BALANCE = Route(Kind.BALANCE, _CARD_FORMAT + _FINANCIAL + (
     card_flows.check_permitted("balance"), card_flows.check_card(status=True), card_flows.verify_pin,
@@ -65,7 +67,7 @@ VOID = Route(Kind.VOID, _CARD_FORMAT + _FINANCIAL + (
     card_flows.verify_pin, card_flows.check_amount, card_flows.finish_void))
 # Reversals always go through once their MAC verifies (WIRE.md 8).
 REVERSAL = Route(Kind.REVERSAL, (reversal.check_reversal_format,) + _FINANCIAL + (reversal.finish_reversal,))
-UNKNOWN_FINANCIAL = Route(Kind.UNKNOWN, _FINANCIAL + (unknown_transaction,))
+UNKNOWN_FINANCIAL = Route(Kind.UNKNOWN, _FINANCIAL_CHECKS + (unknown_transaction,))  # 12 comes before 58
 SETTLEMENT = Route(Kind.SETTLEMENT, (card_flows.check_settlement_format,) + _FINANCIAL + (
     steps.check_not_frozen, card_flows.finish_settlement))
 _BILL = (bill_flows.check_bill_request_format,) + _FINANCIAL + (

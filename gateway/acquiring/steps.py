@@ -34,9 +34,16 @@ async def identify_terminal(txn: Transaction, svc: Services) -> None:
 
 
 async def check_merchant(txn: Transaction, svc: Services) -> None:
-    """Field 42 is the terminal's merchant (03)."""
-    if txn.request.merchant_id != txn.terminal_record.mid:
+    """Field 42 is the terminal's merchant (03); a terminal bound to no merchant skips it (WIRE.md 9.9)."""
+    terminal = txn.terminal_record
+    if terminal.bound and txn.request.merchant_id != terminal.mid:
         raise Decline(Outcome.MERCHANT_MISMATCH, "merchant id does not match the terminal")
+
+
+async def check_bound(txn: Transaction, svc: Services) -> None:
+    """The terminal is bound to a merchant: an unbound one's financial requests get 58 (WIRE.md 9.9)."""
+    if not txn.terminal_record.bound:
+        raise Decline(Outcome.NOT_PERMITTED, "terminal bound to no merchant")
 
 
 async def check_keys_current(txn: Transaction, svc: Services) -> None:

@@ -26,7 +26,7 @@ from gateway.domain.ic import (
     ListState,
     list_state_from_row,
 )
-from gateway.domain.registry import TERMINAL_COLUMNS, TerminalRecord, load_terminal, terminal_from_row
+from gateway.domain.registry import TERMINAL_COLUMNS, TERMINAL_JOINS, TerminalRecord, load_terminal, terminal_from_row
 from gateway.domain.vocabulary import Kind, Status
 from gateway.upstream.billers import BILLER_FIELDS, Biller
 from ledger.accounts import AccountKind, create_account
@@ -213,9 +213,7 @@ SELECT {TERMINAL_COLUMNS},
        extract(epoch FROM now() - lp.created_at)::float8 AS last_seen_s_ago,
        concat_ws(':', t.xmin, m.xmin, a.xmin) AS terminal_version, c.xmin::text AS card_version,
        {TERMINAL_STATE_COLUMNS}
-  FROM terminals t
-  JOIN merchants m ON m.mid = t.mid
-  JOIN agents a ON a.code = m.agent_code
+  {TERMINAL_JOINS}
   LEFT JOIN gw_transactions tx
          ON tx.tid = t.tid AND tx.batch = r.batch AND tx.stan = r.stan AND tx.mti_class = r.mti_class
   LEFT JOIN cards c ON c.pan_hash = r.pan_hash

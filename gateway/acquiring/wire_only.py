@@ -16,14 +16,13 @@ from gateway.acquiring.context import Services, Transaction
 from gateway.acquiring.network import issue_working_keys
 from gateway.acquiring.outcomes import Decline, Outcome
 from gateway.acquiring.router import Route, unknown_transaction
-from gateway.domain.registry import TERMINAL_COLUMNS, TerminalRecord, terminal_from_row
+from gateway.domain.registry import TERMINAL_COLUMNS, TERMINAL_JOINS, TerminalRecord, terminal_from_row
 from gateway.domain.vocabulary import Kind
 from protocol.messages import Message
 
 
 async def load_terminals(pool: asyncpg.Pool) -> dict[str, TerminalRecord]:
-    rows = await pool.fetch(f"""SELECT {TERMINAL_COLUMNS} FROM terminals t
-                                  JOIN merchants m ON m.mid = t.mid JOIN agents a ON a.code = m.agent_code""")
+    rows = await pool.fetch(f"SELECT {TERMINAL_COLUMNS}{TERMINAL_JOINS}")
     return {row["tid"]: terminal_from_row(row) for row in rows}
 
 

@@ -6,7 +6,8 @@
   MAC, location and risk limits); manages no users.
 - auditor: reads everything (users and the audit log included), changes nothing.
 - agent: its own portal, and only its own subtree (itself, its sub-agents,
-  their merchants and terminals, their transactions), read only. The subtree
+  their merchants and terminals, their transactions), read only but for
+  allocating, recalling and binding the terminals its subtree owns. The subtree
   is a condition of every query an agent's page runs (``gateway.backoffice.queries``),
   not a filter of the templates; a page of something outside it is 403.
 
@@ -58,6 +59,12 @@ ROUTE_ROLES: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/users"): ADMINS,
     ("POST", "/users/{name}/disable"): ADMINS,
     ("POST", "/users/{name}/totp"): ADMINS,
+    # the terminal inventory (gateway.backoffice.inventory): an agent user moves terminals inside its subtree
+    ("GET", "/inventory"): EVERYONE,
+    ("GET", "/inventory/{stock_tid}"): EVERYONE,
+    ("POST", "/inventory/{stock_tid}/allocate"): OPERATES | AGENTS,
+    ("POST", "/inventory/{stock_tid}/recall"): OPERATES | AGENTS,
+    ("POST", "/inventory/{stock_tid}/bind"): OPERATES | AGENTS,
 }
 """(method, path template) → the roles allowed; everyone else gets 403. Pages of a
 single entity (``{tid}``, ``{code}``) also answer 403 to an agent outside its subtree."""

@@ -26,7 +26,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from gateway.backoffice import biller_api
+from gateway.backoffice import biller_api, inventory
 from gateway.backoffice.access import AGENT
 from gateway.backoffice.live import GatewayFigures, Shared
 from gateway.backoffice.pages import ROUTES
@@ -206,6 +206,7 @@ def create_app(settings: Settings, web: WebSettings | None = None, pool: asyncpg
         Route("/metrics", metrics, methods=["GET"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         *ROUTES,
+        *inventory.ROUTES,
         biller_api.ROUTE,  # not a session route: a biller's bearer key (gateway.backoffice.biller_api)
     ]
     app = Starlette(routes=routes, lifespan=lifespan,

@@ -1,4 +1,5 @@
-"""``posgw terminal ...``: add, set, show, list, freeze, unfreeze, limits."""
+"""``posgw terminal ...``: add, set, show, list, freeze, unfreeze, limits, and the
+inventory: allocate, recall, bind (CLI.md "Agent network")."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from gateway.cli.common import (
     limit_assignments,
     status_command,
 )
-from gateway.domain import ic, registry, validate
+from gateway.domain import ic, inventory, registry, validate
 from gateway.services import terminals
 
 
@@ -30,8 +31,28 @@ def _terminal_options(args: argparse.Namespace) -> dict[str, Any]:
 async def terminal_add(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
     tid = validate.tid(args.tid)
     tmk = validate.tmk(args.tmk)
-    await terminals.add_terminal(ctx.conn, ctx.actor, ctx.hsm, tid, args.merchant, tmk, **_terminal_options(args))
+    await terminals.add_terminal(ctx.conn, ctx.actor, ctx.hsm, tid, args.merchant, tmk, agent=args.agent,
+                                 now=ctx.settings.now(), **_terminal_options(args))
     return await registry.show_terminal(ctx.conn, tid)
+
+
+async def terminal_allocate(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+    """划拨: all listed terminals to a descendant of their owner, or none (exit 2 naming the terminal)."""
+    tids = inventory.parse_tids(args.tids)
+    await terminals.allocate_terminals(ctx.conn, ctx.actor, tids, args.to)
+    return {"terminals": [await registry.show_terminal(ctx.conn, tid) for tid in tids]}
+
+
+async def terminal_recall(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+    """回拨: all listed terminals back to an ancestor of their owner, or none."""
+    tids = inventory.parse_tids(args.tids)
+    await terminals.recall_terminals(ctx.conn, ctx.actor, tids, args.to)
+    return {"terminals": [await registry.show_terminal(ctx.conn, tid) for tid in tids]}
+
+
+async def terminal_bind(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+    await terminals.bind_terminal(ctx.conn, ctx.actor, args.tid, args.merchant, ctx.settings.now())
+    return await registry.show_terminal(ctx.conn, args.tid)
 
 
 async def terminal_set(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
@@ -60,14 +81,23 @@ def register(groups: Subcommands) -> Subcommands:
     for name, handler in (("add", terminal_add), ("set", terminal_set)):
         p = add_command(terminal, name, handler)
         p.add_argument("tid")
-        if name == "add":
-            p.add_argument("--merchant", required=True)
+        if name == "add":  # exactly one of --merchant (bound at once) and --agent (in stock)
+            p.add_argument("--merchant")
+            p.add_argument("--agent")
             p.add_argument("--tmk", required=True)
         p.add_argument("--permit")
         p.add_argument("--mac")
         p.add_argument("--location")
         p.add_argument("--radius-km", type=float)
     add_command(terminal, "show", terminal_show).add_argument("tid")
+    for name, handler, help_text in (("allocate", terminal_allocate, "allocate terminals down the hierarchy"),
+                                     ("recall", terminal_recall, "recall terminals in stock up the hierarchy")):
+        p = add_command(terminal, name, handler, help=help_text)
+        p.add_argument("tids", metavar="TID[,TID...]")
+        p.add_argument("--to", required=True, metavar="CODE")
+    p = add_command(terminal, "bind", terminal_bind, help="bind a terminal in stock to a merchant")
+    p.add_argument("tid")
+    p.add_argument("--merchant", required=True)
     add_command(terminal, "list", terminal_list)
     for action, status in (("freeze", registry.FROZEN), ("unfreeze", registry.ACTIVE)):
         add_command(terminal, action, status_command(terminals.set_terminal_status, status)).add_argument("id")

@@ -18,12 +18,15 @@ FROZEN = "frozen"
 
 @dataclass(frozen=True, slots=True)
 class TerminalRecord:
-    """What the pipeline needs to know about a terminal, read in one query."""
+    """What the pipeline needs to know about a terminal, read in one query.
+
+    A terminal in stock (bound to no merchant: CLI.md ``terminal bind``) has no
+    ``mid``, merchant status, account or rate; its agent is its owner."""
 
     tid: str
-    mid: str
+    mid: str | None
     status: str
-    merchant_status: str
+    merchant_status: str | None
     agent_status: str
     agent_code: str
     permit: tuple[str, ...]
@@ -34,8 +37,8 @@ class TerminalRecord:
     tdk_lmk: bytes | None
     keys_expire_at: datetime | None
     batch: int
-    merchant_account_id: int
-    mdr_bp: int
+    merchant_account_id: int | None
+    mdr_bp: int | None
     agent_float_account_id: int
     agent_commission_account_id: int
     latitude: float | None
@@ -46,6 +49,11 @@ class TerminalRecord:
     @property
     def position(self) -> tuple[float, float] | None:
         return (self.latitude, self.longitude) if self.latitude is not None else None
+
+    @property
+    def bound(self) -> bool:
+        """Bound to a merchant; an unbound terminal's financial requests get 58 (WIRE.md 9.9)."""
+        return self.mid is not None
 
     @property
     def frozen(self) -> bool:
@@ -67,11 +75,14 @@ _TERMINAL_FIELDS = ("tid", "mid", "status", "merchant_status", "agent_status", "
                     "merchant_account_id", "mdr_bp", "agent_float_account_id", "agent_commission_account_id",
                     "latitude", "longitude", "radius_km", "mac_failures")
 
-_TERMINAL_QUERY = f"""
-SELECT {TERMINAL_COLUMNS}
+# A bound terminal's agent is its merchant's; a terminal in stock has no merchant and its owner is its agent.
+TERMINAL_JOINS = """
   FROM terminals t
-  JOIN merchants m ON m.mid = t.mid
-  JOIN agents a ON a.code = m.agent_code
+  LEFT JOIN merchants m ON m.mid = t.mid
+  JOIN agents a ON a.code = COALESCE(m.agent_code, t.owner_agent)"""
+
+_TERMINAL_QUERY = f"""
+SELECT {TERMINAL_COLUMNS}{TERMINAL_JOINS}
  WHERE t.tid = $1
 """
 
@@ -219,16 +230,37 @@ async def set_merchant_status(conn: asyncpg.Connection, mid: str, status: str) -
 # -- terminals --------------------------------------------------------------
 
 
-async def add_terminal(conn: asyncpg.Connection, hsm: SoftHsm, tid: str, mid: str, tmk: bytes, *,
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where a new terminal goes (CLI.md ``terminal add``): to a merchant, bound at
+    ``now`` (None: the database's clock) and owned by the merchant's agent, or in
+    stock with an agent."""
+
+    mid: str | None
+    agent: str | None
+    now: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if (self.mid is None) == (self.agent is None):
+            raise InvalidInput("terminal add takes either --merchant (bound at once) or --agent (in stock)")
+
+
+async def add_terminal(conn: asyncpg.Connection, hsm: SoftHsm, tid: str, placement: Placement, tmk: bytes, *,
                        permit: list[str] | None, mac_algorithm: str | None,
                        location: tuple[float, float] | None, radius_km: float | None) -> None:
     if await conn.fetchval("SELECT 1 FROM terminals WHERE tid = $1", tid):
         raise InvalidInput(f"terminal {tid} already exists")
-    await _merchant_row(conn, mid)
+    if placement.mid is not None:
+        owner = (await _merchant_row(conn, placement.mid))["agent_code"]
+        bound_at = placement.now or await conn.fetchval("SELECT now()")
+    else:
+        owner = (await _agent_row(conn, placement.agent or ""))["code"]
+        bound_at = None
     tmk_lmk = hsm.encrypt_key(tmk)
     await conn.execute(
-        """INSERT INTO terminals (tid, mid, tmk_lmk, tmk_kcv) VALUES ($1, $2, $3, $4)""",
-        tid, mid, tmk_lmk, hsm.check_value(tmk_lmk),
+        """INSERT INTO terminals (tid, mid, owner_agent, bound_at, tmk_lmk, tmk_kcv)
+           VALUES ($1, $2, $3, $4, $5, $6)""",
+        tid, placement.mid, owner, bound_at, tmk_lmk, hsm.check_value(tmk_lmk),
     )
     await set_terminal(conn, tid, permit=permit, mac_algorithm=mac_algorithm,
                        location=location, radius_km=radius_km)
@@ -279,6 +311,9 @@ def _terminal_view(row: asyncpg.Record, now: datetime) -> dict[str, Any]:
         "last_sign_on": row["signed_on_at"].isoformat() if row["signed_on_at"] else None,
         "location": location,
         "radius_km": row["radius_km"],
+        "owner_agent": row["owner_agent"],
+        "bound": row["mid"] is not None,
+        "activated_at": row["activated_at"].isoformat() if row["activated_at"] else None,
     }
 
 

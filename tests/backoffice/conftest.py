@@ -3,7 +3,7 @@ role, and the back office's ASGI app over the test database.
 
 The world: AG01 (the ``world`` fixture's agent, with MERCHANT0000001 and
 TERM0001) and its sub-agent AG02 (MERCHANT0000002, TERM0002); AG03, another
-top-level agent (MERCHANT0000003, TERM0003). Users: admin, operator, auditor,
+top-level agent (MERCHANT0000003, TERM0003). STOCK001 is in AG01's stock. Users: admin, operator, auditor,
 agent1 (agent AG01) and agent3 (agent AG03), each with the password ``PASSWORD``.
 """
 
@@ -76,6 +76,7 @@ async def web_world(cli, world, db: asyncpg.Connection) -> WebWorld:
         ("agent", "add", "AG03", "--name", "Other Agent"),
         ("merchant", "add", "MERCHANT0000003", "--name", "Other Shop", "--agent", "AG03"),
         ("terminal", "add", "TERM0003", "--merchant", "MERCHANT0000003", "--tmk", TEST_TMK.hex()),
+        ("terminal", "add", "STOCK001", "--agent", "AG01", "--tmk", TEST_TMK.hex()),  # in stock, no merchant
         ("biller", "add", "EPOWER", "--name", "Electric Power"),
     ):
         result = await cli(*argv)

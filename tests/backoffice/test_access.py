@@ -10,7 +10,8 @@ from gateway.backoffice.access import ROUTE_ROLES
 from tests.backoffice.conftest import ROLE_USER
 
 # Path parameters of entities inside agent1's subtree (AG01), so that only the role decides.
-PARAMS = {"{tid}": "TERM0002", "{code}": "AG02", "{name}": "auditor", "{mid}": "MERCHANT0000002"}
+PARAMS = {"{tid}": "TERM0002", "{code}": "AG02", "{name}": "auditor", "{mid}": "MERCHANT0000002",
+          "{stock_tid}": "STOCK001"}
 FORMS = {
     "/terminals/{tid}/status": {"status": "frozen"},
     "/agents/{code}/topup": {"amount": "12.50"},
@@ -19,6 +20,10 @@ FORMS = {
     "/merchants/{mid}/status": {"status": "frozen"},
     "/terminals/{tid}/settings": {"permit": "purchase", "mac": "x9.19", "location": "31.2,121.5"},
     "/terminals/{tid}/limits": {"txn_amount_max_fen": "500000"},
+    # in the table's order: AG01's STOCK001 down to AG02, back, then bound to AG02's merchant
+    "/inventory/{stock_tid}/allocate": {"to": "AG02"},
+    "/inventory/{stock_tid}/recall": {"to": "AG01"},
+    "/inventory/{stock_tid}/bind": {"merchant": "MERCHANT0000002"},
 }
 QUERIES = {"/reports/remittance.csv": {"biller": "EPOWER"}}
 

@@ -25,7 +25,7 @@ async def test_add_records_the_terminal_without_its_tmk(terminal, trail):
     assert (added["action"], added["entity"], added["before"]) == ("terminal.add", f"terminal:{TID}", {})
     assert added["after"] == {"tid": TID, "mid": MID, "status": "active", "mac": "cup-ecb", "location": None,
                               "permit": ["purchase", "balance", "void", "bill", "refund", "preauth"], "radius_km": None,
-                              "limits": {}}
+                              "owner_agent": "AG01", "bound": True, "activated_at": None, "limits": {}}
     assert TEST_TMK.hex().lower() not in str(added).lower()
 
 
