@@ -39,7 +39,7 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -48,6 +48,7 @@ import structlog
 
 from gateway.domain.policies import POLICY_LOCK_KEY
 from gateway.domain.validate import InvalidInput
+from gateway.settings import Settings
 from ledger.accounts import FEE_INCOME_ACCOUNT_CODE, AccountKind
 from ledger.postings import PostResult, Transfer, post_many
 
@@ -83,12 +84,6 @@ def day_bounds(day: date, tz: ZoneInfo) -> DayBounds:
     """The local day [00:00, next 00:00) of the ``timezone`` setting."""
     return DayBounds(day, datetime.combine(day, datetime.min.time(), tz),
                      datetime.combine(day + timedelta(days=1), datetime.min.time(), tz))
-
-
-def settings_now(settings: Any) -> datetime:
-    """The clock of CLI.md's Time rule: now, shifted by ``clock_offset_s`` (0 until the setting lands)."""
-    offset_s = getattr(settings, "clock_offset_s", 0) or 0
-    return datetime.now(UTC) + timedelta(seconds=offset_s)
 
 
 async def run(conn: asyncpg.Connection, day: date, tz: ZoneInfo, *, now: datetime, so_far: bool = False,
@@ -355,13 +350,13 @@ async def day_totals(conn: asyncpg.Connection, day: date) -> dict[str, int | str
     return totals | {name: 0 for name in OTHER_TOTALS}
 
 
-async def run_due_days(pool: asyncpg.Pool, settings: Any, *, now: datetime | None = None) -> dict[str, Any] | None:
+async def run_due_days(pool: asyncpg.Pool, settings: Settings, *, now: datetime | None = None) -> dict[str, Any] | None:
     """What `posgw serve` calls every minute or so: once the local day before today has been
     over for ``RUN_GRACE_S`` and has no final run, run it (with every earlier day not yet
     run). Once across gateways: the gateway holding the scheduler's advisory lock runs it;
     the others skip. Returns the day's totals, or None when nothing was due."""
     tz = settings.tz
-    now = now or settings_now(settings)
+    now = now or settings.now()
     yesterday = now.astimezone(tz).date() - timedelta(days=1)
     if not is_final(day_bounds(yesterday, tz), now):
         yesterday -= timedelta(days=1)
@@ -376,7 +371,7 @@ async def run_due_days(pool: asyncpg.Pool, settings: Any, *, now: datetime | Non
             await conn.execute("SELECT pg_advisory_unlock($1)", SCHEDULER_LOCK_KEY)
 
 
-async def run_scheduler(pool: asyncpg.Pool, settings: Any, *, interval_s: float = 60.0) -> None:
+async def run_scheduler(pool: asyncpg.Pool, settings: Settings, *, interval_s: float = 60.0) -> None:
     """The loop `posgw serve` starts as a task (and cancels on shutdown): run_due_days
     every ``interval_s``; a failed run is logged and tried again at the next turn."""
     while True:
