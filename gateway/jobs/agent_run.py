@@ -6,7 +6,9 @@ receivables netted, all on the ledger, exactly once.
 Shares, per original and level, one floor: walking up from the merchant with
 r = ``mdr_bp``, each agent's margin is max(0, r - its ``cost_bp``), then
 r = min(r, its ``cost_bp``); its share is floor(amount x margin x ``share_pct``
-/ 1,000,000) fen. An agent without a ``cost_bp`` earns nothing and leaves r as
+/ 1,000,000) fen, paid to the agent, or, under a redirect in force on the day
+(gateway.domain.redirects), to its descendant when the merchant is in that
+one's subtree, else kept by the house. An agent without a ``cost_bp`` earns nothing and leaves r as
 it was. The house keeps the rest of the discount the original actually posted
 to the fee income account. (r starts at the merchant's rate of the run's time,
 lowered, if that rate was raised since the original, to the highest rate whose
@@ -211,14 +213,23 @@ async def share_originals(conn: asyncpg.Connection, bounds: DayBounds, run_id: i
            txns AS (
                INSERT INTO agent_share_txns (txn_id, day, run_id, tid, mid, base_agent, amount_fen, discount_fen)
                SELECT txn_id, $1, $5, tid, mid, base, amount_fen, discount_fen FROM new),
+           redirected AS (  -- the redirects in force on the day (gateway.domain.redirects)
+               SELECT DISTINCT ON (agent_code) agent_code, to_code, until_day FROM agent_redirects
+                WHERE from_day <= $1 ORDER BY agent_code, from_day DESC, id DESC),
            shares AS (
                INSERT INTO agent_shares (txn_id, agent_code, recipient, share_fen)
-               SELECT txn_id, agent, agent, share_fen
+               SELECT txn_id, agent, recipient, share_fen
                  FROM (SELECT n.txn_id, l.agent,
                               n.amount_fen * greatest(0, least(n.rate_bp, l.below_bp) - l.cost_bp) * l.share_pct
-                                / 1000000 AS share_fen
-                         FROM new n JOIN paid_levels l ON l.base = n.base) s
-                WHERE share_fen > 0
+                                / 1000000 AS share_fen,
+                              -- redirected: to its descendant when the merchant is in that one's subtree,
+                              -- else to the house (no row)
+                              CASE WHEN r.to_code IS NULL OR r.until_day < $1 THEN l.agent
+                                   WHEN EXISTS (SELECT 1 FROM chain c WHERE c.base = n.base AND c.agent = r.to_code)
+                                   THEN r.to_code END AS recipient
+                         FROM new n JOIN paid_levels l ON l.base = n.base
+                         LEFT JOIN redirected r ON r.agent_code = l.agent) s
+                WHERE share_fen > 0 AND recipient IS NOT NULL
                RETURNING recipient, share_fen)
            SELECT recipient, sum(share_fen)::bigint AS shares_fen FROM shares GROUP BY recipient ORDER BY recipient""",
         bounds.day, bounds.start, bounds.end, fee_account, run_id)
