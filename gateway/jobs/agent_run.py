@@ -14,11 +14,13 @@ to the fee income account. (r starts at the merchant's rate of the run's time,
 lowered, if that rate was raised since the original, to the highest rate whose
 plain floor fits the posted discount: the shares never exceed the discount.)
 
-Clawbacks: each cancellation of a shared original (the view
-``agent_cancellations``) takes back, from whoever received each share,
+Originals (the view ``agent_originals``, migration 0052): approved purchases,
+completions and completion advices. Clawbacks: each cancellation of a shared
+original (the view ``agent_cancellations``: voids, refunds, completion voids,
+reversals of an original or a refund) takes back, from whoever received each share,
 floor(share x cancelled after / amount) - floor(share x cancelled before /
 amount), the original's net cancelled amount before and after it; a reversal of
-a void counts negative and shares again. In total an original's clawbacks are
+a void, a completion void or a refund counts negative and shares again. In total an original's clawbacks are
 floor(share x net cancelled / amount).
 
 Exactly once: a row per original (``agent_share_txns``) and per cancellation
