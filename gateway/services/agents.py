@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import asyncpg
@@ -85,8 +85,8 @@ async def set_redirect(conn: asyncpg.Connection, actor: str, code: str, to_code:
 
 
 async def run_day(conn: asyncpg.Connection, actor: str, settings: Settings, day: date, *,
-                  so_far: bool = False) -> dict[str, int | str]:
-    """``agent run --date D [--now]`` at the settings' clock (``clock_offset_s``): the day's
+                  so_far: bool = False, now: datetime | None = None) -> dict[str, int | str]:
+    """``agent run --date D [--now]`` at ``now`` (default the settings' clock, ``clock_offset_s``): the day's
     totals so far. Audited as ``agent.run`` on ``agentrun:<date>`` when it posted anything
     (the day's totals before and after); a day not over without ``so_far``: ``DayNotOver``."""
 
@@ -94,5 +94,5 @@ async def run_day(conn: asyncpg.Connection, actor: str, settings: Settings, day:
         return dict(await agent_run.day_totals(conn, day))
 
     return await audited(conn, actor, "agent.run", f"agentrun:{day.isoformat()}", state,
-                         lambda: agent_run.run(conn, day, settings.tz, now=settings.now(), so_far=so_far,
+                         lambda: agent_run.run(conn, day, settings.tz, now=now or settings.now(), so_far=so_far,
                                                actor=actor))
