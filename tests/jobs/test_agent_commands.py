@@ -10,7 +10,7 @@ import io
 import json
 import os
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -207,3 +207,30 @@ async def test_redirect_pays_the_offenders_shares_in_the_descendants_subtree_to_
     assert (await cli("agent", "redirect", "L1", "--off")).code == 0          # nothing to end: no record
     assert len([e for e in (await cli("audit", "list", "--json")).json["events"]
                 if e["action"] == "agent.redirect"]) == 2
+
+
+async def test_demo_builds_a_hierarchy_with_policies_and_a_purchase_is_shared_up_it(cli, db, settings, network):
+    first = await cli("demo", "--terminals", "1", "--cards", "1", "--json")
+    assert first.code == 0, first.stderr
+    again = await cli("demo", "--terminals", "1", "--cards", "1", "--json")
+    assert again.json["network"] == first.json["network"]          # idempotent
+    assert [t["tid"] for t in first.json["terminals"]] == ["DEMO0001"]  # the version 1 world as it was
+
+    def shape(node):
+        return (node["code"], node["level"], node["cost_bp"], node["terminals"]["bound"],
+                [shape(child) for child in node["children"]])
+
+    assert [shape(node) for node in first.json["network"]["agents"]] == [
+        ("DEMOHQ", 1, 38, 0, [("DEMOL1", 2, 45, 0, [("DEMOL2A", 3, 49, 1, []), ("DEMOL2B", 3, 51, 1, [])])])]
+    assert [(m["mid"], m["agent"], m["mdr_bp"]) for m in first.json["network"]["merchants"]] == [
+        ("898100000000101", "DEMOL2A", 60), ("898100000000102", "DEMOL2B", 60)]
+    policy = (await cli("agent", "policy", "DEMOL2B", "--json")).json
+    assert policy["policy"] == {"cost_bp": 51, "share_pct": 100, "activation_reward_fen": 8_000,
+                                "deposit_share_fen": 2_000, "service_fee_share_fen": 1_000}
+
+    today = settings.today()
+    await network.purchase("DEMN0002", 1_000_000, datetime.now(TZ))   # 10,000 yuan at 60 bp: 6,000 fen
+    totals = (await cli("agent", "run", "--date", today.isoformat(), "--now", "--json")).json
+    assert (totals["discount_fen"], totals["shares_fen"]) == (6000, 900 + 600 + 700)
+    assert [(await cli("agent", "show", code, "--json")).json["profit_fen"]
+            for code in ("DEMOL2B", "DEMOL1", "DEMOHQ")] == [900, 600, 700]
