@@ -64,7 +64,7 @@ async def expire_holds(pool: asyncpg.Pool, settings: Settings, interval_s: float
         expired = EXPIRY_BATCH_MAX
         while expired == EXPIRY_BATCH_MAX:  # a full round: more may be due
             try:
-                expired = await expire_due(pool)
+                expired = await expire_due(pool, settings.now())  # clock_offset_s included (CLI.md, Time)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # never let the task die: the next round tries again

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from datetime import datetime
 
 import structlog
 
@@ -107,7 +106,7 @@ class Processor:
         """The response's bytes, or None when it must not be answered (a
         request that timed out after its outcome left for the database)."""
         started = time.perf_counter()
-        now = datetime.now(self.settings.tz)
+        now = self.settings.now().astimezone(self.settings.tz)  # clock_offset_s included (CLI.md, Time)
         try:
             request = decode_message(frame.message)
         except FormatError as exc:

@@ -51,7 +51,7 @@ async def biller_reconcile(args: argparse.Namespace, ctx: Context) -> dict[str, 
     if args.json and args.csv:
         raise InvalidInput("--json and --csv exclude each other")
     tz = ctx.settings.tz
-    day = reports.parse_date(args.date, tz)
+    day = reports.parse_date(args.date, tz, ctx.settings.today())
     biller = await load_biller(ctx.conn, validate.code(args.code, "biller code"))
     if biller is None:
         raise InvalidInput(f"unknown biller {args.code}")

@@ -52,7 +52,7 @@ async def biller_apikey(args: argparse.Namespace, ctx: Context) -> dict[str, Any
 async def biller_remittance(args: argparse.Namespace, ctx: Context) -> dict[str, Any] | None:
     report_format(args)
     tz = ctx.settings.tz
-    day = reports.parse_date(args.date, tz)
+    day = reports.parse_date(args.date, tz, ctx.settings.today())
     await reports.consistent_snapshot(ctx.conn)
     result = await reports.biller_remittance(ctx.conn, args.code, day, tz)
     return report_output(args, result, "payments", reports.REMITTANCE_COLUMNS)

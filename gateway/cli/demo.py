@@ -10,7 +10,7 @@ from gateway.services.demo import build_world
 
 
 async def demo(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
-    return await build_world(ctx.conn, ctx.hsm, args.terminals, args.cards)
+    return await build_world(ctx.conn, ctx.hsm, args.terminals, args.cards, ctx.settings.today())
 
 
 def register(groups: Subcommands) -> None:

@@ -49,7 +49,7 @@ async def report_daily(args: argparse.Namespace, ctx: Context) -> dict[str, Any]
     day's ledger check fails."""
     report_format(args)
     tz = ctx.settings.tz
-    day = reports.parse_date(args.date, tz)
+    day = reports.parse_date(args.date, tz, ctx.settings.today())
     await reports.consistent_snapshot(ctx.conn)
     result = await reports.daily_report(ctx.conn, day, tz)
     output = report_output(args, result, "by_type", reports.DAILY_BY_TYPE_COLUMNS)
@@ -61,7 +61,7 @@ async def report_daily(args: argparse.Namespace, ctx: Context) -> dict[str, Any]
 
 async def risk_events(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
     tz = ctx.settings.tz
-    day = reports.parse_date(args.date, tz) if args.date else None
+    day = reports.parse_date(args.date, tz, ctx.settings.today()) if args.date else None
     return {"events": await reports.risk_events(ctx.conn, args.tid, day, tz)}
 
 

@@ -6,17 +6,21 @@ receivables netted, all on the ledger, exactly once.
 Shares, per original and level, one floor: walking up from the merchant with
 r = ``mdr_bp``, each agent's margin is max(0, r - its ``cost_bp``), then
 r = min(r, its ``cost_bp``); its share is floor(amount x margin x ``share_pct``
-/ 1,000,000) fen. An agent without a ``cost_bp`` earns nothing and leaves r as
+/ 1,000,000) fen, paid to the agent, or, under a redirect in force on the day
+(gateway.domain.redirects), to its descendant when the merchant is in that
+one's subtree, else kept by the house. An agent without a ``cost_bp`` earns nothing and leaves r as
 it was. The house keeps the rest of the discount the original actually posted
 to the fee income account. (r starts at the merchant's rate of the run's time,
 lowered, if that rate was raised since the original, to the highest rate whose
 plain floor fits the posted discount: the shares never exceed the discount.)
 
-Clawbacks: each cancellation of a shared original (the view
-``agent_cancellations``) takes back, from whoever received each share,
+Originals (the view ``agent_originals``, migration 0052): approved purchases,
+completions and completion advices. Clawbacks: each cancellation of a shared
+original (the view ``agent_cancellations``: voids, refunds, completion voids,
+reversals of an original or a refund) takes back, from whoever received each share,
 floor(share x cancelled after / amount) - floor(share x cancelled before /
 amount), the original's net cancelled amount before and after it; a reversal of
-a void counts negative and shares again. In total an original's clawbacks are
+a void, a completion void or a refund counts negative and shares again. In total an original's clawbacks are
 floor(share x net cancelled / amount).
 
 Exactly once: a row per original (``agent_share_txns``) and per cancellation
@@ -39,7 +43,7 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -48,6 +52,7 @@ import structlog
 
 from gateway.domain.policies import POLICY_LOCK_KEY
 from gateway.domain.validate import InvalidInput
+from gateway.settings import Settings
 from ledger.accounts import FEE_INCOME_ACCOUNT_CODE, AccountKind
 from ledger.postings import PostResult, Transfer, post_many
 
@@ -83,12 +88,6 @@ def day_bounds(day: date, tz: ZoneInfo) -> DayBounds:
     """The local day [00:00, next 00:00) of the ``timezone`` setting."""
     return DayBounds(day, datetime.combine(day, datetime.min.time(), tz),
                      datetime.combine(day + timedelta(days=1), datetime.min.time(), tz))
-
-
-def settings_now(settings: Any) -> datetime:
-    """The clock of CLI.md's Time rule: now, shifted by ``clock_offset_s`` (0 until the setting lands)."""
-    offset_s = getattr(settings, "clock_offset_s", 0) or 0
-    return datetime.now(UTC) + timedelta(seconds=offset_s)
 
 
 async def run(conn: asyncpg.Connection, day: date, tz: ZoneInfo, *, now: datetime, so_far: bool = False,
@@ -216,14 +215,23 @@ async def share_originals(conn: asyncpg.Connection, bounds: DayBounds, run_id: i
            txns AS (
                INSERT INTO agent_share_txns (txn_id, day, run_id, tid, mid, base_agent, amount_fen, discount_fen)
                SELECT txn_id, $1, $5, tid, mid, base, amount_fen, discount_fen FROM new),
+           redirected AS (  -- the redirects in force on the day (gateway.domain.redirects)
+               SELECT DISTINCT ON (agent_code) agent_code, to_code, until_day FROM agent_redirects
+                WHERE from_day <= $1 ORDER BY agent_code, from_day DESC, id DESC),
            shares AS (
                INSERT INTO agent_shares (txn_id, agent_code, recipient, share_fen)
-               SELECT txn_id, agent, agent, share_fen
+               SELECT txn_id, agent, recipient, share_fen
                  FROM (SELECT n.txn_id, l.agent,
                               n.amount_fen * greatest(0, least(n.rate_bp, l.below_bp) - l.cost_bp) * l.share_pct
-                                / 1000000 AS share_fen
-                         FROM new n JOIN paid_levels l ON l.base = n.base) s
-                WHERE share_fen > 0
+                                / 1000000 AS share_fen,
+                              -- redirected: to its descendant when the merchant is in that one's subtree,
+                              -- else to the house (no row)
+                              CASE WHEN r.to_code IS NULL OR r.until_day < $1 THEN l.agent
+                                   WHEN EXISTS (SELECT 1 FROM chain c WHERE c.base = n.base AND c.agent = r.to_code)
+                                   THEN r.to_code END AS recipient
+                         FROM new n JOIN paid_levels l ON l.base = n.base
+                         LEFT JOIN redirected r ON r.agent_code = l.agent) s
+                WHERE share_fen > 0 AND recipient IS NOT NULL
                RETURNING recipient, share_fen)
            SELECT recipient, sum(share_fen)::bigint AS shares_fen FROM shares GROUP BY recipient ORDER BY recipient""",
         bounds.day, bounds.start, bounds.end, fee_account, run_id)
@@ -355,13 +363,13 @@ async def day_totals(conn: asyncpg.Connection, day: date) -> dict[str, int | str
     return totals | {name: 0 for name in OTHER_TOTALS}
 
 
-async def run_due_days(pool: asyncpg.Pool, settings: Any, *, now: datetime | None = None) -> dict[str, Any] | None:
+async def run_due_days(pool: asyncpg.Pool, settings: Settings, *, now: datetime | None = None) -> dict[str, Any] | None:
     """What `posgw serve` calls every minute or so: once the local day before today has been
     over for ``RUN_GRACE_S`` and has no final run, run it (with every earlier day not yet
     run). Once across gateways: the gateway holding the scheduler's advisory lock runs it;
     the others skip. Returns the day's totals, or None when nothing was due."""
     tz = settings.tz
-    now = now or settings_now(settings)
+    now = now or settings.now()
     yesterday = now.astimezone(tz).date() - timedelta(days=1)
     if not is_final(day_bounds(yesterday, tz), now):
         yesterday -= timedelta(days=1)
@@ -376,7 +384,7 @@ async def run_due_days(pool: asyncpg.Pool, settings: Any, *, now: datetime | Non
             await conn.execute("SELECT pg_advisory_unlock($1)", SCHEDULER_LOCK_KEY)
 
 
-async def run_scheduler(pool: asyncpg.Pool, settings: Any, *, interval_s: float = 60.0) -> None:
+async def run_scheduler(pool: asyncpg.Pool, settings: Settings, *, interval_s: float = 60.0) -> None:
     """The loop `posgw serve` starts as a task (and cancels on shutdown): run_due_days
     every ``interval_s``; a failed run is logged and tried again at the next turn."""
     while True:

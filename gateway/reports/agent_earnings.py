@@ -2,7 +2,8 @@
 earnings rows over a period of local days, with totals by source, its direct and
 team volume, and its balances. Read-only.
 
-Rows: one per original and agent for shares, one per cancellation and agent
+Rows: one per original and agent for shares (``redirect``: a share redirected
+to this agent from an ancestor), one per cancellation and agent
 for clawbacks (negative; a reversed cancellation's share given again is
 positive), in order of day, then transaction id. ``volume_fen`` is the
 original's amount (a clawback's: the amount cancelled, negative). Volumes are
@@ -39,7 +40,8 @@ async def earnings(conn: asyncpg.Connection, code: str, first_day: date, last_da
             cancelled AS (
                 SELECT e.*, t.tid, t.mid FROM agent_cancel_events e JOIN agent_share_txns t ON t.txn_id = e.original_id
                  WHERE e.day BETWEEN $2 AND $3 AND t.base_agent IN (SELECT code FROM subtree))
-            SELECT t.day, 'share' AS source, t.tid, t.mid, t.amount_fen AS volume_fen, s.share_fen AS amount_fen,
+            SELECT t.day, CASE WHEN s.agent_code = s.recipient THEN 'share' ELSE 'redirect' END AS source,
+                   t.tid, t.mid, t.amount_fen AS volume_fen, s.share_fen AS amount_fen,
                    t.txn_id AS id
               FROM txns t JOIN agent_shares s ON s.txn_id = t.txn_id
              WHERE s.recipient = $1

@@ -33,10 +33,11 @@ REMITTANCE_COLUMNS = ("receipt", "account", "amount_fen", "time", "tid", "agent"
 _GW_MARGIN = timedelta(days=1)
 
 
-def parse_date(value: str | None, tz: ZoneInfo) -> date:
-    """``YYYY-MM-DD``; None is today in ``tz``."""
+def parse_date(value: str | None, tz: ZoneInfo, today: date | None = None) -> date:
+    """``YYYY-MM-DD``; None is ``today`` (pass ``Settings.today()``: the clock of CLI.md's Time
+    rule, ``clock_offset_s`` included), or, without it, today in ``tz`` by this machine's clock."""
     if value is None:
-        return datetime.now(tz).date()
+        return today if today is not None else datetime.now(tz).date()
     try:
         if not _DATE.match(value):
             raise ValueError

@@ -23,6 +23,7 @@ from gateway.acquiring.rrn import RrnAllocator
 from gateway.db.migrate import check_migrated
 from gateway.db.pool import create_pool, fetchval_retrying
 from gateway.domain import ic
+from gateway.jobs.daily import run_daily
 from gateway.keys import SoftHsm, load_lmk
 from gateway.reports import views as reports
 from gateway.server import db_gauges
@@ -211,10 +212,17 @@ async def run(settings: Settings, host: str, port: int, metrics_port: int, *, re
         log.warning("wire_only", detail="benchmark baseline: sign-on and echo from memory, all else 12")
     gateway = Gateway(settings, services, router, list_prompts=not wire_only)
     await gateway.start(host, port, metrics_port, reuse_port=reuse_port)
+    # The day's agent run and payout run, once across gateways (gateway.jobs.daily).
+    daily_runs = None if wire_only else asyncio.create_task(run_daily(services.pool, settings))
     # What start-up built lives as long as the process: keep it out of the
     # collector's full passes, whose pauses grow with the objects it tracks.
     gc.freeze()
-    await gateway.serve_until_signalled()
+    try:
+        await gateway.serve_until_signalled()
+    finally:
+        if daily_runs is not None:
+            daily_runs.cancel()
+            await asyncio.gather(daily_runs, return_exceptions=True)
 
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>

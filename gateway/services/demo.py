@@ -6,6 +6,7 @@ an operator's; its names and identities are in gateway.domain.demo."""
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import asyncpg
@@ -32,11 +33,14 @@ from gateway.keys import SoftHsm
 from gateway.services import agents, billers, merchants, terminals
 from gateway.services import cards as card_services
 from gateway.services import ic as ic_services
+from gateway.services.demo_network import build_network
 
 
-async def build_world(conn: asyncpg.Connection, hsm: SoftHsm, terminal_count: int, card_count: int) -> dict[str, Any]:
+async def build_world(conn: asyncpg.Connection, hsm: SoftHsm, terminal_count: int, card_count: int,
+                      today: date) -> dict[str, Any]:
     """Create what is missing of the demo world with ``terminal_count`` terminals
-    and ``card_count`` cards, and return all of it, TMKs and PINs included (CLI.md)."""
+    and ``card_count`` cards, and return all of it, TMKs and PINs included (CLI.md);
+    ``network``: the agent network's hierarchy (gateway.services.demo_network)."""
     if not 1 <= terminal_count <= DEMO_TERMINALS_MAX:
         raise InvalidInput(f"--terminals must be 1 to {DEMO_TERMINALS_MAX}")
     if not 0 <= card_count <= DEMO_CARDS_MAX:
@@ -49,6 +53,7 @@ async def build_world(conn: asyncpg.Connection, hsm: SoftHsm, terminal_count: in
     world_cards = await _cards(conn, hsm, card_count)
     world_billers = await _billers(conn)  # tops up the agent's float the first time
     await ic_services.seed_test_lists(conn, DEMO_ACTOR)
+    network = await build_network(conn, hsm, today)
     return {
         "agents": [await registry.show_agent(conn, DEMO_AGENT)],
         "merchants": [await registry.show_merchant(conn, DEMO_MERCHANT)],
@@ -56,6 +61,7 @@ async def build_world(conn: asyncpg.Connection, hsm: SoftHsm, terminal_count: in
         "cards": world_cards,
         "billers": world_billers,
         "ic": {"capks": len(await ic.list_capks(conn)), "aids": len(await ic.list_aids(conn))},
+        "network": network,
     }
 
 

@@ -108,11 +108,13 @@ async def test_the_demo_world_is_audited_as_demo_with_no_pin_tmk_or_full_pan(cli
     assert (await cli("demo", "--terminals", "2", "--cards", "3", "--json")).code == 0
     assert await db.fetchval("SELECT count(*) FROM audit_events") == len(events)  # the second run changed nothing
     actions = [e["action"] for e in events]
-    assert actions.count("terminal.add") == 2 and actions.count("card.issue") == 3
+    network_terminals = world["network"]["terminals"]  # the agent network's (gateway.services.demo_network)
+    assert actions.count("terminal.add") == 2 + len(network_terminals) and actions.count("card.issue") == 3
+    assert actions.count("agent.policy") == 4
     assert {"agent.add", "merchant.add", "biller.add", "bill.add", "meter.add", "agent.topup"} <= set(actions)
     stored = " ".join(row["text"] for row in await db.fetch(
         "SELECT entity || ' ' || before::text || ' ' || after::text AS text FROM audit_events")).lower()
     secrets = [DEMO_CARD_PIN] + [card["pan"] for card in world["cards"]]
-    secrets += [key for t in world["terminals"] for key in (t["tmk"].lower(), demo_tmk(t["tid"]).hex())]
+    secrets += [key for t in world["terminals"] + network_terminals for key in (t["tmk"].lower(), demo_tmk(t["tid"]).hex())]
     assert not [secret for secret in secrets if secret.lower() in stored]
     assert all(json.dumps(e).count("pan") == json.dumps(e).count("pan_masked") for e in events)
