@@ -31,8 +31,8 @@ TMK = "0123456789ABCDEFFEDCBA9876543210"
 NO_CHARGES = Settings(deposit_fen=0, service_fee_fen=0)
 
 
-def at(day: date, hour: int = 12) -> datetime:
-    return datetime.combine(day, time(hour), TZ)
+def at(day: date, hour: int = 12, minute: int = 0) -> datetime:
+    return datetime.combine(day, time(hour, minute), TZ)
 
 
 @dataclass
