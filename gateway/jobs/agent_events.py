@@ -28,7 +28,8 @@ it goes, the rest in later runs, until the window closes; refunded (what was
 charged) in the run of the day the volume from the first day reaches
 ``deposit_refund_volume_fen`` within ``deposit_refund_window_days``; else
 forfeited in the run of the day after the window, and shared only if fully
-charged. Held in the account ``system:deposits_held``.
+charged. Held in the account ``system:deposits_held``. A deposit refunded in the
+run of its first day was never charged: nothing moves.
 
 Service fees: period k of a bound terminal (not ``pre_network``) is due
 ``service_fee_free_days`` + 365 x k days after its binding day; charged from the
@@ -115,10 +116,10 @@ async def run_events(conn: asyncpg.Connection, day: date, tz_key: str, run_id: i
     activated = await activate(conn, day, tz_key, run_id, charges)
     await share_up(conn, "activation", day, run_id, activated)
     merchants: dict[str, list[tuple[str, int]]] = defaultdict(list)  # mid -> [(code, fen)] in posting order
-    settled = await settle_deposits(conn, day, run_id, charges, merchants)
-    await share_up(conn, "deposit", day, run_id, settled)
     if charges.deposit_fen > 0:
         await open_deposits(conn, day, charges)
+    settled = await settle_deposits(conn, day, run_id, charges, merchants)  # before charging: a refund charges no more
+    await share_up(conn, "deposit", day, run_id, settled)
     if charges.service_fee_fen > 0:
         await open_fee_periods(conn, day, tz_key, charges)
     completed = await charge_pending(conn, day, run_id, merchants)
