@@ -51,7 +51,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import asyncpg
@@ -108,12 +108,23 @@ class Pending:
     charged_fen: int = 0
 
 
-async def run_events(conn: asyncpg.Connection, day: date, tz_key: str, run_id: int, fee_account: int,
+@dataclass(frozen=True)
+class DayBounds:
+    """The run's local day: its date, its [start, end) and its time zone's name."""
+
+    day: date
+    start: datetime
+    end: datetime
+    tz_key: str
+
+
+async def run_events(conn: asyncpg.Connection, bounds: DayBounds, run_id: int, fee_account: int,
                      charges: Charges) -> None:
-    """The events of one run of ``day`` (in the caller's transaction)."""
+    """The events of one run of the day (in the caller's transaction)."""
+    day, tz_key = bounds.day, bounds.tz_key
     await conn.execute("SELECT pg_advisory_xact_lock($1)", EVENTS_LOCK_KEY)
     await record_volumes(conn, day)
-    activated = await activate(conn, day, tz_key, run_id, charges)
+    activated = await activate(conn, bounds, run_id, charges)
     await share_up(conn, "activation", day, run_id, activated)
     merchants: dict[str, list[tuple[str, int]]] = defaultdict(list)  # mid -> [(code, fen)] in posting order
     if charges.deposit_fen > 0:
@@ -143,39 +154,47 @@ async def record_volumes(conn: asyncpg.Connection, day: date) -> None:
                   IS DISTINCT FROM (EXCLUDED.volume_fen, EXCLUDED.originals)""", day)
 
 
-async def activate(conn: asyncpg.Connection, day: date, tz_key: str, run_id: int,
+async def activate(conn: asyncpg.Connection, bounds: DayBounds, run_id: int,
                    charges: Charges) -> list[tuple[str, int, str, str]]:
     """Activate every terminal whose window's volume reached the setting today; the
-    activated ones as (tid, period 0, owner agent, mid)."""
+    activated ones as (tid, period 0, owner agent, mid). Two statements: the terminals
+    that crossed (from the day rows), then the approval that crossed, for those only."""
     if charges.activation_volume_fen <= 0:
         return []
-    rows = await conn.fetch(
+    crossing = await conn.fetch(
         """WITH candidates AS (
                SELECT t.tid, (t.bound_at AT TIME ZONE $2)::date AS bound_day
                  FROM agent_terminal_days d JOIN terminals t ON t.tid = d.tid
                 WHERE d.day = $1 AND d.originals > 0 AND t.mid IS NOT NULL AND NOT t.pre_network
                   AND t.activated_at IS NULL
-                  AND (t.bound_at AT TIME ZONE $2)::date BETWEEN $1::date - ($4::int - 1) AND $1),
-           crossing AS MATERIALIZED (
-               SELECT c.tid, v.total_fen FROM candidates c
-                 CROSS JOIN LATERAL (SELECT sum(x.volume_fen)::bigint AS total_fen FROM agent_terminal_days x
-                                      WHERE x.tid = c.tid AND x.day BETWEEN c.bound_day AND $1) v
-                WHERE v.total_fen >= $3),
+                  AND (t.bound_at AT TIME ZONE $2)::date BETWEEN $1::date - ($4::int - 1) AND $1)
+           SELECT c.tid, v.total_fen FROM candidates c
+             CROSS JOIN LATERAL (SELECT sum(x.volume_fen)::bigint AS total_fen FROM agent_terminal_days x
+                                  WHERE x.tid = c.tid AND x.day BETWEEN c.bound_day AND $1) v
+            WHERE v.total_fen >= $3 ORDER BY c.tid""",
+        bounds.day, bounds.tz_key, charges.activation_volume_fen, charges.activation_window_days)
+    if not crossing:
+        return []
+    rows = await conn.fetch(
+        """WITH crossing AS MATERIALIZED (
+               SELECT * FROM unnest($6::text[], $7::bigint[]) AS c (tid, total_fen)),
+           cancelled AS (  -- the day's originals can only have been cancelled on the day
+               SELECT original_id, sum(amount_fen) AS amount_fen FROM agent_cancel_events WHERE day = $1
+                GROUP BY original_id),
            originals AS (  -- the day's approvals of those terminals, each net of its cancellations so far
-               SELECT c.tid, c.total_fen, s.txn_id, g.created_at,
-                      s.amount_fen - coalesce((SELECT sum(e.amount_fen) FROM agent_cancel_events e
-                                                WHERE e.original_id = s.txn_id AND e.day <= $1), 0) AS net_fen
-                 FROM crossing c
-                 JOIN agent_share_txns s ON s.day = $1 AND s.tid = c.tid
-                 JOIN gw_transactions g ON g.id = s.txn_id),
-           running AS (  -- the window's volume just after each approval
-               SELECT o.*, o.total_fen - coalesce(sum(o.net_fen) OVER (
+               SELECT o.tid, o.txn_id, o.created_at, o.amount_fen - coalesce(x.amount_fen, 0) AS net_fen
+                 FROM agent_originals o LEFT JOIN cancelled x ON x.original_id = o.txn_id
+                WHERE o.created_at >= $2 AND o.created_at < $3 AND o.amount_fen > 0 AND o.tid = ANY ($6::text[])),
+           running AS (  -- what the day's later approvals add to the window's volume after each one
+               SELECT o.*, coalesce(sum(o.net_fen) OVER (
                           PARTITION BY o.tid ORDER BY o.created_at, o.txn_id
-                          ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING), 0) AS reached_fen
+                          ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING), 0) AS after_fen
                  FROM originals o),
            first AS (
-               SELECT DISTINCT ON (tid) tid, txn_id, created_at, reached_fen FROM running
-                WHERE net_fen > 0 AND reached_fen >= $3 ORDER BY tid, created_at, txn_id),
+               SELECT DISTINCT ON (r.tid) r.tid, r.txn_id, r.created_at, c.total_fen - r.after_fen AS reached_fen
+                 FROM running r JOIN crossing c ON c.tid = r.tid
+                WHERE r.net_fen > 0 AND c.total_fen - r.after_fen >= $4
+                ORDER BY r.tid, r.created_at, r.txn_id),
            activated AS (
                UPDATE terminals t SET activated_at = f.created_at FROM first f
                 WHERE t.tid = f.tid AND t.activated_at IS NULL
@@ -183,7 +202,8 @@ async def activate(conn: asyncpg.Connection, day: date, tz_key: str, run_id: int
            INSERT INTO agent_activations (tid, day, run_id, txn_id, activated_at, mid, owner_agent, volume_fen)
            SELECT tid, $1, $5, txn_id, created_at, mid, owner_agent, reached_fen FROM activated
            RETURNING tid, mid, owner_agent""",
-        day, tz_key, charges.activation_volume_fen, charges.activation_window_days, run_id)
+        bounds.day, bounds.start, bounds.end, charges.activation_volume_fen, run_id,
+        [row["tid"] for row in crossing], [row["total_fen"] for row in crossing])
     return [(row["tid"], 0, row["owner_agent"], row["mid"]) for row in rows]
 
 

@@ -174,8 +174,9 @@ async def run_day(conn: asyncpg.Connection, bounds: DayBounds, fee_account: int,
             movement.reshares_fen += row["reshares_fen"]
         clawed = time.perf_counter()
         await post_movements(conn, run_id, bounds.day, fee_account, list(moved.values()))
-        await agent_events.run_events(conn, bounds.day, bounds.start.tzinfo.key, run_id, fee_account,
-                                      charges or agent_events.Charges())
+        await agent_events.run_events(conn, agent_events.DayBounds(bounds.day, bounds.start, bounds.end,
+                                                                   str(bounds.start.tzinfo)),
+                                      run_id, fee_account, charges or agent_events.Charges())
         totals = await day_totals(conn, bounds.day)
     log.info("agent_run", run_id=run_id, final=final, agents=len(moved), shares_s=round(shared - started, 2),
              clawbacks_s=round(clawed - shared, 2), postings_s=round(time.perf_counter() - clawed, 2), **totals)
