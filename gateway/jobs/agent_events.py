@@ -123,6 +123,10 @@ async def run_events(conn: asyncpg.Connection, bounds: DayBounds, run_id: int, f
     """The events of one run of the day (in the caller's transaction)."""
     day, tz_key = bounds.day, bounds.tz_key
     await conn.execute("SELECT pg_advisory_xact_lock($1)", EVENTS_LOCK_KEY)
+    # The house's accounts first (the fee income account has the lowest id but cash's, and every posting
+    # locks in id order): holding them, locking merchants' and agents' accounts later cannot deadlock.
+    await conn.execute("SELECT 1 FROM ledger_accounts WHERE id = $1 OR code = $2 ORDER BY id FOR UPDATE",
+                       fee_account, DEPOSITS_HELD_ACCOUNT_CODE)
     await record_volumes(conn, day)
     activated = await activate(conn, bounds, run_id, charges)
     await share_up(conn, "activation", day, run_id, activated)
