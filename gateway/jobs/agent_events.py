@@ -42,9 +42,11 @@ decision is a row under a unique key (a terminal's activation, deposit, fee
 period, share per agent) updated in the run's transaction with its postings,
 so a rerun, two runs at once or a run killed half-way post nothing twice.
 
-Ledger, per run: one posting per merchant (key ``agent-events:<run>:merchant:<mid>``)
-for its refunds, charges, fees and forfeits, and one per agent
-(``agent-events:<run>:<agent>``) crediting its profit, then netting what it owes.
+Ledger, per run: one posting (key ``agent-events:<run>:merchants``) of every
+merchant's refunds, charges, fees and forfeits, summed per merchant and code, and
+one (``agent-events:<run>:agents``) crediting each agent's profit, then netting
+what it owes: two postings however many terminals (a posting each would cost the
+run seconds per thousand).
 """
 
 from __future__ import annotations
@@ -355,17 +357,17 @@ async def merchant_available(conn: asyncpg.Connection, mids: list[str]) -> dict[
 
 async def post_events(conn: asyncpg.Connection, run_id: int, day: date, fee_account: int,
                       merchants: dict[str, list[tuple[str, int]]]) -> None:
-    """The run's events on the ledger: one posting per merchant, then one per agent
-    credited (its rewards and shares, then what it owes netted from its profit)."""
+    """The run's events on the ledger: one posting of the merchants' movements, one of
+    the agents' credits (their rewards and shares, then what they owe netted)."""
     deposits = await conn.fetchval("SELECT id FROM ledger_accounts WHERE code = $1", DEPOSITS_HELD_ACCOUNT_CODE)
     postings: list[tuple[str, list[Transfer]]] = []
     if merchants:
         accounts = dict(await conn.fetch("SELECT mid, account_id FROM merchants WHERE mid = ANY ($1::text[])",
                                          list(merchants)))
-        for mid in sorted(merchants):
-            transfers = merchant_transfers(merchants[mid], accounts[mid], deposits, fee_account)
-            if transfers:
-                postings.append((f"agent-events:{run_id}:merchant:{mid}", transfers))
+        transfers = [t for mid in sorted(merchants)
+                     for t in merchant_transfers(merchants[mid], accounts[mid], deposits, fee_account)]
+        if transfers:
+            postings.append((f"agent-events:{run_id}:merchants", transfers))
     credits = await conn.fetch(
         """SELECT s.recipient, s.kind, sum(s.amount_fen)::bigint AS amount_fen
              FROM agent_event_shares s WHERE s.run_id = $1 GROUP BY 1, 2 ORDER BY 1, 2""", run_id)
@@ -398,8 +400,8 @@ def merchant_transfers(moves: list[tuple[str, int]], merchant: int, deposits: in
 async def agent_postings(conn: asyncpg.Connection, run_id: int, fee_account: int,
                          by_agent: dict[str, list[tuple[str, int]]],
                          postings: list[tuple[str, list[Transfer]]]) -> dict[str, int]:
-    """Append each credited agent's posting: its credits from the fee income account,
-    then what it owes netted from its profit (as shares are). What each had netted."""
+    """Append the agents' posting: each credited agent's credits from the fee income
+    account, then what it owes netted from its profit (as shares are). What each had netted."""
     if not by_agent:
         return {}
     accounts = {row["agent_code"]: row for row in await conn.fetch(
@@ -410,16 +412,16 @@ async def agent_postings(conn: asyncpg.Connection, run_id: int, fee_account: int
              JOIN ledger_accounts r ON r.id = x.receivable_account_id
             WHERE x.agent_code = ANY ($1::text[])
             ORDER BY p.id FOR UPDATE OF p, r""", list(by_agent))}
-    netted = {}
+    netted, transfers = {}, []
     for code in sorted(by_agent):
         account = accounts[code]
         credited_fen = sum(fen for _, fen in by_agent[code])
         netted[code] = min(account["owed_fen"], account["profit_fen"] + credited_fen)
-        transfers = [Transfer(fee_account, account["profit_account_id"], fen, what) for what, fen in by_agent[code]]
+        transfers += [Transfer(fee_account, account["profit_account_id"], fen, what) for what, fen in by_agent[code]]
         if netted[code] > 0:
             transfers.append(Transfer(account["profit_account_id"], account["receivable_account_id"],
                                       netted[code], RECEIVABLE_NETTED))
-        postings.append((f"agent-events:{run_id}:{code}", transfers))
+    postings.append((f"agent-events:{run_id}:agents", transfers))
     return netted
 
 

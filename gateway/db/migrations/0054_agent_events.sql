@@ -98,7 +98,7 @@ CREATE TABLE agent_event_shares (
 CREATE INDEX agent_event_shares_recipient ON agent_event_shares (recipient, day);
 CREATE INDEX agent_event_shares_day ON agent_event_shares (day);
 
--- What the events of a run credited to each agent (key agent-events:<run>:<agent>),
+-- What the events of a run credited to each agent (posted under agent-events:<run>:agents),
 -- and what it owed netted from it.
 CREATE TABLE agent_event_postings (
     run_id bigint NOT NULL REFERENCES agent_runs (id),
