@@ -11,6 +11,14 @@ rising 2 bp per level down (28 .. 36 bp); 5,000 merchants (38 to 60 bp) with
 a terminal each under the 625 agents of the lowest level: every level earns a
 share of every purchase (5,000,000 share rows), the heaviest case.
 
+The events (gateway/jobs/agent_events.py) are set so that the measured day holds
+all of them for every terminal, the heaviest case too: the terminals are bound 29
+days before it, with 29 free days, so each one's first service fee is due on it;
+the activation volume and the deposit's refund volume are 1.5 days of a terminal's
+average volume, so that each terminal crosses both on the measured day (its deposit
+charged the day before); rewards, deposit and fee shares fall by level (5 share
+rows per terminal and event).
+
     python -m bench.agent_run_scale [--purchases N] [--terminals N] [--days-before N] [--data-dir D] [--check]
                                     [--json]
 
@@ -39,7 +47,8 @@ import asyncpg
 
 from gateway.db.migrate import migrate
 from gateway.db.pool import embedded_server
-from gateway.jobs import agent_run
+from gateway.jobs import agent_events, agent_run
+from gateway.settings import Settings
 from ledger.check import check
 
 DATABASE = "posgw_agent_bench"
@@ -48,6 +57,17 @@ TZ = ZoneInfo("Asia/Shanghai")
 LEVELS, CHILDREN = 5, 5
 COST_TOP_BP, COST_STEP_BP = 28, 2
 CARDS = 1000
+FREE_DAYS = 29  # the terminals are bound this many days before the measured day, their free days
+
+
+def event_settings(purchases: int, terminals: int) -> Settings:
+    """The events' settings of the bench: every terminal activates, and reaches its deposit's refund
+    volume, on the measured day (1.5 days of its average volume); its service fee is due that day."""
+    average_fen = 100 + (300_000 - 1) // 2  # a purchase's average amount, as seed_purchases makes them
+    volume_fen = purchases // terminals * average_fen * 3 // 2
+    return Settings(activation_volume_fen=volume_fen, activation_window_days=30, deposit_fen=9_900,
+                    deposit_refund_volume_fen=volume_fen, deposit_refund_window_days=90, service_fee_fen=4_800,
+                    service_fee_free_days=FREE_DAYS)
 
 
 def server_url(data_dir: Path) -> str:
@@ -88,8 +108,10 @@ async def seed_world(conn: asyncpg.Connection, terminals: int) -> None:
                SELECT t.code, 'Agent ' || t.code, t.parent, f.id, c.id FROM tree t
                  JOIN float f ON f.code = 'float:' || t.code JOIN commission c ON c.code = 'commission:' || t.code
                 ORDER BY t.level)
-           INSERT INTO agent_policies (agent_code, from_day, cost_bp, set_by)
-           SELECT code, $3::date - 30, $4 + (level - 1) * $5, 'bench' FROM tree""",
+           INSERT INTO agent_policies (agent_code, from_day, cost_bp, activation_reward_fen, deposit_share_fen,
+                                       service_fee_share_fen, set_by)
+           SELECT code, $3::date - 30, $4 + (level - 1) * $5, 20000 - 3000 * level, 5000 - 800 * level,
+                  3000 - 500 * level, 'bench' FROM tree""",
         CHILDREN, LEVELS, DAY, COST_TOP_BP, COST_STEP_BP)
     await conn.execute(
         """WITH lowest AS (
@@ -107,9 +129,10 @@ async def seed_world(conn: asyncpg.Connection, terminals: int) -> None:
                SELECT s.mid, 'Shop ' || s.i, l.code, s.mdr_bp, a.id FROM shops s
                  JOIN lowest l ON l.n = s.i % (SELECT count(*) FROM lowest)
                  JOIN accounts a ON a.code = 'merchant:' || s.mid)
-           INSERT INTO terminals (tid, mid, tmk_lmk, tmk_kcv)
-           SELECT tid, mid, '\\x00'::bytea, '\\x00'::bytea FROM shops""",
-        terminals, f"L{LEVELS}")
+           INSERT INTO terminals (tid, mid, owner_agent, tmk_lmk, tmk_kcv, bound_at)  -- (merchants_in: not yet seen)
+           SELECT s.tid, s.mid, l.code, '\\x00'::bytea, '\\x00'::bytea, $3 FROM shops s
+             JOIN lowest l ON l.n = s.i % (SELECT count(*) FROM lowest)""",
+        terminals, f"L{LEVELS}", datetime.combine(DAY - timedelta(days=FREE_DAYS), datetime.min.time(), TZ))
     await conn.execute(
         """WITH accounts AS (
                INSERT INTO ledger_accounts (kind, code, debits_must_not_exceed_credits, credits_posted)
@@ -191,6 +214,7 @@ async def bench(purchases: int, terminals: int, days_before: int, data_dir: Path
     url = await fresh_database(server_url(data_dir))
     conn = await asyncpg.connect(url)
     now = datetime.now(UTC)
+    settings = event_settings(purchases, terminals)
     try:
         await migrate(conn)
         async with conn.transaction():
@@ -200,23 +224,25 @@ async def bench(purchases: int, terminals: int, days_before: int, data_dir: Path
             async with conn.transaction():
                 await seed_purchases(conn, DAY - timedelta(days=n), purchases, terminals)
             await conn.execute("VACUUM ANALYZE")
-            await agent_run.run(conn, DAY - timedelta(days=n), TZ, now=now, actor="bench")
+            await agent_run.run(conn, DAY - timedelta(days=n), TZ, now=now, actor="bench", settings=settings)
         t0 = time.perf_counter()
         async with conn.transaction():
             await seed_purchases(conn, DAY, purchases, terminals)
         await conn.execute("VACUUM ANALYZE")
         seeded_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        totals = await agent_run.run(conn, DAY, TZ, now=now, actor="bench")
+        totals = await agent_run.run(conn, DAY, TZ, now=now, actor="bench", settings=settings)
         run_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        again = await agent_run.run(conn, DAY, TZ, now=now, actor="bench")
+        again = await agent_run.run(conn, DAY, TZ, now=now, actor="bench", settings=settings)
         rerun_s = time.perf_counter() - t0
         result: dict[str, Any] = {
             "purchases": purchases, "terminals": terminals, "levels": LEVELS, "days_before": days_before,
             "agents": await conn.fetchval("SELECT count(*) FROM agents"),
             "seed_s": round(seeded_s, 1), "run_s": round(run_s, 1), "rerun_s": round(rerun_s, 1),
             "totals": totals, "rerun_same_totals": again == totals,
+            "activated": await conn.fetchval("SELECT count(*) FROM agent_activations WHERE day = $1", DAY),
+            "event_share_rows": await conn.fetchval("SELECT count(*) FROM agent_event_shares WHERE day = $1", DAY),
             "share_rows": await conn.fetchval(
                 "SELECT count(*) FROM agent_shares s JOIN agent_share_txns t USING (txn_id) WHERE t.day = $1", DAY),
             "database_bytes": await conn.fetchval("SELECT pg_database_size(current_database())"),
@@ -227,6 +253,7 @@ async def bench(purchases: int, terminals: int, days_before: int, data_dir: Path
         assert totals["shares_fen"] + totals["house_fen"] == totals["discount_fen"]
         if with_check:
             report = await check(conn)
+            report.problems.extend(await agent_events.check_deposits(conn))
             result["ledger_check_ok"] = report.ok
     finally:
         await conn.close()

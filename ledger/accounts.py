@@ -24,10 +24,12 @@ class AccountKind(StrEnum):
     PAYOUT_CLEARING = "payout_clearing"
     AGENT_PROFIT = "agent_profit"  # an agent's shares and other earnings (never below zero)
     AGENT_RECEIVABLE = "agent_receivable"  # what an agent owes the house after a clawback (debits - credits)
+    DEPOSIT_HELD = "deposit_held"  # terminals' deposits (押金) charged and not yet refunded or forfeited
 
 
 CASH_ACCOUNT_CODE = "system:cash"
 FEE_INCOME_ACCOUNT_CODE = "system:fee_income"
+DEPOSITS_HELD_ACCOUNT_CODE = "system:deposits_held"
 
 
 async def create_account(conn: asyncpg.Connection, kind: AccountKind, code: str, *,

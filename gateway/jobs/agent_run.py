@@ -52,7 +52,8 @@ import structlog
 
 from gateway.domain.policies import POLICY_LOCK_KEY
 from gateway.domain.validate import InvalidInput
-from gateway.settings import Settings
+from gateway.jobs import agent_events
+from gateway.settings import Settings, get_settings
 from ledger.accounts import FEE_INCOME_ACCOUNT_CODE, AccountKind
 from ledger.postings import PostResult, Transfer, post_many
 
@@ -68,9 +69,6 @@ RECEIVABLE_NETTED = "agent_receivable_netted"  # what the agent owed, taken from
 RUN_GRACE_S = 300  # a run this long after its day ended is final: no transaction of the day is still in flight
 SCHEDULER_LOCK_KEY = 0x61676E72  # held by the one gateway whose scheduler is running days
 ACCOUNTS_LOCK_KEY = 0x61676E61
-# Totals of the parts of the network built elsewhere (activation, deposits, fees): 0 until they land.
-OTHER_TOTALS = ("rewards_fen", "deposits_charged_fen", "deposits_refunded_fen", "deposits_forfeited_fen",
-                "deposit_shares_fen", "service_fees_fen", "service_fee_shares_fen")
 
 
 class DayNotOver(InvalidInput):
@@ -91,9 +89,11 @@ def day_bounds(day: date, tz: ZoneInfo) -> DayBounds:
 
 
 async def run(conn: asyncpg.Connection, day: date, tz: ZoneInfo, *, now: datetime, so_far: bool = False,
-              actor: str = "system") -> dict[str, int | str]:
+              actor: str = "system", settings: Settings | None = None) -> dict[str, int | str]:
     """`agent run --date DAY [--now]`: first every earlier day not yet run finally,
-    then DAY; returns DAY's totals so far. A day not over is refused unless ``so_far``."""
+    then DAY; returns DAY's totals so far. A day not over is refused unless ``so_far``.
+    ``settings``: the events' charges (agent_events.Charges; default: this process's settings)."""
+    charges = agent_events.Charges.of(settings or get_settings())
     bounds = day_bounds(day, tz)
     if now < bounds.start:
         raise DayNotOver(f"{day.isoformat()} has not begun")
@@ -103,8 +103,9 @@ async def run(conn: asyncpg.Connection, day: date, tz: ZoneInfo, *, now: datetim
     await ensure_agent_accounts(conn)
     for earlier in await days_to_catch_up(conn, day, tz):
         earlier_bounds = day_bounds(earlier, tz)
-        await run_day(conn, earlier_bounds, fee_account, final=is_final(earlier_bounds, now), actor=actor)
-    return await run_day(conn, bounds, fee_account, final=is_final(bounds, now), actor=actor)
+        await run_day(conn, earlier_bounds, fee_account, final=is_final(earlier_bounds, now), actor=actor,
+                      charges=charges)
+    return await run_day(conn, bounds, fee_account, final=is_final(bounds, now), actor=actor, charges=charges)
 
 
 def is_final(bounds: DayBounds, now: datetime) -> bool:
@@ -152,7 +153,7 @@ def day_lock_key(day: date) -> str:
 
 
 async def run_day(conn: asyncpg.Connection, bounds: DayBounds, fee_account: int, *, final: bool,
-                  actor: str) -> dict[str, int | str]:
+                  actor: str, charges: agent_events.Charges | None = None) -> dict[str, int | str]:
     """One day's run in one database transaction: shares, clawbacks, postings; its totals so far."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0)), pg_advisory_xact_lock_shared($2)",
@@ -171,6 +172,9 @@ async def run_day(conn: asyncpg.Connection, bounds: DayBounds, fee_account: int,
             movement.reshares_fen += row["reshares_fen"]
         clawed = time.perf_counter()
         await post_movements(conn, run_id, bounds.day, fee_account, list(moved.values()))
+        await agent_events.run_events(conn, agent_events.DayBounds(bounds.day, bounds.start, bounds.end,
+                                                                   str(bounds.start.tzinfo)),
+                                      run_id, fee_account, charges or agent_events.Charges())
         totals = await day_totals(conn, bounds.day)
     log.info("agent_run", run_id=run_id, final=final, agents=len(moved), shares_s=round(shared - started, 2),
              clawbacks_s=round(clawed - shared, 2), postings_s=round(time.perf_counter() - clawed, 2), **totals)
@@ -360,7 +364,9 @@ async def day_totals(conn: asyncpg.Connection, day: date) -> dict[str, int | str
                                     "discount_fen": row["discount_fen"],
                                     "receivables_fen": row["receivables_fen"],
                                     "receivables_netted_fen": row["receivables_netted_fen"]}
-    return totals | {name: 0 for name in OTHER_TOTALS}
+    events = await agent_events.day_totals(conn, day)  # activations, deposits, fees; their netting
+    totals["receivables_netted_fen"] += events.pop("netted_fen")
+    return totals | events
 
 
 async def run_due_days(pool: asyncpg.Pool, settings: Settings, *, now: datetime | None = None) -> dict[str, Any] | None:
@@ -379,7 +385,7 @@ async def run_due_days(pool: asyncpg.Pool, settings: Settings, *, now: datetime 
         try:
             if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM agent_runs WHERE day = $1 AND final)", yesterday):
                 return None
-            return await run(conn, yesterday, tz, now=now, actor="system:scheduler")
+            return await run(conn, yesterday, tz, now=now, actor="system:scheduler", settings=settings)
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", SCHEDULER_LOCK_KEY)
 

@@ -5,8 +5,12 @@ team volume, and its balances. Read-only.
 Rows: one per original and agent for shares (``redirect``: a share redirected
 to this agent from an ancestor), one per cancellation and agent
 for clawbacks (negative; a reversed cancellation's share given again is
-positive), in order of day, then transaction id. ``volume_fen`` is the
-original's amount (a clawback's: the amount cancelled, negative). Volumes are
+positive), one per event and agent for an activation reward, a forfeited
+deposit's share and a service fee's share (gateway/jobs/agent_events.py), in
+order of day, then transaction id (an activation's: the approval that reached
+the volume; deposits and fees after the day's transactions). ``volume_fen`` is
+the original's amount (a clawback's: the amount cancelled, negative; an
+activation's: the terminal's volume when it was reached; 0 for deposits and fees). Volumes are
 net: the period's originals less the period's cancellations, of the agent's
 own merchants (direct) or of its whole subtree (team).
 """
@@ -49,7 +53,11 @@ async def earnings(conn: asyncpg.Connection, code: str, first_day: date, last_da
             SELECT c.day, 'clawback', c.tid, c.mid, -c.amount_fen, -k.clawback_fen, c.event_id
               FROM cancelled c JOIN agent_clawbacks k ON k.event_id = c.event_id
              WHERE k.recipient = $1
-            ORDER BY day, id, source""",
+            UNION ALL
+            SELECT e.day, e.kind, e.tid, e.mid, coalesce(a.volume_fen, 0), e.amount_fen, a.txn_id
+              FROM agent_event_shares e LEFT JOIN agent_activations a ON e.kind = 'activation' AND a.tid = e.tid
+             WHERE e.recipient = $1 AND e.day BETWEEN $2 AND $3
+            ORDER BY day, id NULLS LAST, source, tid""",
         code, first_day, last_day)
     volume = await conn.fetchrow(
         f"""{_SUBTREE}
@@ -77,7 +85,7 @@ async def earnings(conn: asyncpg.Connection, code: str, first_day: date, last_da
 async def balances(conn: asyncpg.Connection, code: str) -> dict[str, int]:
     """What `agent show` adds (CLI.md "Balances"): ``profit_fen`` (every credit, less clawbacks,
     netting and withdrawals), ``receivable_fen`` (what the agent owes the house) and
-    ``reward_fen`` (the running total of activation rewards: 0 until activation lands).
+    ``reward_fen`` (the running total of the activation rewards it received).
     An agent no run has reached yet has none of its accounts: all 0."""
     row = await conn.fetchrow(
         """SELECT p.credits_posted - p.debits_posted AS profit_fen, r.debits_posted - r.credits_posted AS receivable_fen
@@ -85,5 +93,8 @@ async def balances(conn: asyncpg.Connection, code: str) -> dict[str, int]:
              JOIN ledger_accounts p ON p.id = x.profit_account_id
              JOIN ledger_accounts r ON r.id = x.receivable_account_id
             WHERE x.agent_code = $1""", code)
-    return {"profit_fen": row["profit_fen"] if row else 0, "reward_fen": 0,
+    reward_fen = await conn.fetchval(
+        "SELECT coalesce(sum(amount_fen), 0)::bigint FROM agent_event_shares WHERE recipient = $1 AND kind = 'activation'",
+        code)
+    return {"profit_fen": row["profit_fen"] if row else 0, "reward_fen": reward_fen,
             "receivable_fen": row["receivable_fen"] if row else 0}

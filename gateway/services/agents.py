@@ -95,4 +95,4 @@ async def run_day(conn: asyncpg.Connection, actor: str, settings: Settings, day:
 
     return await audited(conn, actor, "agent.run", f"agentrun:{day.isoformat()}", state,
                          lambda: agent_run.run(conn, day, settings.tz, now=now or settings.now(), so_far=so_far,
-                                               actor=actor))
+                                               actor=actor, settings=settings))

@@ -19,16 +19,20 @@ from gateway.acquiring.outcomes import Outcome
 from gateway.domain.demo import demo_pan
 from gateway.domain.policies import set_policy
 from gateway.domain.vocabulary import Kind
+from gateway.settings import Settings
 from ledger.accounts import FEE_INCOME_ACCOUNT_CODE
 from ledger.postings import Transfer, basis_points_fen
 
 TZ = ZoneInfo("Asia/Shanghai")
 DAY = date(2026, 11, 2)  # a past local day: runs of it are final
 TMK = "0123456789ABCDEFFEDCBA9876543210"
+# The run's settings for tests of shares and clawbacks: no deposit, no service fee (tests/jobs/test_agent_events.py
+# has those).
+NO_CHARGES = Settings(deposit_fen=0, service_fee_fen=0)
 
 
-def at(day: date, hour: int = 12) -> datetime:
-    return datetime.combine(day, time(hour), TZ)
+def at(day: date, hour: int = 12, minute: int = 0) -> datetime:
+    return datetime.combine(day, time(hour, minute), TZ)
 
 
 @dataclass

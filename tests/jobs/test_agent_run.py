@@ -16,13 +16,14 @@ import pytest
 from gateway.jobs import agent_run
 from gateway.reports.agent_earnings import earnings
 from ledger.check import check
-from tests.jobs.agent_world import DAY, TZ, at
+from tests.jobs.agent_world import DAY, NO_CHARGES, TZ, at
 
 NOW = datetime.now(UTC)
 
 
 async def run(db, day=DAY, **kwargs):
-    return await agent_run.run(db, day, TZ, now=kwargs.pop("now", NOW), **kwargs)
+    return await agent_run.run(db, day, TZ, now=kwargs.pop("now", NOW), settings=kwargs.pop("settings", NO_CHARGES),
+                               **kwargs)
 
 
 async def shares_by_agent(db, day=DAY) -> dict[str, int]:
@@ -266,11 +267,12 @@ from datetime import date, datetime, timezone
 from zoneinfo import ZoneInfo
 import asyncpg
 from gateway.jobs import agent_run
+from gateway.settings import Settings
 
 async def main():
     conn = await asyncpg.connect(sys.argv[1], server_settings={"application_name": "agent-run-victim"})
     await agent_run.run(conn, date.fromisoformat(sys.argv[2]), ZoneInfo("Asia/Shanghai"),
-                        now=datetime.now(timezone.utc))
+                        now=datetime.now(timezone.utc), settings=Settings(deposit_fen=0, service_fee_fen=0))
 
 asyncio.run(main())
 """

@@ -3,8 +3,12 @@ policies and days of purchases, voids, reversals and reversed voids: every share
 the one-floor rule's (a plain Python model of CLI.md's Shares rule), no share is
 negative, the shares and the house's part equal each day's discounts exactly, each
 agent's earnings net of clawbacks are floor(share x net cancelled / amount), a rerun
-posts nothing, and the ledger check is clean. Each example runs in a transaction of
-its own, rolled back."""
+posts nothing, and the ledger check is clean. With the events (random settings):
+activation on the approval a model of the Activation rule names, rewards and the
+shares of forfeited deposits and of fees per level (value less the largest below),
+deposits refunded or forfeited as the model says, every merchant's balance what its
+sales, deposits and fees leave, and the deposits rule of `ledger check`. Each example
+runs in a transaction of its own, rolled back."""
 
 from __future__ import annotations
 
@@ -16,13 +20,27 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.domain.policies import set_policy
-from gateway.jobs import agent_run
+from gateway.jobs import agent_events, agent_run
+from gateway.settings import Settings
 from ledger.check import check
 from ledger.postings import basis_points_fen
 from tests.jobs.agent_world import DAY, TZ, Network, at
 
 DAYS = 3
 CANCELS = (None, "void", "reverse", "void_reversed")
+EVENT_VALUES = ("activation_reward_fen", "deposit_share_fen", "service_fee_share_fen")
+
+
+@st.composite
+def charges(draw) -> dict[str, int]:
+    """The events' settings, small enough that windows open and close within the days."""
+    return {"activation_volume_fen": draw(st.sampled_from([0, 50_000, 1_000_000, 4_000_000])),
+            "activation_window_days": draw(st.integers(1, 3)),
+            "deposit_fen": draw(st.sampled_from([0, 500, 9_900])),
+            "deposit_refund_volume_fen": draw(st.sampled_from([100_000, 3_000_000])),
+            "deposit_refund_window_days": draw(st.integers(1, 2)),
+            "service_fee_fen": draw(st.sampled_from([0, 4_800])),
+            "service_fee_free_days": draw(st.integers(0, 3))}
 
 
 @st.composite
@@ -39,7 +57,15 @@ def worlds(draw):
                                     st.integers(0, DAYS - 1), st.sampled_from(CANCELS), st.integers(0, DAYS - 1)),
                           max_size=10))
     runs = draw(st.lists(st.booleans(), min_size=DAYS, max_size=DAYS))  # run day d right after it, or not
-    return agents, merchants, sales, runs
+    values = []  # per agent: its event values, never above its parent's
+    for parent, _, _ in agents:
+        values.append({name: draw(st.integers(0, values[parent][name] if parent is not None else 3_000))
+                       for name in EVENT_VALUES})
+    # per merchant: funded (its balance covers every charge and cancellation) or not (then no cancellations)
+    funded = draw(st.lists(st.booleans(), min_size=len(merchants), max_size=len(merchants)))
+    sales = [sale if funded[sale[0]] else (*sale[:3], None, sale[4]) for sale in sales]
+    bound = draw(st.lists(st.integers(-1, 1), min_size=len(merchants), max_size=len(merchants)))
+    return agents, merchants, sales, runs, (values, funded, bound, draw(charges()))
 
 
 def model_shares(mdr_bp: int, amount: int, discount: int, chain: list[tuple[str, int | None, int]]) -> dict:
@@ -71,25 +97,34 @@ async def add_merchant(db: asyncpg.Connection, n: int, agent: str, mdr_bp: int) 
 
 
 async def example(db_url: str, world) -> None:
-    agents, merchants, sales, runs = world
+    agents, merchants, sales, runs, events = world
     db = await asyncpg.connect(db_url)
     tx = db.transaction()
     await tx.start()
     try:
-        await check_example(db, agents, merchants, sales, runs)
+        await check_example(db, agents, merchants, sales, runs, events)
     finally:
         await tx.rollback()
         await db.close()
 
 
-async def check_example(db, agents, merchants, sales, runs) -> None:
+async def check_example(db, agents, merchants, sales, runs, events) -> None:
+    values, funded, bound, charge_values = events
+    settings = Settings(**charge_values)
     codes = [f"AG{n}" for n in range(len(agents))]
     for n, (parent, cost, pct) in enumerate(agents):
         await add_agent(db, codes[n], codes[parent] if parent is not None else None)
-        await set_policy(db, codes[n], {"share_pct": pct} | ({"cost_bp": cost} if cost is not None else {}),
-                         DAY - timedelta(days=1), "test")
+        await set_policy(db, codes[n], {"share_pct": pct} | ({"cost_bp": cost} if cost is not None else {})
+                         | values[n], DAY - timedelta(days=1), "test")
     tids = [await add_merchant(db, n, codes[agent], mdr) for n, (agent, mdr) in enumerate(merchants)]
     cash = await db.fetchval("SELECT id FROM ledger_accounts WHERE code = 'system:cash'")
+    for n, tid in enumerate(tids):
+        await db.execute("UPDATE terminals SET bound_at = $2 WHERE tid = $1", tid, at(DAY + timedelta(days=bound[n]), 9))
+        if funded[n]:
+            await db.fetchval(
+                "SELECT ledger_post($1, jsonb_build_array(jsonb_build_object('debit', $2::bigint, 'credit',"
+                " (SELECT account_id FROM merchants WHERE mid = $3), 'amount', 1000000000, 'code', 'fund')))",
+                f"fund:{tid}", cash, f"MERCHANT{n:07d}")
     card_account = await db.fetchval("INSERT INTO ledger_accounts (kind, code, debits_must_not_exceed_credits)"
                                      " VALUES ('card', 'card:test', true) RETURNING id")
     await db.fetchval("SELECT ledger_post('fund', jsonb_build_array(jsonb_build_object('debit', $1::bigint,"
@@ -122,8 +157,8 @@ async def check_example(db, agents, merchants, sales, runs) -> None:
                 if cancel == "void_reversed":
                     await net.reverse(void, "200000", at(DAY + timedelta(days=day), 12))
         if runs[day]:
-            await agent_run.run(db, DAY + timedelta(days=day), TZ, now=now)
-    last = await agent_run.run(db, DAY + timedelta(days=DAYS - 1), TZ, now=now)
+            await agent_run.run(db, DAY + timedelta(days=day), TZ, now=now, settings=settings)
+    last = await agent_run.run(db, DAY + timedelta(days=DAYS - 1), TZ, now=now, settings=settings)
 
     for sale, merchant, cancel, _, _ in recorded:
         agent, mdr = merchants[merchant]
@@ -142,6 +177,10 @@ async def check_example(db, agents, merchants, sales, runs) -> None:
         assert totals["discount_fen"] == day_discount
         assert totals["shares_fen"] + totals["house_fen"] == totals["discount_fen"] and totals["house_fen"] >= 0
     assert await db.fetchval("SELECT count(*) FROM agent_share_txns") == len(recorded)
+    for row in await db.fetch("SELECT recipient, amount_fen FROM agent_event_shares"):
+        expected_net[row["recipient"]] = expected_net.get(row["recipient"], 0) + row["amount_fen"]
+    await check_events(db, merchants, recorded, tids, [chain_of(agent) for agent, _ in merchants],
+                       [bound[n] for n in range(len(merchants))], funded, values, codes, charge_values)
     for code in codes:
         balance = await db.fetchrow(
             """SELECT p.credits_posted - p.debits_posted AS profit, r.debits_posted - r.credits_posted AS owed
@@ -151,11 +190,106 @@ async def check_example(db, agents, merchants, sales, runs) -> None:
         assert balance["profit"] - balance["owed"] == expected_net.get(code, 0), code
     transfers = await db.fetchval("SELECT count(*) FROM ledger_transfers")
     for day in range(DAYS):
-        await agent_run.run(db, DAY + timedelta(days=day), TZ, now=now)
-    assert await agent_run.run(db, DAY + timedelta(days=DAYS - 1), TZ, now=now) == last
+        await agent_run.run(db, DAY + timedelta(days=day), TZ, now=now, settings=settings)
+    assert await agent_run.run(db, DAY + timedelta(days=DAYS - 1), TZ, now=now, settings=settings) == last
     assert await db.fetchval("SELECT count(*) FROM ledger_transfers") == transfers
     report = await check(db)
+    report.problems.extend(await agent_events.check_deposits(db))
     assert report.ok, report.problems
+
+
+def chain_split(chain: list[str], values: list[dict[str, int]], codes: list[str], name: str) -> dict[str, int]:
+    """The events' rule up a chain: each agent its value less the largest below it (never below 0)."""
+    out, below = {}, 0
+    for code in chain:
+        value = values[codes.index(code)][name]
+        if value > below:
+            out[code] = value - below
+        below = max(below, value)
+    return out
+
+
+def cancelled_on(cancel: str | None, cancel_day: int) -> int | None:
+    """The day a sale stopped counting (void or reversal), or None (a reversed void stands)."""
+    return cancel_day if cancel in ("void", "reverse") else None
+
+
+def volume_through(sales: list, first: int, day: int) -> int:
+    """A terminal's net volume from day ``first`` through ``day``, as the runs record it: originals of
+    those days less the cancellations of those days."""
+    return (sum(s.amount_fen for s, _, _, _, sale_day in sales if first <= sale_day <= day)
+            - sum(s.amount_fen for s, _, cancel, cancel_day, _ in sales
+                  if (c := cancelled_on(cancel, cancel_day)) is not None and first <= c <= day))
+
+
+async def check_events(db, merchants, recorded, tids, chains, bound, funded, values, codes, charges) -> None:
+    """Activations, deposits and fees as the rules say (a model of each), and each merchant's balance."""
+    for n, tid in enumerate(tids):
+        sales = [r for r in recorded if r[0].tid == tid]
+        chain = [code for code, _, _ in chains[n]]
+        # Activation: the first day in the window whose volume reaches it; the approval that reached it.
+        expected_at = None
+        window = range(max(bound[n], 0), min(bound[n] + charges["activation_window_days"], DAYS))
+        for day in window if charges["activation_volume_fen"] else ():
+            todays = sorted((r for r in sales if r[4] == day), key=lambda r: r[0].id)
+            total = volume_through(sales, bound[n], day)
+            after = 0
+            reached = []
+            for sale, _, cancel, cancel_day, _ in reversed(todays):
+                net = 0 if (c := cancelled_on(cancel, cancel_day)) is not None and c <= day else sale.amount_fen
+                reached.append((sale, net, total - after))
+                after += net
+            hits = [sale for sale, net, volume in reversed(reached) if net > 0 and volume >= charges["activation_volume_fen"]]
+            if hits:
+                expected_at = at(DAY + timedelta(days=day), 10)
+                expected_txn = hits[0].id
+                break
+        got = await db.fetchrow("SELECT txn_id, activated_at FROM agent_activations WHERE tid = $1", tid)
+        assert (got["activated_at"] if got else None) == expected_at, (tid, got, expected_at)
+        if got:
+            assert got["txn_id"] == expected_txn
+        rewards = dict(await db.fetch("SELECT agent_code, amount_fen FROM agent_event_shares"
+                                      " WHERE kind = 'activation' AND tid = $1", tid))
+        assert rewards == (chain_split(chain, values, codes, "activation_reward_fen") if got else {})
+        # Deposit: opened on the first sale's day; refunded or forfeited as the window says.
+        deposit = await db.fetchrow("SELECT * FROM agent_deposits WHERE tid = $1", tid)
+        first = min((r[4] for r in sales), default=None)
+        assert (deposit is not None) == (first is not None and charges["deposit_fen"] > 0), tid
+        if deposit:
+            assert deposit["first_day"] == DAY + timedelta(days=first)
+            w = charges["deposit_refund_window_days"]
+            refund_day = next((d for d in range(first, min(first + w, DAYS))
+                               if volume_through(sales, first, d) >= charges["deposit_refund_volume_fen"]), None)
+            if refund_day == first:  # refunded in the run that would have charged it: nothing charged
+                assert deposit["charged_fen"] == 0
+            elif funded[n]:
+                assert deposit["charged_fen"] == deposit["deposit_fen"]
+            status = ("refunded" if refund_day is not None else "forfeited" if first + w <= DAYS - 1 else "held")
+            assert deposit["status"] == status, (tid, deposit, status)
+            shares = dict(await db.fetch("SELECT agent_code, amount_fen FROM agent_event_shares"
+                                         " WHERE kind = 'deposit' AND tid = $1", tid))
+            full = status == "forfeited" and deposit["charged_fen"] == deposit["deposit_fen"]
+            assert shares == (chain_split(chain, values, codes, "deposit_share_fen") if full else {})
+        # Service fee: due free days after the binding day.
+        fee = await db.fetchrow("SELECT * FROM agent_service_fees WHERE tid = $1", tid)
+        due = bound[n] + charges["service_fee_free_days"]
+        assert (fee is not None) == (charges["service_fee_fen"] > 0 and due <= DAYS - 1), tid
+        if fee:
+            assert fee["due_day"] == DAY + timedelta(days=due) and fee["period"] == 0
+            shares = dict(await db.fetch("SELECT agent_code, amount_fen FROM agent_event_shares"
+                                         " WHERE kind = 'service_fee' AND tid = $1", tid))
+            full = fee["charged_fen"] == fee["fee_fen"]
+            assert shares == (chain_split(chain, values, codes, "service_fee_share_fen") if full else {})
+        # The merchant's balance: its sales' credits, less its deposit (unless refunded) and its fee.
+        mdr = merchants[n][1]
+        credits = sum(s.amount_fen - basis_points_fen(s.amount_fen, mdr) for s, _, cancel, _, _ in sales
+                      if cancel not in ("void", "reverse"))
+        kept = deposit["charged_fen"] if deposit and deposit["status"] != "refunded" else 0
+        expected = (1_000_000_000 if funded[n] else 0) + credits - kept - (fee["charged_fen"] if fee else 0)
+        got_balance = await db.fetchval(
+            "SELECT a.credits_posted - a.debits_posted FROM merchants m JOIN ledger_accounts a ON a.id = m.account_id"
+            " WHERE m.mid = $1", f"MERCHANT{n:07d}")
+        assert got_balance == expected, (tid, got_balance, expected)
 
 
 @settings(max_examples=60, deadline=None, derandomize=True, database=None,
