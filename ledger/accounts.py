@@ -24,6 +24,7 @@ class AccountKind(StrEnum):
     PAYOUT_CLEARING = "payout_clearing"
     AGENT_PROFIT = "agent_profit"  # an agent's shares and other earnings (never below zero)
     AGENT_RECEIVABLE = "agent_receivable"  # what an agent owes the house after a clawback (debits - credits)
+    TAX_PAYABLE = "tax_payable"  # tax withheld from agents' withdrawals, owed to the tax authority
 
 
 CASH_ACCOUNT_CODE = "system:cash"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from gateway.cli import agent_money
 from gateway.cli.common import Context, Subcommands, add_command, add_group, status_command
 from gateway.cli.reports import add_csv_flag, report_format, report_output
 from gateway.domain import registry, validate
@@ -53,4 +54,5 @@ def register(groups: Subcommands) -> Subcommands:
     p.add_argument("code")
     p.add_argument("--date", help="YYYY-MM-DD, a local day (default today)")
     add_csv_flag(p, "print the movements as CSV")
+    agent_money.register(agent)
     return agent
