@@ -46,6 +46,7 @@ def register(agent: Subcommands) -> None:
     p.add_argument("--bank-account", metavar="N", help="8 to 30 digits (stored under the LMK, shown masked)")
     p.add_argument("--bank-name", metavar="NAME")
     p.add_argument("--account-name", metavar="NAME", help="the account holder's name")
-    p = add_command(agent, "withdraw", agent_withdraw, help="withdraw from the profit balance (paid by the next payout run)")
+    p = add_command(agent, "withdraw", agent_withdraw,
+                    help="withdraw from the profit balance (paid by the next payout run)")
     p.add_argument("code")
     p.add_argument("amount", help="yuan, the gross: tax and fee are withheld from it")

@@ -5,9 +5,9 @@ transfer codes, the statuses, and a withdrawal's arithmetic.
 
 A withdrawal's gross leaves the agent's profit balance at once, in three parts:
 
-    agent_profit:CODE ──payout──────────▶ system:payout_clearing   (net: paid by the next payout run)
-                      ──withdrawal_tax──▶ system:withholding_tax   (tax withheld, owed to the tax authority)
-                      ──withdrawal_fee──▶ system:fee_income        (the house's fee)
+    agent_profit:CODE ──payout──────────▶ system:payout_clearing  (net: paid by the next run)
+                      ──withdrawal_tax──▶ system:withholding_tax  (owed to the tax authority)
+                      ──withdrawal_fee──▶ system:fee_income       (the house's fee)
 
 A returned withdrawal moves all three back (``payout_return``,
 ``withdrawal_tax_return``, ``withdrawal_fee_return``): the gross is the agent's again.

@@ -94,13 +94,13 @@ async def withdraw(conn: asyncpg.Connection, actor: str, settings: Settings, cod
                                f"less than {gross_fen / 100:.2f}")
         clearing = await system_account(conn, CLEARING_ACCOUNT_CODE)
         tax = await system_account(conn, TAX_ACCOUNT_CODE)
-        fee = await account_id(conn, FEE_INCOME_ACCOUNT_CODE)
+        fee: int = await account_id(conn, FEE_INCOME_ACCOUNT_CODE)  # type: ignore[assignment]
         payout_id = await conn.fetchval(
             """INSERT INTO payouts (beneficiary_kind, beneficiary, account_id, amount_fen, gross_fen, tax_fen, fee_fen,
                                     requested_day)
                VALUES ('agent', $1, $2, $3, $4, $5, $6, $7) RETURNING id""",
             code, profit, parts.net_fen, parts.gross_fen, parts.tax_fen, parts.fee_fen, settings.today())
-        result = await post(conn, withdrawal_key(payout_id), _transfers(profit, clearing, tax, fee, parts))  # type: ignore[arg-type]
+        result = await post(conn, withdrawal_key(payout_id), _transfers(profit, clearing, tax, fee, parts))
         if result is PostResult.EXCEEDS_CREDITS:  # the balance moved since it was read
             raise InvalidInput(f"agent {code}'s profit balance is less than {gross_fen / 100:.2f} yuan")
         if result is not PostResult.OK:
