@@ -145,6 +145,8 @@ async def test_a_withdrawal_paid_by_the_next_run_returned_then_paid_again_after_
     assert run.code == 0, run.stderr
     assert (run.json["count"], run.json["total_fen"]) == (1, 91_700)
     assert await db.fetchval("SELECT count(*) FROM agent_runs WHERE day = $1 AND final", yesterday) == 1
+    assert (await outputs("payout", "run", "--date", yesterday.isoformat(), "--json")).json == run.json
+    assert await db.fetchval("SELECT count(*) FROM agent_runs WHERE day = $1", yesterday) == 1  # not run again
     pain001 = tmp_path / "payouts.xml"
     made = await outputs("payout", "file", "--date", yesterday.isoformat(), "--format", "pain001",
                          "--out", str(pain001), "--json")

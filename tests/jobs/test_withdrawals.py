@@ -124,6 +124,24 @@ async def test_a_refused_withdrawal_moves_nothing_and_records_nothing(book: Book
     assert await book.db.fetchval("SELECT count(*) FROM audit_events WHERE action = 'agent.withdraw'") == 0
 
 
+async def test_two_withdrawals_at_once_that_the_balance_covers_only_once_make_one(book: Book, db_url: str):
+    await fund_profit(book.db, AGENT, 30_000)
+    await set_agent_bank(book)
+    connections = [await asyncpg.connect(db_url) for _ in range(2)]
+    try:
+        results = await asyncio.gather(*(withdrawals.withdraw(conn, f"agent:{n}", book.settings, AGENT, 20_000)
+                                         for n, conn in enumerate(connections)), return_exceptions=True)
+    finally:
+        for conn in connections:
+            await conn.close()
+    made = [r for r in results if isinstance(r, dict)]
+    refused = [r for r in results if isinstance(r, InvalidInput)]
+    assert (len(made), len(refused)) == (1, 1), results
+    assert made[0]["profit_fen"] == 10_000
+    assert await book.db.fetchval("SELECT count(*) FROM payouts") == 1
+    await book.assert_books_exact()
+
+
 async def test_the_whole_balance_may_be_withdrawn_and_then_nothing_more(book: Book):
     profit = await fund_profit(book.db, AGENT, 20_000)
     await set_agent_bank(book)
@@ -167,6 +185,32 @@ async def test_the_next_payout_run_pays_a_withdrawal_in_a_valid_pain001(book: Bo
                                                                "conflicts": []}
     assert await book.system_balance(money_out.CLEARING_ACCOUNT_CODE) == 0
     assert await book.system_balance(money_out.BANK_ACCOUNT_CODE) == 4_200 + 91_700
+    await book.assert_books_exact()
+
+
+async def test_a_run_that_fails_half_way_leaves_the_withdrawal_unsent_and_the_rerun_sends_it_once(
+        book: Book, monkeypatch):
+    await fund_profit(book.db, AGENT, 20_000)
+    await set_agent_bank(book)
+    await book.merchant(1, 1_000)
+    withdrawn = await withdrawals.withdraw(book.db, ACTOR, book.settings, AGENT, 20_000)
+    real_post_many = payouts.post_many
+
+    async def post_then_fail(conn, postings):
+        await real_post_many(conn, postings)
+        raise RuntimeError("injected: crash before the run is recorded")
+
+    monkeypatch.setattr(payouts, "post_many", post_then_fail)
+    with pytest.raises(RuntimeError, match="injected"):
+        await book.run()
+    assert await book.db.fetch("SELECT id, payout_date FROM payouts") == [(withdrawn["payout_id"], None)]
+    assert await book.system_balance(money_out.CLEARING_ACCOUNT_CODE) == withdrawn["net_fen"]
+
+    monkeypatch.undo()
+    result = await book.run()
+    assert (result["count"], result["total_fen"]) == (2, 1_000 + withdrawn["net_fen"])
+    assert await book.run() == result
+    assert await book.db.fetchval("SELECT count(*) FROM payouts WHERE payout_date = $1", book.day) == 2
     await book.assert_books_exact()
 
 
@@ -271,8 +315,8 @@ async def _withdrawals_example(db_url: str, base: Settings, funded_fen: int, gro
             try:
                 result = await withdrawals.withdraw(db, ACTOR, settings, "HYP", gross)
             except InvalidInput:
-                assert gross > await balance_fen(db, profit) or gross - money_out.withdrawal_tax_fen(
-                    gross, tax_bp) - fee_fen <= 0
+                assert gross < settings.withdrawal_min_fen or gross > await balance_fen(db, profit) \
+                    or gross - money_out.withdrawal_tax_fen(gross, tax_bp) - fee_fen <= 0
                 continue
             assert result["tax_fen"] + result["fee_fen"] + result["net_fen"] == gross
             made.append((result["payout_id"], result["net_fen"], result["tax_fen"], result["fee_fen"]))
