@@ -25,6 +25,7 @@ class AccountKind(StrEnum):
     AGENT_PROFIT = "agent_profit"  # an agent's shares and other earnings (never below zero)
     AGENT_RECEIVABLE = "agent_receivable"  # what an agent owes the house after a clawback (debits - credits)
     DEPOSIT_HELD = "deposit_held"  # terminals' deposits (押金) charged and not yet refunded or forfeited
+    TAX_PAYABLE = "tax_payable"  # tax withheld from agents' withdrawals, owed to the tax authority
 
 
 CASH_ACCOUNT_CODE = "system:cash"

@@ -9,6 +9,7 @@ import re
 from datetime import date
 from typing import Any
 
+from gateway.cli import agent_money
 from gateway.cli.common import Context, Subcommands, add_command, add_group, status_command
 from gateway.cli.reports import add_csv_flag, report_format, report_output
 from gateway.domain import policies, registry, validate
@@ -141,4 +142,5 @@ def register(groups: Subcommands) -> Subcommands:
     p.add_argument("--to", help="the descendant who receives them")
     p.add_argument("--until", help="YYYY-MM-DD, its last day (default: no end)")
     p.add_argument("--off", action="store_true", help="end the redirect from tomorrow")
+    agent_money.register(agent)
     return agent

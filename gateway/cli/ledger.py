@@ -26,7 +26,7 @@ _START_WAL = re.compile(r"^START WAL LOCATION: \S+ \(file ([0-9A-F]{24})\)", re.
 
 async def ledger_check(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
     """The ledger's invariants, and the payouts rule (the clearing account holds the payouts
-    sent and not confirmed, the bank account the paid ones): exit 1 naming each broken one."""
+    made and not confirmed, the bank account the paid ones): exit 1 naming each broken one."""
     report = await check_ledger(ctx.conn)
     report.problems.extend(await check_payouts(ctx.conn))
     if not report.ok:

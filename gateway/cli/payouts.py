@@ -1,7 +1,8 @@
 """``posgw payout ...``: run, file, confirm, list (CLI.md "Money out (T+1)").
 
-The run and the confirmation change things, through gateway.services.payouts
-(audited once each); the file and the list only read. A payout file carries
+The run and the confirmation change things, through the payout job
+(gateway.jobs.payouts, audited once each by gateway.services.payouts); the file
+and the list only read. A payout file carries
 the beneficiaries' account numbers in clear, as the bank needs them: with
 ``--out`` it is written whole or not at all, readable by its owner only.
 """
@@ -20,7 +21,6 @@ from gateway.cli.common import Context, Subcommands, add_command, add_group
 from gateway.domain.validate import InvalidInput, Problem
 from gateway.jobs import payouts as payout_jobs
 from gateway.reports.views import parse_date
-from gateway.services import payouts
 
 PAYOUT_FILE_MODE = 0o600  # it holds full bank account numbers
 
@@ -34,7 +34,7 @@ def _required_day(args: argparse.Namespace, ctx: Context) -> date:
 
 
 async def payout_run(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
-    return await payouts.run_payouts(ctx.conn, ctx.actor, ctx.settings, _required_day(args, ctx))
+    return await payout_jobs.run(ctx.conn, ctx.actor, ctx.settings, _required_day(args, ctx))
 
 
 def write_file_atomically(path: Path, data: bytes) -> None:
@@ -88,7 +88,7 @@ async def payout_confirm(args: argparse.Namespace, ctx: Context) -> dict[str, An
         data = args.file.read_bytes()
     except OSError as exc:
         raise InvalidInput(f"--file {args.file}: cannot read: {exc.strerror or exc}") from None
-    return await payouts.confirm_payouts(ctx.conn, ctx.actor, data, args.file.name)
+    return await payout_jobs.confirm(ctx.conn, ctx.actor, ctx.settings, data, args.file.name)
 
 
 async def payout_list(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:

@@ -21,14 +21,22 @@ The money's way, in the ledger:
   paid again), so days run late, out of order or skipped are still paid
   exactly once. It reads only the transfers since the end of D (an index),
   and is capped at today's balance (a debit since then).
+- **Agent withdrawals** (gateway.services.withdrawals) are payouts made at
+  once, their net already in the clearing account, without a date: the run
+  sends every one not yet sent (the agent's bank details copied), skipping
+  and listing those of frozen agents; it moves no money for them.
 - **The bank's answer** moves each payout on: pending → paid or returned,
   paid → returned; anything else changes nothing. An unknown payout id
-  applies nothing at all.
+  applies nothing at all. A returned withdrawal gives its gross back to the
+  agent's profit balance: the net from where it is, the tax and the fee from
+  the house's accounts.
+- **The command** (``run``, ``confirm``): ``payout run --date D`` first runs
+  D's agent run if no final one has (CLI.md, Payouts), then the payout run;
+  each is audited by gateway.services.payouts, in the same transaction.
 """
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -40,22 +48,32 @@ import asyncpg
 import orjson
 
 from gateway.domain.banking import mask_bank_account
+from gateway.domain.payouts import (
+    BANK_ACCOUNT_CODE,
+    CLEARING_ACCOUNT_CODE,
+    OWNER_PAYOUT_CODES,
+    PAID,
+    PAID_CODE,
+    PAYOUT_CODE,
+    PENDING,
+    RETURN_CODE,
+    RETURNED,
+    STATUSES,
+    TAX_ACCOUNT_CODE,
+    WITHDRAWAL_FEE_RETURN_CODE,
+    WITHDRAWAL_TAX_RETURN_CODE,
+    system_account,
+)
 from gateway.domain.validate import InvalidInput
+from gateway.jobs import agent_run
 from gateway.keys import SoftHsm
+from gateway.services import payouts as payout_audit
 from gateway.settings import Settings
 from gateway.upstream import bank_files
-from gateway.upstream.bank_files import PAID, RETURNED, Payer, PayoutLine
-from ledger.accounts import AccountKind, account_id, balance_fen
+from gateway.upstream.bank_files import Payer, PayoutLine
+from ledger.accounts import FEE_INCOME_ACCOUNT_CODE, account_id, balance_fen
 from ledger.postings import PostResult, Transfer, post_many
 
-CLEARING_ACCOUNT_CODE = "system:payout_clearing"
-BANK_ACCOUNT_CODE = "system:bank_payouts"
-# Transfer codes. The first and last move money between an owner and the bank
-# side: they are what "less nothing already paid out" leaves out of a balance.
-PAYOUT_CODE, PAID_CODE, RETURN_CODE = "payout", "payout_paid", "payout_return"
-OWNER_PAYOUT_CODES = (PAYOUT_CODE, RETURN_CODE)
-PENDING = "pending"
-STATUSES = (PENDING, PAID, RETURNED)
 FORMATS = ("csv", "pain001")
 # ledger_post_many's time grows faster than its batch (every posting of a confirmation
 # debits the guarded clearing account, which it then checks posting by posting).
@@ -78,9 +96,8 @@ class PayoutError(Exception):
 
 
 def now_utc(settings: Settings) -> datetime:
-    """This process's clock, shifted by ``clock_offset_s`` when the settings have it (CLI.md, Time)."""
-    offset_s = getattr(settings, "clock_offset_s", 0)  # not a setting yet: 0 until the lead adds it
-    return datetime.fromtimestamp(time.time() + offset_s, ZoneInfo("UTC"))
+    """This process's clock, shifted by ``clock_offset_s`` (CLI.md, Time)."""
+    return settings.now()
 
 
 def day_end(day: date, tz: ZoneInfo) -> datetime:
@@ -148,18 +165,36 @@ async def _candidates(conn: asyncpg.Connection, day_end_at: datetime, minimum_fe
             for row in rows if row["amount_fen"] >= max(minimum_fen, 1)]
 
 
-# The system accounts of payouts: code → (kind, whether the balance may never go below zero).
-SYSTEM_ACCOUNTS = {CLEARING_ACCOUNT_CODE: (AccountKind.PAYOUT_CLEARING, True),
-                   BANK_ACCOUNT_CODE: (AccountKind.CASH, False)}
+_UNSENT_WITHDRAWALS = """
+SELECT p.id, p.beneficiary, p.amount_fen, a.status, b.account_name, b.bank_name, b.bank_account_lmk,
+       b.bank_account_last4, b.version
+  FROM payouts p
+  JOIN agents a ON a.code = p.beneficiary
+  LEFT JOIN bank_details b ON b.beneficiary_kind = 'agent' AND b.beneficiary = p.beneficiary
+ WHERE p.payout_date IS NULL AND p.beneficiary_kind = 'agent' AND p.status = 'pending'
+ ORDER BY p.id
+   FOR UPDATE OF p
+"""
 
 
-async def _system_account(conn: asyncpg.Connection, code: str) -> int:
-    """The id of a payout system account, made the first time it is needed."""
-    kind, guarded = SYSTEM_ACCOUNTS[code]
-    await conn.execute(
-        """INSERT INTO ledger_accounts (kind, code, debits_must_not_exceed_credits) VALUES ($1, $2, $3)
-           ON CONFLICT (code) DO NOTHING""", kind.value, code, guarded)
-    return await account_id(conn, code)  # type: ignore[return-value]
+async def _send_withdrawals(conn: asyncpg.Connection, day: date) -> list[dict[str, Any]]:
+    """Give every agent withdrawal not yet sent the date ``day`` and its agent's bank details
+    (their net is in the clearing account already); return those skipped (a frozen agent's)."""
+    rows = await conn.fetch(_UNSENT_WITHDRAWALS)
+    reasons = {row["id"]: (SKIP_FROZEN if row["status"] != "active" else
+                           SKIP_NO_BANK_DETAILS if row["bank_account_lmk"] is None else None) for row in rows}
+    sending = [row for row in rows if reasons[row["id"]] is None]
+    if sending:
+        await conn.execute(
+            """UPDATE payouts p
+                  SET payout_date = $1, sent_at = now(), account_name = b.account_name, bank_name = b.bank_name,
+                      bank_account_lmk = b.bank_account_lmk, bank_account_last4 = b.bank_account_last4,
+                      bank_version = b.version
+                 FROM bank_details b
+                WHERE p.id = ANY ($2::bigint[]) AND b.beneficiary_kind = 'agent' AND b.beneficiary = p.beneficiary""",
+            day, [row["id"] for row in sending])
+    return [{"beneficiary_kind": "agent", "beneficiary": row["beneficiary"], "reason": reasons[row["id"]],
+             "balance_fen": row["amount_fen"]} for row in rows if reasons[row["id"]] is not None]
 
 
 async def _post_all(conn: asyncpg.Connection, postings: list[tuple[str, list[Transfer]]], what: str) -> None:
@@ -192,7 +227,7 @@ async def run_payouts(conn: asyncpg.Connection, settings: Settings, day: date, *
         done = await _run_result(conn, day)
         if done is not None:
             return done
-        clearing = await _system_account(conn, CLEARING_ACCOUNT_CODE)
+        clearing = await system_account(conn, CLEARING_ACCOUNT_CODE)
         candidates = await _candidates(conn, day_end(day, settings.tz), settings.payout_min_fen)
         paying = [c for c in candidates if c.skip is None]
         skipped = [{"beneficiary_kind": "merchant", "beneficiary": c.mid, "reason": c.skip,
@@ -218,6 +253,7 @@ async def run_payouts(conn: asyncpg.Connection, settings: Settings, day: date, *
             await _post_all(conn, [
                 (f"payout:{row['id']}", [Transfer(row["account_id"], clearing, row["amount_fen"], PAYOUT_CODE)])
                 for row in created], f"payout run {day.isoformat()}")
+        skipped += await _send_withdrawals(conn, day)
         totals = await conn.fetchrow(
             """SELECT count(*) AS count, coalesce(sum(amount_fen), 0)::bigint AS total_fen
                  FROM payouts WHERE payout_date = $1""", day)
@@ -276,21 +312,40 @@ class _Move:
     status: str
     reason: str
     key: str
-    transfer: Transfer
+    transfers: list[Transfer]
 
 
-async def confirm_payouts(conn: asyncpg.Connection, data: bytes) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class _HouseAccounts:
+    clearing: int
+    bank: int
+    tax: int
+    fee: int
+
+
+def _return_transfers(row: asyncpg.Record, source: int, house: _HouseAccounts) -> list[Transfer]:
+    """A returned payout back to its owner; a withdrawal's tax and fee too (its gross is the agent's again)."""
+    transfers = [Transfer(source, row["account_id"], row["amount_fen"], RETURN_CODE)]
+    if row["tax_fen"]:
+        transfers.append(Transfer(house.tax, row["account_id"], row["tax_fen"], WITHDRAWAL_TAX_RETURN_CODE))
+    if row["fee_fen"]:
+        transfers.append(Transfer(house.fee, row["account_id"], row["fee_fen"], WITHDRAWAL_FEE_RETURN_CODE))
+    return transfers
+
+
+async def confirm_payouts(conn: asyncpg.Connection, data: bytes, *, today: date | None = None) -> dict[str, Any]:
     """``posgw payout confirm --file F``: apply the bank's answer (CSV or pain.002).
     ``paid``, ``returned``, ``unchanged`` count the file's lines; ``conflicts`` lists
     the ids the file calls paid that are returned already (left so: only paid →
     returned is allowed afterwards). An unknown or unsent payout id: ``InvalidInput``
-    (exit 2) and nothing applied. Applying a file again changes nothing."""
+    (exit 2) and nothing applied. Applying a file again changes nothing. ``today``: the
+    local day a payout is returned on (an agent's earnings row; default the database's)."""
     lines = bank_files.read_status_file(data)
     ids = sorted({line.payout_id for line in lines})
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _RUN_LOCK_KEY)
         rows = {row["id"]: row for row in await conn.fetch(
-            """SELECT id, status, sent_at, account_id, amount_fen FROM payouts
+            """SELECT id, status, sent_at, account_id, amount_fen, tax_fen, fee_fen FROM payouts
                 WHERE id = ANY ($1) ORDER BY id FOR UPDATE""", ids)}
         unknown = [payout_id for payout_id in ids if payout_id not in rows]
         if unknown:
@@ -298,8 +353,10 @@ async def confirm_payouts(conn: asyncpg.Connection, data: bytes) -> dict[str, An
         unsent = [payout_id for payout_id in ids if rows[payout_id]["sent_at"] is None]
         if unsent:
             raise InvalidInput(f"payout(s) not sent to the bank yet: {', '.join(map(str, unsent))}; nothing applied")
-        clearing = await _system_account(conn, CLEARING_ACCOUNT_CODE)
-        bank = await _system_account(conn, BANK_ACCOUNT_CODE)
+        house = _HouseAccounts(await system_account(conn, CLEARING_ACCOUNT_CODE),
+                               await system_account(conn, BANK_ACCOUNT_CODE),
+                               await system_account(conn, TAX_ACCOUNT_CODE),
+                               await account_id(conn, FEE_INCOME_ACCOUNT_CODE))  # type: ignore[arg-type]
 
         status = {payout_id: row["status"] for payout_id, row in rows.items()}
         counts: Counter[str] = Counter()
@@ -309,11 +366,11 @@ async def confirm_payouts(conn: asyncpg.Connection, data: bytes) -> dict[str, An
             row, before = rows[line.payout_id], status[line.payout_id]
             if line.status == PAID and before == PENDING:
                 move = _Move(row["id"], PAID, line.reason, f"payout:{row['id']}:paid",
-                             Transfer(clearing, bank, row["amount_fen"], PAID_CODE))
+                             [Transfer(house.clearing, house.bank, row["amount_fen"], PAID_CODE)])
             elif line.status == RETURNED and before in (PENDING, PAID):
-                source = clearing if before == PENDING else bank
+                source = house.clearing if before == PENDING else house.bank
                 move = _Move(row["id"], RETURNED, line.reason, f"payout:{row['id']}:returned",
-                             Transfer(source, row["account_id"], row["amount_fen"], RETURN_CODE))
+                             _return_transfers(row, source, house))
             else:
                 counts["unchanged"] += 1
                 if line.status == PAID and before == RETURNED:
@@ -323,18 +380,20 @@ async def confirm_payouts(conn: asyncpg.Connection, data: bytes) -> dict[str, An
             status[line.payout_id] = move.status
             counts[move.status] += 1
         if moves:
-            await _post_all(conn, [(move.key, [move.transfer]) for move in moves], "payout confirm")
+            await _post_all(conn, [(move.key, move.transfers) for move in moves], "payout confirm")
             final = {move.payout_id: move for move in moves}  # the last move of each payout
             paid = {move.payout_id for move in moves if move.status == PAID}
             await conn.execute(
                 """UPDATE payouts p
                       SET status = m.status, reason = nullif(m.reason, ''),
                           paid_at = CASE WHEN m.paid THEN now() ELSE p.paid_at END,
-                          returned_at = CASE WHEN m.status = 'returned' THEN now() ELSE p.returned_at END
+                          returned_at = CASE WHEN m.status = 'returned' THEN now() ELSE p.returned_at END,
+                          returned_day = CASE WHEN m.status = 'returned' THEN coalesce($5, current_date)
+                                              ELSE p.returned_day END
                      FROM unnest($1::bigint[], $2::text[], $3::text[], $4::boolean[]) AS m (id, status, reason, paid)
                     WHERE p.id = m.id""",
                 list(final), [move.status for move in final.values()], [move.reason for move in final.values()],
-                [payout_id in paid for payout_id in final])
+                [payout_id in paid for payout_id in final], today)
     return {"paid": counts[PAID], "returned": counts[RETURNED], "unchanged": counts["unchanged"],
             "conflicts": sorted(set(conflicts))}
 
@@ -378,17 +437,51 @@ async def payout_summary(conn: asyncpg.Connection | asyncpg.Pool, day: date) -> 
 
 async def check_payouts(conn: asyncpg.Connection) -> list[str]:
     """The payouts rule of ``posgw ledger check``: the clearing account holds exactly
-    the payouts sent and not yet confirmed, and the bank account exactly the paid ones.
-    Returns the problems (none: ok)."""
+    the payouts made and not yet confirmed (sent, and withdrawals waiting for the next
+    run), and the bank account exactly the paid ones. Returns the problems (none: ok)."""
     problems = []
     sums = await conn.fetchrow(
-        """SELECT coalesce(sum(amount_fen) FILTER (WHERE status = 'pending' AND sent_at IS NOT NULL), 0) AS sent_fen,
+        """SELECT coalesce(sum(amount_fen) FILTER (WHERE status = 'pending'), 0) AS sent_fen,
                   coalesce(sum(amount_fen) FILTER (WHERE status = 'paid'), 0) AS paid_fen
              FROM payouts""")
-    for code, expected_fen, what in ((CLEARING_ACCOUNT_CODE, sums["sent_fen"], "payouts sent and not confirmed"),
+    for code, expected_fen, what in ((CLEARING_ACCOUNT_CODE, sums["sent_fen"], "payouts made and not confirmed"),
                                      (BANK_ACCOUNT_CODE, sums["paid_fen"], "payouts paid")):
         account = await account_id(conn, code)
         held_fen = await balance_fen(conn, account) if account is not None else 0
         if held_fen != expected_fen:
             problems.append(f"account {code} holds {held_fen} fen, {what} come to {expected_fen} fen")
     return problems
+
+
+# -- the commands: the job, audited --------------------------------------------------------------
+
+
+async def agent_run_is_final(conn: asyncpg.Connection, day: date) -> bool:
+    return await conn.fetchval("SELECT EXISTS (SELECT 1 FROM agent_runs WHERE day = $1 AND final)", day)
+
+
+async def run(conn: asyncpg.Connection, actor: str, settings: Settings, day: date, *,
+              now: datetime | None = None) -> dict[str, Any]:
+    """``posgw payout run --date D``: D's agent run first when no final one has run and D
+    has no payout run yet (CLI.md, Payouts), then ``run_payouts``, audited once as
+    ``payout.run`` (gateway.services.payouts). D not over: ``InvalidInput`` and nothing run."""
+    now = now if now is not None else settings.now()
+    check_day_over(day, settings, now)
+    if await _run_result(conn, day) is None and not await agent_run_is_final(conn, day):
+        await agent_run.run(conn, day, settings.tz, now=now, actor=actor)
+    async with conn.transaction():
+        await payout_audit.lock_run(conn)
+        before = await payout_audit.run_state(conn, day)
+        result = await run_payouts(conn, settings, day, now=now)
+        await payout_audit.record_run(conn, actor, day, before)
+    return result
+
+
+async def confirm(conn: asyncpg.Connection, actor: str, settings: Settings, data: bytes,
+                  file_name: str) -> dict[str, Any]:
+    """``posgw payout confirm --file F``: ``confirm_payouts`` on the local day of now, audited
+    as ``payout.confirm`` when it moved any payout. Nothing applied: nothing recorded."""
+    async with conn.transaction():
+        result = await confirm_payouts(conn, data, today=settings.today())
+        await payout_audit.record_confirm(conn, actor, data, file_name, result)
+    return result

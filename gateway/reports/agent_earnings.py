@@ -73,6 +73,7 @@ async def earnings(conn: asyncpg.Connection, code: str, first_day: date, last_da
     held = await balances(conn, code)
     listed = [{"date": row["day"].isoformat(), "source": row["source"], "tid": row["tid"], "mid": row["mid"],
                "volume_fen": row["volume_fen"], "amount_fen": row["amount_fen"]} for row in rows]
+    listed = sorted(listed + await withdrawal_rows(conn, code, first_day, last_day), key=lambda row: row["date"])
     totals = {source: 0 for source in SOURCES}
     for row in listed:
         totals[row["source"]] += row["amount_fen"]
@@ -98,3 +99,20 @@ async def balances(conn: asyncpg.Connection, code: str) -> dict[str, int]:
         code)
     return {"profit_fen": row["profit_fen"] if row else 0, "reward_fen": reward_fen,
             "receivable_fen": row["receivable_fen"] if row else 0}
+
+
+async def withdrawal_rows(conn: asyncpg.Connection, code: str, first_day: date, last_day: date) -> list[dict[str, Any]]:
+    """The agent's ``withdrawal`` rows: each withdrawal's gross, negative, on the local day it was
+    made; a withdrawal the bank returned, its gross again, positive, on the day of the return
+    (the profit balance had it back). No terminal, merchant or volume."""
+    rows = await conn.fetch(
+        """SELECT day, amount_fen FROM (
+               SELECT requested_day AS day, -gross_fen AS amount_fen, id, 0 AS step FROM payouts
+                WHERE beneficiary_kind = 'agent' AND beneficiary = $1
+               UNION ALL
+               SELECT returned_day, gross_fen, id, 1 FROM payouts
+                WHERE beneficiary_kind = 'agent' AND beneficiary = $1 AND status = 'returned') w
+            WHERE day BETWEEN $2 AND $3
+            ORDER BY day, id, step""", code, first_day, last_day)
+    return [{"date": row["day"].isoformat(), "source": "withdrawal", "tid": None, "mid": None, "volume_fen": 0,
+             "amount_fen": row["amount_fen"]} for row in rows]

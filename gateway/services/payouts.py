@@ -1,5 +1,7 @@
-"""Money out (T+1) as calls with an actor: the payout run of a date and the bank's
-answer (gateway.jobs.payouts does the work; CLI.md "Money out").
+"""Money out (T+1), audited: the records of the payout run of a date and of the
+bank's answer (CLI.md "Money out"). gateway.jobs.payouts does the work, and
+writes these records in the same database transaction; this module only audits
+(so the arrow goes from the job to the service, never back).
 
 Neither is a person's edit of one entity: the run is the daily job that moves
 every merchant's money at once, and a confirmation is the bank's input. So
@@ -19,14 +21,12 @@ No record holds a bank account number: neither has one to hold.
 from __future__ import annotations
 
 import hashlib
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 import asyncpg
 
-from gateway.jobs import payouts
 from gateway.services.audit import State, record_many
-from gateway.settings import Settings
 
 # One audited payout run at a time, so that the state before it is read after any
 # concurrent run has finished (the job takes a lock of its own inside this one).
@@ -52,25 +52,20 @@ async def run_state(conn: asyncpg.Connection, day: date) -> State:
             "skipped": row["skipped"]}
 
 
-async def run_payouts(conn: asyncpg.Connection, actor: str, settings: Settings, day: date, *,
-                      now: datetime | None = None) -> dict[str, Any]:
-    """``posgw payout run --date D`` (``payouts.run_payouts``): the run's ``date``, ``count``,
-    ``total_fen``, ``skipped``; the day not over: ``InvalidInput``. Audited once, as ``payout.run``."""
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", _AUDITED_RUN_LOCK_KEY)
-        before = await run_state(conn, day)
-        result = await payouts.run_payouts(conn, settings, day, now=now)
-        await record_many(conn, actor, "payout.run", [(run_entity(day), before, await run_state(conn, day))])
-    return result
+async def lock_run(conn: asyncpg.Connection) -> None:
+    """One audited payout run at a time, so that the state before it is read after any concurrent
+    run has finished (the job takes a lock of its own inside this one). In the caller's transaction."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", _AUDITED_RUN_LOCK_KEY)
 
 
-async def confirm_payouts(conn: asyncpg.Connection, actor: str, data: bytes, file_name: str) -> dict[str, Any]:
-    """``posgw payout confirm --file F`` (``payouts.confirm_payouts``): ``paid``, ``returned``,
-    ``unchanged``, ``conflicts``. An unreadable file or an unknown payout id: ``InvalidInput``,
-    nothing applied or recorded. Audited once, as ``payout.confirm``, when it moved any payout."""
-    async with conn.transaction():
-        result = await payouts.confirm_payouts(conn, data)
-        if result["paid"] or result["returned"]:
-            after = {"file": file_name, "sha256": hashlib.sha256(data).hexdigest()} | result
-            await record_many(conn, actor, "payout.confirm", [(confirm_entity(file_name), None, after)])
-    return result
+async def record_run(conn: asyncpg.Connection, actor: str, day: date, before: State) -> None:
+    """The ``payout.run`` record of the run of ``day`` (none when the run changed nothing)."""
+    await record_many(conn, actor, "payout.run", [(run_entity(day), before, await run_state(conn, day))])
+
+
+async def record_confirm(conn: asyncpg.Connection, actor: str, data: bytes, file_name: str,
+                         result: dict[str, Any]) -> None:
+    """The ``payout.confirm`` record of a bank's answer, when it moved any payout."""
+    if result["paid"] or result["returned"]:
+        after = {"file": file_name, "sha256": hashlib.sha256(data).hexdigest()} | result
+        await record_many(conn, actor, "payout.confirm", [(confirm_entity(file_name), None, after)])

@@ -253,6 +253,6 @@ async def test_ledger_check_exits_1_when_the_clearing_account_does_not_hold_the_
     checked = await run("ledger", "check", "--json")
     assert checked.code == 1 and checked.json["ok"] is False
     assert checked.json["problems"] == [
-        "account system:payout_clearing holds 3000 fen, payouts sent and not confirmed come to 3001 fen"]
+        "account system:payout_clearing holds 3000 fen, payouts made and not confirmed come to 3001 fen"]
     assert "payout_clearing" in checked.stderr
 

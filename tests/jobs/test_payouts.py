@@ -391,8 +391,9 @@ async def test_a_bad_answer_or_an_unsent_id_applies_nothing(book: Book):
     with pytest.raises(bank_files.BankFileError):
         await payouts.confirm_payouts(book.db, f"payout_id,status\n{payout['id']},paid\n".encode())
     unsent = await book.db.fetchval(
-        """INSERT INTO payouts (beneficiary_kind, beneficiary, account_id, amount_fen)
-           SELECT 'agent', 'AG01', float_account_id, 500 FROM agents RETURNING id""")
+        """INSERT INTO payouts (beneficiary_kind, beneficiary, account_id, amount_fen, gross_fen, tax_fen, fee_fen,
+                                requested_day)
+           SELECT 'agent', 'AG01', float_account_id, 500, 500, 0, 0, current_date FROM agents RETURNING id""")
     with pytest.raises(InvalidInput, match="not sent"):
         await payouts.confirm_payouts(book.db, f"payout_id,status,reason\n{payout['id']},paid,\n{unsent},paid,\n"
                                       .encode())

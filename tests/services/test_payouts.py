@@ -1,4 +1,5 @@
-"""Payout services: the run and the bank's answer, each audited as one record (gateway.services.payouts)."""
+"""The payout commands (gateway.jobs.payouts run and confirm): each audited as one record by
+gateway.services.payouts."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from gateway.domain import registry
 from gateway.domain.validate import InvalidInput
 from gateway.jobs import payouts as payout_jobs
-from gateway.services import banking, payouts
+from gateway.services import banking
 from ledger.accounts import CASH_ACCOUNT_CODE, account_id
 from ledger.postings import PostResult, Transfer, post
 from tests.services.conftest import ACTOR
@@ -39,8 +40,8 @@ def after(day: date, settings) -> datetime:
 async def test_two_runs_of_a_date_at_once_pay_once_and_write_one_record(db, db_url, settings, paid_day, trail):
     connections = [await asyncpg.connect(db_url) for _ in range(2)]
     try:
-        results = await asyncio.gather(*(payouts.run_payouts(conn, f"runner:{n}", settings, paid_day,
-                                                             now=after(paid_day, settings))
+        results = await asyncio.gather(*(payout_jobs.run(conn, f"runner:{n}", settings, paid_day,
+                                                         now=after(paid_day, settings))
                                          for n, conn in enumerate(connections)))
     finally:
         for conn in connections:
@@ -56,17 +57,17 @@ async def test_two_runs_of_a_date_at_once_pay_once_and_write_one_record(db, db_u
 
 async def test_a_run_of_a_day_not_over_writes_no_record(db, settings, paid_day, trail):
     with pytest.raises(InvalidInput, match="not over"):
-        await payouts.run_payouts(db, ACTOR, settings, paid_day)
+        await payout_jobs.run(db, ACTOR, settings, paid_day)
     assert not [r for r in await trail() if r["action"] == "payout.run"]
 
 
 async def test_a_confirmation_is_one_record_only_when_it_moved_a_payout(db, settings, paid_day, trail):
-    await payouts.run_payouts(db, ACTOR, settings, paid_day, now=after(paid_day, settings))
+    await payout_jobs.run(db, ACTOR, settings, paid_day, now=after(paid_day, settings))
     payout_id = await db.fetchval("SELECT id FROM payouts")
     answer = f"payout_id,status,reason\n{payout_id},paid,\n".encode()
-    assert await payouts.confirm_payouts(db, ACTOR, answer, "answer.csv") == {
+    assert await payout_jobs.confirm(db, ACTOR, settings, answer, "answer.csv") == {
         "paid": 1, "returned": 0, "unchanged": 0, "conflicts": []}
-    assert (await payouts.confirm_payouts(db, ACTOR, answer, "answer.csv"))["unchanged"] == 1
+    assert (await payout_jobs.confirm(db, ACTOR, settings, answer, "answer.csv"))["unchanged"] == 1
     records = [r for r in await trail() if r["action"] == "payout.confirm"]
     assert [(r["entity"], r["after"]["paid"], r["after"]["unchanged"]) for r in records] == [
         ("payout:answer.csv", 1, 0)]
