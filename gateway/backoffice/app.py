@@ -26,6 +26,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from gateway.backoffice import biller_pages, money_pages, network_pages
 from gateway.backoffice.access import AGENT
 from gateway.backoffice.live import GatewayFigures, Shared
 from gateway.backoffice.pages import ROUTES
@@ -205,6 +206,7 @@ def create_app(settings: Settings, web: WebSettings | None = None, pool: asyncpg
         Route("/metrics", metrics, methods=["GET"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         *ROUTES,
+        *biller_pages.ROUTES, *money_pages.ROUTES, *network_pages.ROUTES,
     ]
     app = Starlette(routes=routes, lifespan=lifespan,
                     middleware=[Middleware(SecurityHeaders, on_response=web_metrics.count_response)])
