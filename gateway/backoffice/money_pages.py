@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from starlette.responses import RedirectResponse, Response
@@ -35,7 +35,8 @@ ALL_DATES = "all"
 # -- store and forward --------------------------------------------------------------------------
 
 
-def _saf_filter(params: Any) -> tuple[str | None, bool]:
+def saf_filter(params: Any) -> tuple[str | None, bool]:
+    """The biller (None: every one) and whether done messages are listed too."""
     biller = queries.text(params.get("biller"), 16, "the biller")
     which = queries.choice(params.get("which"), ("pending", "all"), "which") or "pending"
     return biller, which == "all"
@@ -43,7 +44,7 @@ def _saf_filter(params: Any) -> tuple[str | None, bool]:
 
 @guarded("GET", "/saf")
 async def saf_list(page: Page) -> Response:
-    biller, include_done = _saf_filter(page.request.query_params)
+    biller, include_done = saf_filter(page.request.query_params)
     messages = await outbox.list_messages(page.conn, biller, include_done=include_done)
     if include_done:  # the newest first: the pending ones are few, the done ones many
         messages.reverse()
@@ -69,18 +70,17 @@ async def saf_retry(page: Page) -> Response:
 # -- payouts ------------------------------------------------------------------------------------
 
 
-def _payout_filter(page: Page) -> tuple[Any, str | None]:
-    """The date (default yesterday: a day's payouts are made the day after, T+1; ``all``: every
-    date, and the withdrawals no run has taken yet) and the status."""
-    params = page.request.query_params
+def payout_filter(params: Any, now: date) -> tuple[date | None, str | None]:
+    """The date (default the day before ``now``: a day's payouts are made the day after, T+1;
+    ``all``: every date, and the withdrawals no run has taken yet) and the status."""
     raw_day = (params.get("date") or "").strip()
-    day = None if raw_day == ALL_DATES else queries.day(raw_day) or today(page) - timedelta(days=1)
+    day = None if raw_day == ALL_DATES else queries.day(raw_day) or now - timedelta(days=1)
     return day, queries.choice(params.get("status"), STATUSES, "status")
 
 
 @guarded("GET", "/payouts")
 async def payout_list(page: Page) -> Response:
-    day, status = _payout_filter(page)
+    day, status = payout_filter(page.request.query_params, today(page))
     payouts = (await list_payouts(page.conn, day, status))["payouts"]
     summary = await payout_summary(page.conn, day) if day is not None else None
     return page.render("payouts.html", payouts=payouts[:queries.ROWS_MAX], total=len(payouts),
@@ -90,7 +90,7 @@ async def payout_list(page: Page) -> Response:
 
 @guarded("GET", "/payouts.csv")
 async def payout_csv(page: Page) -> Response:
-    day, status = _payout_filter(page)
+    day, status = payout_filter(page.request.query_params, today(page))
     payouts = (await list_payouts(page.conn, day, status))["payouts"]
     return csv_response(to_csv(payouts, PAYOUT_COLUMNS), f"payouts-{day.isoformat() if day else ALL_DATES}.csv")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import asyncpg
 
@@ -46,8 +47,8 @@ class BillFilter:
                    queries.text(params.get("account"), 40, "the account"))
 
     def query_string(self) -> str:
-        pairs = {"status": self.status, "account": self.account}
-        return "&".join(f"{k}={v}" for k, v in pairs.items() if v is not None)
+        """The filter as a URL's query (encoded: an account may hold ``&`` or ``=``)."""
+        return urlencode({k: v for k, v in (("status", self.status), ("account", self.account)) if v is not None})
 
 
 async def bills(conn: asyncpg.Connection, biller_code: str, where: BillFilter, tz: Any,
