@@ -13,7 +13,6 @@ from gateway.backoffice import money_queries, queries
 from gateway.backoffice.page_tools import csv_response, today, tz_of
 from gateway.backoffice.security import NotFound, Page, guarded
 from gateway.reports.views import biller_remittance, to_csv
-from gateway.upstream import outbox
 
 BILLER_MESSAGES_MAX = 50  # the biller page's latest outbox messages (all of them on /saf)
 
@@ -37,12 +36,12 @@ async def biller_page(page: Page) -> Response:
     params = page.request.query_params
     where = money_queries.BillFilter.parse(params)
     day = queries.day(params.get("date")) or today(page)
-    messages = await outbox.list_messages(page.conn, biller["code"], include_done=True)
+    messages, messages_total = await money_queries.outbox_messages(page.conn, biller["code"], include_done=True,
+                                                                   tz=tz_of(page), limit=BILLER_MESSAGES_MAX)
     return page.render("biller.html", biller=biller, where=where, day=day.isoformat(),
                        bills=await money_queries.bills(page.conn, biller["code"], where, tz_of(page)),
                        remittance=await biller_remittance(page.conn, biller["code"], day, tz_of(page)),
-                       messages=[m.as_json() for m in reversed(messages[-BILLER_MESSAGES_MAX:])],
-                       messages_total=len(messages), rows_max=queries.ROWS_MAX,
+                       messages=messages, messages_total=messages_total, rows_max=queries.ROWS_MAX,
                        may_retry=page.viewer.may("POST", "/saf/{message_id:int}/retry"))
 
 

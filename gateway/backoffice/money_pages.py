@@ -1,7 +1,7 @@
 """The back office's store-and-forward outbox and payouts.
 
-- ``/saf``: the biller outbox (``gateway.upstream.outbox.list_messages``, as
-  ``posgw saf list``), pending only or all, of one biller or every one; staff
+- ``/saf``: the biller outbox (``posgw saf list``'s messages, bounded:
+  ``money_queries.outbox_messages``), pending only or all, of one biller or every one; staff
   read it. Retry (``POST /saf/{id}/retry``, admin and operator) makes a pending
   message due now through ``gateway.services.biller_link.retry_message``,
   audited as ``saf.retry`` with the web user as the actor; a ``done`` or
@@ -20,8 +20,8 @@ from typing import Any
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from gateway.backoffice import queries
-from gateway.backoffice.page_tools import csv_response, today
+from gateway.backoffice import money_queries, queries
+from gateway.backoffice.page_tools import csv_response, today, tz_of
 from gateway.backoffice.security import Page, guarded
 from gateway.jobs.payouts import STATUSES, list_payouts, payout_summary
 from gateway.reports.views import to_csv
@@ -45,14 +45,12 @@ def saf_filter(params: Any) -> tuple[str | None, bool]:
 @guarded("GET", "/saf")
 async def saf_list(page: Page) -> Response:
     biller, include_done = saf_filter(page.request.query_params)
-    messages = await outbox.list_messages(page.conn, biller, include_done=include_done)
-    if include_done:  # the newest first: the pending ones are few, the done ones many
-        messages.reverse()
-    depth = await outbox.queue_depth(page.conn)
+    messages, total = await money_queries.outbox_messages(page.conn, biller, include_done=include_done,
+                                                          tz=tz_of(page), limit=queries.ROWS_MAX)
     billers = [row["code"] for row in await page.conn.fetch("SELECT code FROM billers ORDER BY code")]
-    return page.render("saf.html", messages=[m.as_json() for m in messages[:queries.ROWS_MAX]],
-                       total=len(messages), rows_max=queries.ROWS_MAX, biller=biller or "",
-                       which="all" if include_done else "pending", billers=billers, depth=depth,
+    return page.render("saf.html", messages=messages, total=total, rows_max=queries.ROWS_MAX, biller=biller or "",
+                       which="all" if include_done else "pending", billers=billers,
+                       depth=await outbox.queue_depth(page.conn),
                        may_retry=page.viewer.may("POST", "/saf/{message_id:int}/retry"))
 
 

@@ -20,19 +20,19 @@ BILL_STATUSES = ("open", "paid")
 BILL_COLUMNS = ("account", "name", "period", "amount_fen", "due", "status", "reference", "paid_at")
 
 
-async def billers(conn: asyncpg.Connection) -> list[dict[str, Any]]:
-    """Every biller: code, name, prepaid, exact, its commission, its open bills and pending outbox messages
-    (never the connector's URL, which may carry credentials)."""
+async def billers(conn: asyncpg.Connection, code: str | None = None) -> list[dict[str, Any]]:
+    """Every biller (or the one of ``code``): code, name, prepaid, exact, its commission, its open bills and
+    pending outbox messages (never the connector's URL, which may carry credentials)."""
     return [dict(row) for row in await conn.fetch(
         """SELECT b.code, b.name, b.prepaid, b.exact, b.commission_bp, b.commission_fixed_fen, b.connector,
                   (SELECT count(*) FROM bills x WHERE x.biller_code = b.code AND x.status = 'open') AS open_bills,
                   (SELECT count(*) FROM biller_outbox o WHERE o.biller_code = b.code AND o.status = 'pending')
                       AS pending_messages
-             FROM billers b ORDER BY b.code""")]
+             FROM billers b WHERE $1::text IS NULL OR b.code = $1 ORDER BY b.code""", code)]
 
 
 async def biller(conn: asyncpg.Connection, code: str) -> dict[str, Any] | None:
-    rows = [row for row in await billers(conn) if row["code"] == code]
+    rows = await billers(conn, code)
     return rows[0] if rows else None
 
 
@@ -63,6 +63,27 @@ async def bills(conn: asyncpg.Connection, biller_code: str, where: BillFilter, t
     return [{**dict(row), "due": row["due"].isoformat() if row["due"] else None,
              "paid_at": row["paid_at"].astimezone(tz).isoformat(timespec="seconds") if row["paid_at"] else None}
             for row in rows]
+
+
+SAF_COLUMNS = ("id", "biller", "kind", "receipt", "status", "attempts", "last_error", "created_at", "next_attempt_at")
+
+
+async def outbox_messages(conn: asyncpg.Connection, biller_code: str | None, *, include_done: bool, tz: Any,
+                          limit: int) -> tuple[list[dict[str, Any]], int]:
+    """``posgw saf list``'s messages (``gateway.upstream.outbox``: the same keys), bounded: the pending ones
+    oldest first, or with ``include_done`` every one newest first (the done ones only grow), at most
+    ``limit``; times in local time. And how many match in all."""
+    rows = await conn.fetch(
+        """SELECT id, biller_code AS biller, kind, receipt, status, attempts, last_error, created_at, next_attempt_at
+             FROM biller_outbox
+            WHERE ($1::text IS NULL OR biller_code = $1) AND ($2 OR status = 'pending')
+            ORDER BY CASE WHEN $2 THEN -id ELSE 0 END, created_at, id LIMIT $3""", biller_code, include_done, limit)
+    total = await conn.fetchval(
+        """SELECT count(*) FROM biller_outbox
+            WHERE ($1::text IS NULL OR biller_code = $1) AND ($2 OR status = 'pending')""", biller_code, include_done)
+    local = ("created_at", "next_attempt_at")
+    return [{name: row[name].astimezone(tz).isoformat(timespec="seconds") if name in local else row[name]
+             for name in SAF_COLUMNS} for row in rows], total
 
 
 TERMINAL_COUNT_COLUMNS = ("owner", "in_stock", "bound", "activated")

@@ -122,6 +122,18 @@ async def test_the_outbox_lists_pending_by_default_and_all_on_request(web_world,
     assert (await auditor.get("/saf", params={"which": "some"})).status_code == 400
 
 
+async def test_the_outbox_read_is_bounded_newest_first_with_the_total(web_world, db, settings):
+    ids = [await outbox.enqueue(db, "EPOWER", "notice", f"RCPT0000001{n}") for n in range(3)]
+    await db.execute("UPDATE biller_outbox SET status = 'done', done_at = now() WHERE id = $1", ids[0])
+    every, total = await money_queries.outbox_messages(db, "EPOWER", include_done=True, tz=settings.tz, limit=2)
+    assert ([m["id"] for m in every], total) == ([ids[2], ids[1]], 4)
+    pending, total = await money_queries.outbox_messages(db, None, include_done=False, tz=settings.tz, limit=2)
+    assert ([m["id"] for m in pending], total) == ([web_world.saf_id, ids[1]], 3)  # oldest first
+    assert set(pending[0]) == {"id", "biller", "kind", "receipt", "status", "attempts", "last_error", "created_at",
+                               "next_attempt_at"}  # posgw saf list's keys
+    assert pending[0]["created_at"].endswith("+08:00")  # local time (Asia/Shanghai)
+
+
 async def test_an_operator_retries_a_pending_message_audited_and_a_done_one_is_refused(web_world, browse, db,
                                                                                        cli):
     before = await db.fetchval("SELECT next_attempt_at FROM biller_outbox WHERE id = $1", web_world.saf_id)
