@@ -5,9 +5,9 @@
   terminals, merchants and agents, top up floats, change a terminal's permits,
   MAC, location and risk limits); manages no users.
 - auditor: reads everything (users and the audit log included), changes nothing.
-- agent: its own portal, and only its own subtree (itself, its sub-agents,
-  their merchants and terminals, their transactions), read only but for
-  allocating, recalling and binding the terminals its subtree owns. The subtree
+- agent: its own portal (its earnings and policy included), and only its own subtree
+  (itself, its sub-agents, their merchants and terminals, their transactions), read only but
+  for allocating, recalling and binding the terminals its subtree owns. The subtree
   is a condition of every query an agent's page runs (``gateway.backoffice.queries``),
   not a filter of the templates; a page of something outside it is 403.
 
@@ -65,6 +65,16 @@ ROUTE_ROLES: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/inventory/{stock_tid}/allocate"): OPERATES | AGENTS,
     ("POST", "/inventory/{stock_tid}/recall"): OPERATES | AGENTS,
     ("POST", "/inventory/{stock_tid}/bind"): OPERATES | AGENTS,
+    # billers, store-and-forward, payouts, the agent network (biller_pages, money_pages, network_pages)
+    ("GET", "/billers"): STAFF,
+    ("GET", "/billers/{biller}"): STAFF,
+    ("GET", "/billers/{biller}/bills.csv"): STAFF,
+    ("GET", "/saf"): STAFF,
+    ("POST", "/saf/{message_id:int}/retry"): OPERATES,
+    ("GET", "/payouts"): STAFF,
+    ("GET", "/payouts.csv"): STAFF,
+    ("GET", "/agents/{code}/earnings"): EVERYONE,
+    ("GET", "/agents/{code}/earnings.csv"): EVERYONE,
 }
 """(method, path template) → the roles allowed; everyone else gets 403. Pages of a
 single entity (``{tid}``, ``{code}``) also answer 403 to an agent outside its subtree."""

@@ -26,7 +26,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from gateway.backoffice import biller_api, inventory
+from gateway.backoffice import biller_api, biller_pages, inventory, money_pages, network_pages
 from gateway.backoffice.access import AGENT
 from gateway.backoffice.live import GatewayFigures, Shared
 from gateway.backoffice.pages import ROUTES
@@ -208,6 +208,7 @@ def create_app(settings: Settings, web: WebSettings | None = None, pool: asyncpg
         *ROUTES,
         *inventory.ROUTES,
         biller_api.ROUTE,  # not a session route: a biller's bearer key (gateway.backoffice.biller_api)
+        *biller_pages.ROUTES, *money_pages.ROUTES, *network_pages.ROUTES,
     ]
     app = Starlette(routes=routes, lifespan=lifespan,
                     middleware=[Middleware(SecurityHeaders, on_response=web_metrics.count_response)])

@@ -43,7 +43,7 @@ def _settings(page: Page) -> Any:
 
 
 def _today(page: Page) -> Any:
-    return datetime.now(_settings(page).tz).date()
+    return _settings(page).today()  # Settings.today(): clock_offset_s included
 
 
 def _csv(body: str, filename: str) -> Response:

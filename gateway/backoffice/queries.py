@@ -18,6 +18,7 @@ import asyncpg
 
 from gateway.domain.validate import InvalidInput
 from gateway.reports.views import day_bounds, list_batches
+from gateway.upstream.outbox import queue_depth
 
 ROWS_MAX = 500  # rows a list page shows (the CSV export has them all)
 
@@ -228,7 +229,7 @@ async def transactions(conn: asyncpg.Connection, scope: str | None, where: Trans
 async def dashboard(conn: asyncpg.Connection, tz: ZoneInfo, float_low_threshold_fen: int,
                     today: date) -> dict[str, Any]:
     """Today's answers by type and response code, the floats below the threshold, the unbalanced batches,
-    today's declines by risk rules."""
+    today's declines by risk rules, the store-and-forward messages pending."""
     start, end = day_bounds(today, tz)
     by_code = [dict(row) for row in await conn.fetch(
         """SELECT kind, response_code, count(*) AS count, coalesce(sum(amount_fen), 0)::bigint AS amount_fen
@@ -244,6 +245,7 @@ async def dashboard(conn: asyncpg.Connection, tz: ZoneInfo, float_low_threshold_
         "threshold_fen": float_low_threshold_fen,
         "unbalanced_batches": await list_batches(conn, True, tz),
         "risk_declines": await risk_declines_count(conn, start, end),
+        "saf_pending": (await queue_depth(conn)).pending,
     }
 
 

@@ -21,6 +21,7 @@ import pytest
 from gateway.backoffice.app import create_app
 from gateway.backoffice.settings import WebSettings
 from gateway.services import users
+from gateway.upstream import outbox
 from tests.conftest import TEST_TMK
 
 PASSWORD = "correct horse battery"
@@ -51,6 +52,7 @@ class WebWorld:
     tids: dict[str, str]  # agent code -> its terminal
     mids: dict[str, str]
     txn_ids: dict[str, int]  # terminal -> the id of its one approved purchase
+    saf_id: int = 0  # a pending store-and-forward message of EPOWER
 
 
 async def add_purchase(db: asyncpg.Connection, tid: str, stan: str, pan_masked: str, amount_fen: int) -> int:
@@ -86,8 +88,9 @@ async def web_world(cli, world, db: asyncpg.Connection) -> WebWorld:
                          [(name, role, agent, password_hash) for name, (role, agent) in USERS.items()])
     txn_ids = {"TERM0002": await add_purchase(db, "TERM0002", "000102", "622202******1111", 1500),
                "TERM0003": await add_purchase(db, "TERM0003", "000103", "622202******3333", 3300)}
+    saf_id = await outbox.enqueue(db, "EPOWER", "cancel", "RCPT00000001", {"reason": "test"}, delay_s=3600)
     return WebWorld({"AG01": "TERM0001", "AG02": "TERM0002", "AG03": "TERM0003"},
-                    {"AG01": "MERCHANT0000001", "AG02": "MERCHANT0000002", "AG03": "MERCHANT0000003"}, txn_ids)
+                    {"AG01": "MERCHANT0000001", "AG02": "MERCHANT0000002", "AG03": "MERCHANT0000003"}, txn_ids, saf_id)
 
 
 @pytest.fixture

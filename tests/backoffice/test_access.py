@@ -11,7 +11,7 @@ from tests.backoffice.conftest import ROLE_USER
 
 # Path parameters of entities inside agent1's subtree (AG01), so that only the role decides.
 PARAMS = {"{tid}": "TERM0002", "{code}": "AG02", "{name}": "auditor", "{mid}": "MERCHANT0000002",
-          "{stock_tid}": "STOCK001"}
+          "{stock_tid}": "STOCK001", "{biller}": "EPOWER"}
 FORMS = {
     "/terminals/{tid}/status": {"status": "frozen"},
     "/agents/{code}/topup": {"amount": "12.50"},
@@ -33,6 +33,7 @@ def concrete(path: str, world=None) -> str:
         path = path.replace(template, value)
     if world is not None:
         path = path.replace("{txn_id:int}", str(world.txn_ids["TERM0002"]))
+        path = path.replace("{message_id:int}", str(world.saf_id))
     return path
 
 
