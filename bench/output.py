@@ -68,7 +68,7 @@ def table(results: dict[str, Any]) -> str:
     big = results.get("big_ledger")
     if big:
         rows += [("big ledger run: small world, closed loop", big["small"]),
-                 ("big ledger run: 1M cards, 10M transfers, closed", big["big"])]
+                 ("big ledger run: the big world, closed loop", big["big"])]
     if "idle_10k" in results["scenarios"]:
         rows.append((f"{IDLE_CONNECTIONS // 1000}k idle + {IDLE_ACTIVE} active, open {IDLE_ACTIVE_RATE}/s",
                      results["scenarios"]["idle_10k"]["open_loop_run"]))

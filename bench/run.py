@@ -250,7 +250,8 @@ def measure(results: dict[str, Any], env: dict[str, str], dur: dict[str, float],
                                           mix=MIX)
     if big_scale is not None:  # last: the seeding makes every table of the bench's world big
         say(f"big ledger: closed loop, the mix, risk on, 1 worker, {dur['scenario']:.0f} s after {dur['warmup']:.0f} s "
-            f"of warm-up, on the small world, then on 1,000 terminals, 1,000,000 cards, 10,000,000 transfers")
+            f"of warm-up, on the small world, then on 1,000 terminals, 1,000,000 cards, 10,000,000 transfers"
+            + (f" (x {big_scale:g}: --quick)" if big_scale != 1.0 else ""))
         with window("big_ledger"):
             results["big_ledger"] = scenario_big_ledger(env, duration=dur["scenario"], warmup=dur["warmup"], mix=MIX,
                                                         scale=big_scale)
