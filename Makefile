@@ -49,8 +49,10 @@ fuzz: install
 	@$(BIN)/python -c 'import atheris' 2>/dev/null || { echo 'make fuzz needs atheris (the fuzz extra: Linux x86_64, Python 3.11 to 3.13)'; exit 2; }
 	$(BIN)/python -m tests.fuzz.fuzz_targets all -max_total_time=$(FUZZ_SECONDS)
 
-# make bench: the load benchmark and its baselines (bench/run.py), 5 to 7 minutes;
-# writes bench/results.json and bench/latency.png. BENCH_ARGS=--quick for a short try.
+# make bench: the load benchmark and its baselines (bench/run.py): the production
+# configuration, the purchase-only rows of before and the big ledger (at most 15 minutes
+# is the aim; --no-big-ledger skips its seeding); writes bench/results.json and
+# bench/latency.png. BENCH_ARGS=--quick for a short try.
 BENCH_STAMP := $(VENV)/.bench-installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
 .PHONY: bench

@@ -20,7 +20,24 @@ PLOT = BENCH / "latency.png"
 BIN = Path(sys.executable).parent
 POSGW, SIM = str(BIN / "posgw"), str(BIN / "posgw-sim")
 
-TERMINALS, CARDS = 200, 10_000
+# The production configuration's world: the risk rules on with config/risk.toml's defaults,
+# and a world big enough that the bench's own load is not declined by them. 30,000 cards,
+# 150 a terminal taken in turn (every request of a terminal takes its next card, whatever
+# its kind): a card comes round at most 10 times a minute up to 25 requests a second a
+# terminal (5,000/s in all), so its purchases never pass the burst limit (10 a minute),
+# and it is used far less than 100 times a day over the whole bench. (More cards would
+# mean fewer context cache hits: a card must come round again for its context to be
+# cached; fewer, burst declines in the closed loop.) Each
+# terminal has a past (``TERMINAL_PAST_DAILY`` approvals a day over the last 30 days,
+# seeded in risk_counters), so the spike rule's threshold is 5 x that, not its floor of
+# 200, which a terminal of the bench passes in seconds. The agent's float is topped up
+# (``FLOAT_TOPUP_YUAN``) for every cash bill payment of the run.
+TERMINALS, CARDS = 200, 30_000
+TERMINAL_PAST_DAILY = 1000
+FLOAT_TOPUP_YUAN = 10_000_000
+MIX = "purchase=60,balance=10,bill-inquiry=10,bill-pay=20"  # the production configuration's mix
+PURCHASES = "purchase=100"  # the rows kept from before: purchases only, risk rules off
+PURCHASES_PREFIX = "purchases_"  # their result keys: purchases_closed_1_worker, ...
 IDLE_CONNECTIONS, IDLE_ACTIVE = 10_000, 100
 IDLE_ACTIVE_RATE = 500  # open loop, requests/s of the 100 active terminals together
 SWEEP_RATES = (250, 500, 1000, 1500, 2000, 2500)
@@ -44,6 +61,10 @@ FD_HEADROOM = 2_000  # beyond the idle connections: pool, log, listening sockets
 
 TARGETS = {
     "closed_loop_approved_rps_min": 3000,
+    "workers_2_vs_1_min": 1.0,
+    "open_loop_cpu_ms_max": 0.6,
+    "warm_start_p99_ms_max": 50.0,
+    "big_vs_small_min": 0.9,
     "closed_loop_vs_ledger_min": 0.8,
     "open_loop_p99_ms_max": 20.0,
     "idle_p99_ms_max": 20.0,
@@ -52,9 +73,10 @@ TARGETS = {
 }
 
 
-def open_keys() -> list[str]:
-    """The open-loop scenario's result keys, one per run (the first keeps the plain name)."""
-    return ["open_1500"] + [f"open_1500_run{n}" for n in range(2, OPEN_RUNS + 1)]
+def open_keys(prefix: str = "") -> list[str]:
+    """The open-loop scenario's result keys, one per run (the first keeps the plain name);
+    ``prefix`` "purchases_" for the risk-off purchase-only runs."""
+    return [f"{prefix}open_1500"] + [f"{prefix}open_1500_run{n}" for n in range(2, OPEN_RUNS + 1)]
 
 
 class BenchError(Exception):
@@ -65,12 +87,14 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-def bench_env() -> dict[str, str]:
+def bench_env(*, risk: bool = True) -> dict[str, str]:
     """The environment of every posgw command of the bench: its own embedded PostgreSQL,
-    production-like logs (info, JSON), risk rules off."""
-    env = {k: v for k, v in os.environ.items() if k not in ("POSGW_DATABASE_URL", "POSGW_LMK")}
+    production logs (info, JSON), the risk rules on (config/risk.toml) unless ``risk`` is
+    False (the purchase-only rows kept from before)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("POSGW_DATABASE_URL", "POSGW_LMK", "POSGW_RISK_ENABLED")}
     env.update(POSGW_DATA_DIR=str(DATA), POSGW_LOG_LEVEL="info", POSGW_LOG_FORMAT="json",
-               POSGW_RISK_ENABLED="false", PYTHONUNBUFFERED="1")
+               POSGW_RISK_ENABLED="true" if risk else "false", PYTHONUNBUFFERED="1")
     return env
 
 

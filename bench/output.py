@@ -5,7 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench.config import IDLE_ACTIVE, IDLE_ACTIVE_RATE, IDLE_CONNECTIONS, OPEN_RATE, ROOT, TARGETS, open_keys
+from bench.config import (
+    IDLE_ACTIVE,
+    IDLE_ACTIVE_RATE,
+    IDLE_CONNECTIONS,
+    OPEN_RATE,
+    PURCHASES_PREFIX,
+    ROOT,
+    TARGETS,
+    open_keys,
+)
 
 
 def ms_text(value: float | None) -> str:
@@ -26,7 +35,7 @@ def table(results: dict[str, Any]) -> str:
     """Rates and client-side latency (from the send, or the scheduled send in open loop); the
     gateway's own p99 (decode to encode); errors; CPU ms per request of gateway + PostgreSQL +
     load generator; cores other people's processes used meanwhile; CPU pressure (PSI some)."""
-    head = (f"{'scenario':<42} {'rate/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'gw p99':>7} {'errors':>6}  "
+    head = (f"{'scenario':<48} {'rate/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'gw p99':>7} {'errors':>6}  "
             f"{'CPU ms/req gw+pg+load':<22} {'others':>6} {'psi':>4}")
     lines = [head, "-" * len(head)]
 
@@ -39,28 +48,36 @@ def table(results: dict[str, Any]) -> str:
     b = results["baselines"]
     led = b["ledger"]
     c = led["cpu_cores"]
-    lines.append(f"{'(a) ledger alone: post() from Python':<42} {led['postings_per_s']:>7.0f} "
+    lines.append(f"{'(a) ledger alone: post() from Python':<48} {led['postings_per_s']:>7.0f} "
                  f"{ms_text(led['latency_ms']['p50']):>7} {ms_text(led['latency_ms']['p99']):>7} {'':>7} "
                  f"{led['postings'] - led['ok']:>6}  "
                  f"{cpu_text(led['cpu_ms_per_request'], 'gateway', 'postgres', 'ledger_client'):<22} "
                  f"{c['others']:>6} {c.get('cpu_pressure_pct', '-'):>4}")
     rows = [("(b) wire alone: --wire-only, echo", b.get("wire"))]
-    names = {"closed_1_worker": "closed loop, 200 persistent, 1 worker",
-             "closed_2_workers": "closed loop, 200 persistent, 2 workers",
-             **{key: f"open loop at {OPEN_RATE}/s, 200 persistent" + (f", run {n}" if n > 1 else "")
+    names = {"closed_1_worker": "mix, risk on: closed loop, 1 worker",
+             "closed_2_workers": "mix, risk on: closed loop, 2 workers",
+             **{key: f"mix, risk on: open loop at {OPEN_RATE}/s" + (f", run {n}" if n > 1 else "")
                 for n, key in enumerate(open_keys(), 1)},
-             "per_txn": "closed loop, 200 per-txn connections",
-             "idle_10k": f"{IDLE_CONNECTIONS // 1000}k idle + {IDLE_ACTIVE} active, closed loop"}
+             "per_txn": "mix, risk on: closed loop, per-txn",
+             "idle_10k": f"mix, risk on: {IDLE_CONNECTIONS // 1000}k idle + {IDLE_ACTIVE} active, closed",
+             f"{PURCHASES_PREFIX}closed_1_worker": "purchases, risk off: closed, 1 worker",
+             f"{PURCHASES_PREFIX}closed_2_workers": "purchases, risk off: closed, 2 workers",
+             **{key: f"purchases, risk off: open at {OPEN_RATE}/s" + (f", run {n}" if n > 1 else "")
+                for n, key in enumerate(open_keys(PURCHASES_PREFIX), 1)}}
     rows += [(label, results["scenarios"].get(key)) for key, label in names.items()]
+    big = results.get("big_ledger")
+    if big:
+        rows += [("big ledger run: small world, closed loop", big["small"]),
+                 ("big ledger run: the big world, closed loop", big["big"])]
     if "idle_10k" in results["scenarios"]:
         rows.append((f"{IDLE_CONNECTIONS // 1000}k idle + {IDLE_ACTIVE} active, open {IDLE_ACTIVE_RATE}/s",
                      results["scenarios"]["idle_10k"]["open_loop_run"]))
-    rows += [(f"sweep: open loop at {p['offered_rps']}/s", p) for p in results.get("sweep", ())]
+    rows += [(f"mix, risk on: sweep at {p['offered_rps']}/s", p) for p in results.get("sweep", ())]
     for label, r in rows:
         if r is None:
             continue
         c = r["cpu_cores"]
-        lines.append(f"{label:<42} {r['approved_rps']:>7.0f} {ms_text(r['latency_ms']['p50']):>7} "
+        lines.append(f"{label:<48} {r['approved_rps']:>7.0f} {ms_text(r['latency_ms']['p50']):>7} "
                      f"{ms_text(r['latency_ms']['p99']):>7} {ms_text(_own_p99(r)):>7} {r['errors_total']:>6}  "
                      f"{cpu_text(r['cpu_ms_per_request'], 'gateway', 'postgres', 'load_generator'):<22} "
                      f"{c['others']:>6} {c.get('cpu_pressure_pct', '-'):>4}")
@@ -93,7 +110,7 @@ def plot(points: list[dict[str, Any]], path: Path, machine: dict[str, Any]) -> s
     plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")  # 20, not 2 x 10^1
     ax.yaxis.set_major_formatter(plain)
     ax.yaxis.set_minor_formatter(plain)
-    ax.set_xlabel("offered rate, purchases/s (open loop, 200 persistent terminals)")
+    ax.set_xlabel("offered rate, requests/s (open loop, 200 persistent terminals; the mix, risk rules on)")
     ax.set_ylabel("latency, ms (from the scheduled send)")
     load_avg = machine.get("loadavg_start") or [0.0]
     ax.set_title(f"posgw: latency against offered rate ({machine['nproc']} cores shared by gateway, "
@@ -102,7 +119,7 @@ def plot(points: list[dict[str, Any]], path: Path, machine: dict[str, Any]) -> s
     achieved = ax.twinx()
     achieved.plot(rates, rates, color="lightgrey", linestyle=":", linewidth=1, label="offered/s (right)")
     achieved.plot(rates, [p["approved_rps"] for p in points], "k:", linewidth=1.2, label="approved/s (right)")
-    achieved.set_ylabel("purchases/s")
+    achieved.set_ylabel("requests/s")
     achieved.set_ylim(0, max(rates) * 1.1)
     handles, labels = ax.get_legend_handles_labels()
     more_handles, more_labels = achieved.get_legend_handles_labels()

@@ -1,41 +1,52 @@
 """``make bench``: the load benchmark of the gateway, with its two baselines.
 
 On a fresh data dir (``bench/data``, removed first) it starts the embedded
-PostgreSQL (``posgw db migrate``), seeds 200 terminals and 10,000 cards
-(``posgw demo``), then runs each scenario against a ``posgw serve`` of its own
-on free ports, stopped with SIGTERM after:
+PostgreSQL (``posgw db migrate``), seeds 200 terminals and 30,000 cards
+(``posgw demo``), tops up the agent's float and gives each terminal a past
+(bench.world.setup: the risk rules' defaults must not decline the bench's own
+load), then runs each scenario against a ``posgw serve`` of its own on free
+ports, stopped with SIGTERM after.
 
-- baseline (a), the ledger alone: ``bench.ledger_baseline``, the purchase
-  posting through ``ledger.postings.post`` from Python, 64 coroutines over a
-  pool of 16, 10 s;
-- baseline (b), the wire alone: ``posgw serve --wire-only`` and
-  ``posgw-sim load --mix echo=100``, 200 persistent terminals, 10 s;
-- purchases, closed loop, 200 persistent terminals, 15 s, 1 worker and 2;
-- purchases, open loop at 1,500/s, 15 s, three times, each against a gateway
-  of its own (the target is met only if every run meets it);
-- purchases, closed loop, a new connection per transaction (per-txn), 15 s;
+The production configuration (issue 28): the risk rules on, as
+``config/risk.toml`` sets them, and the mix
+purchase=60,balance=10,bill-inquiry=10,bill-pay=20 (cash bill payments drawing
+on the agent's float):
+
+- closed loop, 200 persistent terminals, 15 s, 1 worker and 2;
+- open loop at 1,500/s, 15 s, three times, each against a gateway of its own
+  (a target is met only if every run meets it); the first 10 s of each, on a
+  gateway just started, are its warm-up, judged on their own (warm start);
+- closed loop, a new connection per transaction (per-txn), 15 s;
 - 10,000 idle connections held open while 100 terminals run, 15 s closed loop
   (how much they still carry), then 15 s open loop at 500/s, 5 requests a
-  second each (the latency target: in closed loop, 100 terminals waiting on
-  each other measure the throughput, p99 <= 20 ms there would need more than
-  5,000/s), with the gateway's peak resident memory;
-- a sweep, open loop at 250 to 2,500/s, 6 s each, for the plot.
+  second each, with the gateway's peak resident memory;
+- a sweep, open loop at 250 to 2,500/s, 6 s each, for the plot;
+- the big ledger (bench.big_ledger): the same closed loop on the small world
+  and on 1,000 terminals, 1,000,000 cards and 10,000,000 transfers seeded in
+  bulk, in the same run.
+
+Kept from before, labelled so: purchases only, the risk rules off
+(``POSGW_RISK_ENABLED=false``), closed loop with 1 worker and 2 and open loop
+at 1,500/s three times, so that runs stay comparable with the history; and the
+two baselines: (a) the ledger alone, ``bench.ledger_baseline``, the purchase
+posting through ``ledger.postings.post`` from Python, 64 coroutines over a
+pool of 16, 10 s; (b) the wire alone, ``posgw serve --wire-only`` and
+``posgw-sim load --mix echo=100``, 200 persistent terminals, 10 s.
 
 Every load run's measured seconds come after a warm-up of the same load, not
 counted (``posgw-sim load --warmup``: 10 s on a gateway just started, 3 s
 before the next run on the same gateway): its figures are kept beside the
 run's as ``warmup``, its errors count against the targets, and the CPU per
-request is over both.
+request is over both. A request the bench's own world gets declined (any
+answer but 00) fails its targets too.
 
 Everything runs on this machine: gateway, PostgreSQL, simulator. The gateway
 runs as in production (log level info, one JSON line per request, to a file:
-``bench/data/logs/<scenario>.log``) except that the risk rules are off
-(``POSGW_RISK_ENABLED=false``): their daily and burst limits would decline a
-load that reuses 10,000 cards for minutes. Writes ``bench/results.json`` and,
+``bench/data/logs/<scenario>.log``). Writes ``bench/results.json`` and,
 when matplotlib is installed (the ``bench`` extra), ``bench/latency.png``;
 prints a table; ends with ``posgw ledger check`` and ``posgw db stop``.
 
-    .venv/bin/python -m bench.run [--quick] [--keep-db]
+    .venv/bin/python -m bench.run [--quick] [--keep-db] [--no-big-ledger]
 
 This module runs the steps in order; the rest of ``bench/`` by concern:
 ``config`` (paths, sizes, durations, targets, the commands' environment),
@@ -66,10 +77,13 @@ from bench.config import (
     LEDGER_POOL,
     LEDGER_TASKS,
     LOGS,
+    MIX,
     OPEN_RATE,
     OPEN_RUNS,
     PLOT,
     POSGW,
+    PURCHASES,
+    PURCHASES_PREFIX,
     RESULTS,
     ROOT,
     SWEEP_RATES,
@@ -81,7 +95,7 @@ from bench.config import (
     say,
 )
 from bench.output import plot, table
-from bench.scenarios import scenario_idle, scenario_ledger, scenario_load, scenario_sweep
+from bench.scenarios import scenario_big_ledger, scenario_idle, scenario_ledger, scenario_load, scenario_sweep
 from bench.targets import targets
 from bench.world import (
     Window,
@@ -100,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description="posgw load benchmark (make bench)")
     parser.add_argument("--quick", action="store_true", help="a fifth of every duration, for trying the bench out")
     parser.add_argument("--keep-db", action="store_true", help="leave the bench's PostgreSQL running")
+    parser.add_argument("--no-big-ledger", action="store_true", help="skip the big ledger (its seeding takes minutes)")
     args = parser.parse_args(argv)
     scale = 0.2 if args.quick else 1.0
     dur = {k: max(2.0, v * scale) for k, v in DURATIONS.items()}
@@ -117,18 +132,18 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(), "git": git_info(),
         "conditions": {
             "logs": "level info, JSON, one line per request, to bench/data/logs/<scenario>.log",
-            "risk_enabled": False, "fd_limit": fd_limit, "durations_s": dur, "quick": args.quick,
+            "risk_enabled": "on (config/risk.toml) but in the purchase-only rows", "mix": MIX, "fd_limit": fd_limit, "durations_s": dur, "quick": args.quick,
             "where": "gateway, PostgreSQL and simulator on this one machine",
         },
     }
     say(f"posgw bench: {results['machine']['nproc']} cores, {results['machine']['cpu_model']}, "
         f"load average {' '.join(f'{x:.2f}' for x in results['machine']['loadavg_start'])}")
-    say("gateway as in production (log level info, JSON lines to bench/data/logs/) but risk rules OFF "
-        "(POSGW_RISK_ENABLED=false) in every scenario")
+    say("gateway as in production: log level info, JSON lines to bench/data/logs/, the risk rules on "
+        "(config/risk.toml), the mix " + MIX + "; the purchase-only rows kept from before run with risk OFF")
     ok = False
     try:
         prepare(results, env)
-        windows = measure(results, env, dur, idle_count)
+        windows = measure(results, env, dur, idle_count, big_scale=None if args.no_big_ledger else 0.02 if args.quick else 1.0)
         judge(results, windows)
         check = run([POSGW, "ledger", "check", "--json"], env=env, check=False)
         results["ledger_check"] = {"exit_code": check.returncode,
@@ -171,7 +186,7 @@ def prepare(results: dict[str, Any], env: dict[str, str]) -> None:
 
 
 def measure(results: dict[str, Any], env: dict[str, str], dur: dict[str, float],
-            idle_count: int) -> list[tuple[str, float, float]]:
+            idle_count: int, *, big_scale: float | None) -> list[tuple[str, float, float]]:
     """Every scenario in turn, into ``results`` (baselines, scenarios, sweep, postgres_writes);
     their windows (scenario, start, end as Unix times)."""
     results["baselines"], results["scenarios"] = {}, {}
@@ -187,32 +202,43 @@ def measure(results: dict[str, Any], env: dict[str, str], dur: dict[str, float],
         results["baselines"]["ledger"] = scenario_ledger(env, dur["baseline"])
     say(f"    {results['baselines']['ledger']['postings_per_s']:.0f} postings/s")
 
-    steps: list[tuple[str, str, dict[str, Any]]] = [
-        ("wire", "(b) wire alone: --wire-only, echo=100, 200 persistent terminals",
+    off = bench_env(risk=False)
+    steps: list[tuple[str, str, dict[str, str], dict[str, Any]]] = [
+        ("wire", "(b) wire alone: --wire-only, echo=100, 200 persistent terminals", env,
          {"duration": dur["baseline"], "wire_only": True, "mix": "echo=100"}),
-        ("closed_1_worker", "closed loop purchases, 200 persistent terminals, 1 worker",
-         {"duration": dur["scenario"]}),
-        ("closed_2_workers", "closed loop purchases, 200 persistent terminals, --workers 2",
-         {"duration": dur["scenario"], "workers": 2}),
-        *((key, f"open loop purchases at {OPEN_RATE}/s, 200 persistent terminals, run {n} of {OPEN_RUNS}",
-           {"duration": dur["scenario"], "rate": OPEN_RATE}) for n, key in enumerate(open_keys(), 1)),
-        ("per_txn", "closed loop purchases, 200 terminals, a connection per transaction",
-         {"duration": dur["scenario"], "connect": "per-txn"}),
+        ("closed_1_worker", "closed loop, the mix, risk on, 200 persistent terminals, 1 worker", env,
+         {"duration": dur["scenario"], "mix": MIX}),
+        ("closed_2_workers", "closed loop, the mix, risk on, 200 persistent terminals, --workers 2", env,
+         {"duration": dur["scenario"], "workers": 2, "mix": MIX}),
+        *((key, f"open loop at {OPEN_RATE}/s, the mix, risk on, 200 persistent terminals, run {n} of {OPEN_RUNS}",
+           env, {"duration": dur["scenario"], "rate": OPEN_RATE, "mix": MIX})
+          for n, key in enumerate(open_keys(), 1)),
+        ("per_txn", "closed loop, the mix, risk on, 200 terminals, a connection per transaction", env,
+         {"duration": dur["scenario"], "connect": "per-txn", "mix": MIX}),
+        ("purchases_closed_1_worker", "purchases only, risk OFF: closed loop, 200 persistent terminals, 1 worker",
+         off, {"duration": dur["scenario"], "mix": PURCHASES}),
+        ("purchases_closed_2_workers", "purchases only, risk OFF: closed loop, 200 persistent, --workers 2",
+         off, {"duration": dur["scenario"], "workers": 2, "mix": PURCHASES}),
+        *((key, f"purchases only, risk OFF: open loop at {OPEN_RATE}/s, 200 persistent, run {n} of {OPEN_RUNS}",
+           off, {"duration": dur["scenario"], "rate": OPEN_RATE, "mix": PURCHASES})
+          for n, key in enumerate(open_keys(PURCHASES_PREFIX), 1)),
     ]
-    for key, title, options in steps:
+    for key, title, step_env, options in steps:
         say(f"{title}, {options['duration']:.0f} s after {dur['warmup']:.0f} s of warm-up")
         with window(key):
-            result = scenario_load(env, key, warmup=dur["warmup"], **options)
+            result = scenario_load(step_env, key, warmup=dur["warmup"], **options)
+        result["risk_enabled"] = step_env["POSGW_RISK_ENABLED"] == "true"
         (results["baselines"] if key == "wire" else results["scenarios"])[key] = result
         say(f"    {result['approved_rps']:.0f} approved/s, p50 {result['latency_ms']['p50']} ms, "
-            f"p99 {result['latency_ms']['p99']} ms, errors {result['errors_total']}")
+            f"p99 {result['latency_ms']['p99']} ms, errors {result['errors_total']}, "
+            f"CPU {result['cpu_ms_per_request'].get('total')} ms/request, declined {_declined(result)}")
 
     say(f"{idle_count:,} idle connections + {IDLE_ACTIVE} active terminals, closed loop, then open loop at "
         f"{IDLE_ACTIVE_RATE}/s, {dur['scenario']:.0f} s each (after {dur['warmup']:.0f} and "
         f"{dur['warmup_loaded']:.0f} s of warm-up)")
     with window("idle_10k"):
         idle = results["scenarios"]["idle_10k"] = scenario_idle(env, dur["scenario"], idle_count, dur["warmup"],
-                                                                dur["warmup_loaded"])
+                                                                dur["warmup_loaded"], mix=MIX)
     say(f"    {idle['idle_opened']:,} idle opened in {idle['idle_connect_s']} s, "
         f"{idle['approved_rps']:.0f} approved/s, p99 {idle['latency_ms']['p99']} ms; at {IDLE_ACTIVE_RATE}/s: "
         f"p99 {idle['open_loop_run']['latency_ms']['p99']} ms; gateway RSS peak {idle['gateway_peak_rss_mb']} MB")
@@ -220,8 +246,25 @@ def measure(results: dict[str, Any], env: dict[str, str], dur: dict[str, float],
     say(f"sweep: open loop at {', '.join(map(str, SWEEP_RATES))}/s, {dur['sweep']:.0f} s each (after "
         f"{dur['warmup']:.0f} s of warm-up at the first rate, {dur['warmup_loaded']:.0f} s at each other)")
     with window("sweep"):
-        results["sweep"] = scenario_sweep(env, SWEEP_RATES, dur["sweep"], dur["warmup"], dur["warmup_loaded"])
+        results["sweep"] = scenario_sweep(env, SWEEP_RATES, dur["sweep"], dur["warmup"], dur["warmup_loaded"],
+                                          mix=MIX)
+    if big_scale is not None:  # last: the seeding makes every table of the bench's world big
+        say(f"big ledger: closed loop, the mix, risk on, 1 worker, {dur['scenario']:.0f} s after {dur['warmup']:.0f} s "
+            f"of warm-up, on the small world, then on 1,000 terminals, 1,000,000 cards, 10,000,000 transfers"
+            + (f" (x {big_scale:g}: --quick)" if big_scale != 1.0 else ""))
+        with window("big_ledger"):
+            results["big_ledger"] = scenario_big_ledger(env, duration=dur["scenario"], warmup=dur["warmup"], mix=MIX,
+                                                        scale=big_scale)
     return windows
+
+
+def _declined(result: dict[str, Any]) -> int:
+    """Answers other than 00 (by response code) in a run and its warm-up: the production
+    configuration's world is made so that its own load is never declined."""
+    def count(by_code: dict[str, int]) -> int:
+        return sum(n for code, n in by_code.items() if code != "00")
+
+    return count(result.get("by_code") or {}) + count((result.get("warmup") or {}).get("by_code") or {})
 
 
 def judge(results: dict[str, Any], windows: list[tuple[str, float, float]]) -> None:

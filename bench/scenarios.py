@@ -9,8 +9,10 @@ import json
 import socket
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
+from bench import big_ledger
 from bench.config import (
     IDLE_ACTIVE,
     IDLE_ACTIVE_RATE,
@@ -30,11 +32,12 @@ _batches = itertools.count(1)
 
 
 def load(env: dict[str, str], gateway: Gateway, *, duration: float, warmup: float, terminals: int = TERMINALS,
-         mix: str = "purchase=100", rate: float | None = None, connect: str = "persistent") -> dict[str, Any]:
+         mix: str = "purchase=100", rate: float | None = None, connect: str = "persistent",
+         world: Path = WORLD) -> dict[str, Any]:
     """One ``posgw-sim load`` run; its JSON report. Every run has a batch (60.2) of its own: the
     simulator starts each terminal at a random STAN, and a STAN a terminal used in an earlier run
     of the same batch would be a repeat (same key) with other content, answered 94."""
-    cmd = [SIM, "load", "--world", str(WORLD), "--host", "127.0.0.1", "--port", str(gateway.port),
+    cmd = [SIM, "load", "--world", str(world), "--host", "127.0.0.1", "--port", str(gateway.port),
            "--terminals", str(terminals), "--duration", str(duration), "--mix", mix, "--connect", connect,
            "--batch", str(next(_batches)), "--warmup", str(warmup), "--json", "--quiet"]
     if rate is not None:
@@ -117,7 +120,7 @@ def open_idle(port: int, count: int) -> tuple[list[socket.socket], int]:
 
 
 def scenario_idle(env: dict[str, str], duration: float, idle_count: int, warmup: float,
-                  warmup_loaded: float) -> dict[str, Any]:
+                  warmup_loaded: float, *, mix: str) -> dict[str, Any]:
     with Gateway("idle", env) as gateway, MemoryPoller(gateway.pid) as memory:
         rss_before_kb = gateway.rss_kb()
         started = time.perf_counter()
@@ -132,12 +135,12 @@ def scenario_idle(env: dict[str, str], duration: float, idle_count: int, warmup:
                 time.sleep(0.2)
             rss_idle_kb = gateway.rss_kb()
             meter = CpuMeter(gateway)
-            report = load(env, gateway, duration=duration, warmup=warmup, terminals=IDLE_ACTIVE)
+            report = load(env, gateway, duration=duration, warmup=warmup, terminals=IDLE_ACTIVE, mix=mix)
             cpu = meter.read()
             own = gateway.own_latency(after=measured_from(report))
             log_at, open_meter = gateway.log_size(), CpuMeter(gateway)
             open_report = load(env, gateway, duration=duration, warmup=warmup_loaded, terminals=IDLE_ACTIVE,
-                               rate=IDLE_ACTIVE_RATE)
+                               rate=IDLE_ACTIVE_RATE, mix=mix)
             open_cpu = open_meter.read()
             open_own = gateway.own_latency(log_at, after=measured_from(open_report))
             held_after = gateway.metric("posgw_connections_open") or 0.0
@@ -170,13 +173,13 @@ def _still_open(s: socket.socket) -> bool:
 
 
 def scenario_sweep(env: dict[str, str], rates: tuple[int, ...], duration: float, warmup: float,
-                   warmup_loaded: float) -> list[dict[str, Any]]:
+                   warmup_loaded: float, *, mix: str) -> list[dict[str, Any]]:
     points = []
     with Gateway("sweep", env) as gateway:
         for n, rate in enumerate(rates):
             meter = CpuMeter(gateway)
             since = gateway.log_size()
-            report = load(env, gateway, duration=duration, rate=rate, warmup=warmup_loaded if n else warmup)
+            report = load(env, gateway, duration=duration, rate=rate, warmup=warmup_loaded if n else warmup, mix=mix)
             cpu = meter.read()
             summary = _with_cpu(load_summary(report), meter, cpu)
             points.append({"offered_rps": rate, "approved_rps": summary["approved_rps"],
@@ -188,3 +191,21 @@ def scenario_sweep(env: dict[str, str], rates: tuple[int, ...], duration: float,
                 f"p50 {ms_text(summary['latency_ms']['p50'])}  p90 {ms_text(summary['latency_ms']['p90'])}  "
                 f"p99 {ms_text(summary['latency_ms']['p99'])} ms")
     return points
+
+
+def scenario_big_ledger(env: dict[str, str], *, duration: float, warmup: float, mix: str,
+                        scale: float) -> dict[str, Any]:
+    """The closed loop on the small world, the big world seeded (bench.big_ledger), the same closed
+    loop on it: back to back, in the same run; with the seeding's figures and the hot lookups' plans."""
+    small = scenario_load(env, "big_ledger_small", duration=duration, warmup=warmup, mix=mix)
+    say(f"    small world: {small['approved_rps']:.0f} approved/s, p99 {small['latency_ms']['p99']} ms")
+    say(f"    seeding the big world (scale {scale:g}):")
+    seeded = big_ledger.seed(env, scale)
+    say(f"    seeded in {seeded['seconds']} s: {seeded['cards_total']:,} cards, {seeded['transfers_total']:,} "
+        f"transfers; database {seeded['database_mb']:,} MB")
+    plans = big_ledger.plans()
+    say(f"    hot lookups that scan: {', '.join(plans['scans']) or 'none'}")
+    big = scenario_load(env, "big_ledger_big", duration=duration, warmup=warmup, mix=mix,
+                        world=big_ledger.BIG_WORLD)
+    say(f"    big world: {big['approved_rps']:.0f} approved/s, p99 {big['latency_ms']['p99']} ms")
+    return {"small": small, "big": big, "seed": seeded, **plans, "scale": scale}

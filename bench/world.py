@@ -19,8 +19,22 @@ from typing import Any
 
 import asyncpg
 
-from bench.config import CARDS, DATA, LOGS, POSGW, ROOT, TERMINALS, WAL_PREALLOCATED_MB, WORLD, run, say
+from bench.config import (
+    CARDS,
+    DATA,
+    FLOAT_TOPUP_YUAN,
+    LOGS,
+    POSGW,
+    ROOT,
+    TERMINAL_PAST_DAILY,
+    TERMINALS,
+    WAL_PREALLOCATED_MB,
+    WORLD,
+    run,
+    say,
+)
 from gateway.db.pool import database_url
+from gateway.domain.demo import DEMO_AGENT, demo_tid
 from gateway.settings import Settings
 from sim.load.stats import latency_summary  # the simulator's percentiles (nearest rank), for like with like
 
@@ -41,7 +55,28 @@ def setup(env: dict[str, str]) -> dict[str, Any]:
         run([POSGW, "demo", "--terminals", str(TERMINALS), "--cards", str(CARDS), "--json"], env=env, stdout=world)
     demo_s = time.perf_counter() - started
     say(f"seeded {TERMINALS} terminals and {CARDS:,} cards (posgw demo) in {demo_s:.1f} s")
-    return {"migrate_s": round(migrate_s, 2), "demo_s": round(demo_s, 2), "terminals": TERMINALS, "cards": CARDS}
+    run([POSGW, "agent", "topup", DEMO_AGENT, str(FLOAT_TOPUP_YUAN), "--json"], env=env)
+    past = seed_terminal_past([demo_tid(index) for index in range(1, TERMINALS + 1)])
+    say(f"agent {DEMO_AGENT}'s float topped up by {FLOAT_TOPUP_YUAN:,} yuan; each terminal given a past of "
+        f"{TERMINAL_PAST_DAILY} approvals a day over the last 30 days ({past} risk counters)")
+    return {"migrate_s": round(migrate_s, 2), "demo_s": round(demo_s, 2), "terminals": TERMINALS, "cards": CARDS,
+            "float_topup_yuan": FLOAT_TOPUP_YUAN, "terminal_past_daily": TERMINAL_PAST_DAILY}
+
+
+def seed_terminal_past(tids: list[str]) -> int:
+    """Each terminal's approvals over the 30 days before today (risk_counters), as a terminal in
+    service has them: the spike rule compares a day with that past (config/risk.toml). Seeded,
+    not sent: the days are past. Today is the gateway's local day, as the gateway counts it."""
+    today = Settings().today()
+
+    async def work(conn: Any) -> int:
+        await conn.execute(
+            """INSERT INTO risk_counters (scope, owner, day, count, amount_fen)
+               SELECT 'terminal', tid, $2::date - d, $3, $3 * 5 FROM unnest($1::text[]) tid, generate_series(1, 30) d
+               ON CONFLICT DO NOTHING""", tids, today, TERMINAL_PAST_DAILY)
+        return await conn.fetchval("SELECT count(*) FROM risk_counters WHERE scope = 'terminal'")
+
+    return on_postgres(work)
 
 
 def machine_info() -> dict[str, Any]:

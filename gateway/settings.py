@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     float_low_threshold_fen: int = Field(10_000, ge=0)
 
     risk_enabled: bool = True
-    # Terminals and cards kept in memory (each) for checks without a read (risk rules off); 0: none
+    # Terminals and cards kept in memory (each) for checks without a read (gateway.acquiring.context_cache); 0: none
     context_cache_entries: int = Field(100_000, ge=0)
 
     mac_failures_freeze_after: int = Field(5, ge=0)  # MAC failures in a row that freeze a terminal; 0: never

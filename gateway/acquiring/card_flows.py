@@ -66,8 +66,8 @@ async def check_settlement_format(txn: Transaction, svc: Services) -> None:
 
 
 # Requests whose checks need only their terminal and card: their context comes
-# from the cache when both are in it (gateway.acquiring.context_cache; the cache is empty
-# with the risk rules on, see gateway.server.app).
+# from the cache when both are in it (gateway.acquiring.context_cache; with the
+# risk rules on, the recording decides the rules that need history).
 CACHED_KINDS = frozenset({Kind.BALANCE, Kind.PURCHASE})
 
 
@@ -191,7 +191,8 @@ async def check_amount(txn: Transaction, svc: Services) -> None:
 
 async def check_risk(txn: Transaction, svc: Services) -> None:
     """The risk rules that need no lock (61, 59); the counted ones (61, 65)
-    are handed to the database with the posting (``risk_params``)."""
+    are handed to the database with the posting (``risk_check``). On cached
+    records (no history) travel and spike are too (``risk_recheck``)."""
     if not svc.settings.risk_enabled:
         return
     ctx, request = txn.ctx, txn.request
@@ -206,6 +207,8 @@ async def check_risk(txn: Transaction, svc: Services) -> None:
     reported = risk.reported_position(fields)
     risk.check_location(reported, ctx.terminal.position, txn.risk_limits)
     txn.position = reported or ctx.terminal.position
+    if ctx.cached:  # no history: the recording decides travel and spike (recording.risk_recheck)
+        return
     if ctx.card is not None and txn.pan is not None:
         risk.check_travel(txn.position, ctx.history, txn.risk_limits)
     if txn.kind in risk.COUNTED_KINDS:

@@ -30,7 +30,7 @@ class Services:
     fee_account_id: int
     connectors: Connectors
     risk_defaults: dict[str, int]
-    contexts: ContextCache  # empty and unused when the risk rules are on
+    contexts: ContextCache  # terminals and cards as last read (gateway.acquiring.context_cache)
     store: TransactionStore  # reads contexts and terminals, records outcomes (gateway.acquiring.store)
 
 

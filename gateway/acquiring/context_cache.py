@@ -11,8 +11,12 @@ records is never given either: the checks run again on a fresh read, so every
 answer other than an approval comes from what the database holds now, and an
 approval is only recorded if the records it was checked against are current.
 
-Only without the risk rules: their travel and spike rules need the card's
-last position and the terminal's counts, which every approval changes.
+With the risk rules on, a terminal is kept with its merchant's and its own
+limit overrides (their version is part of the terminal's), and the rules
+that need history, which every approval changes (the card's last position
+for travel, the terminal's counts for spike), are decided by the recording
+(``gw_risk_recheck``): a request either would decline is sent back for a
+fresh read like a stale one, and declined there.
 """
 
 from __future__ import annotations
@@ -54,7 +58,9 @@ class ContextCache:
 
     def __init__(self, size: int) -> None:
         self.enabled = size > 0
-        self.terminals: _Bounded[TerminalRecord] = _Bounded(size)
+        # a terminal, with its merchant's and its own risk limit overrides (None: none read)
+        self.terminals: _Bounded[tuple[TerminalRecord, dict[str, int] | None, dict[str, int] | None]] = \
+            _Bounded(size)
         self.cards: _Bounded[CardRecord] = _Bounded(size)
 
     def context(self, tid: str, pan_hash: bytes | None) -> RequestContext | None:
@@ -65,14 +71,17 @@ class ContextCache:
         terminal, card = self.terminals.get(tid), self.cards.get(pan_hash)
         if terminal is None or card is None:
             return None
-        return RequestContext(terminal[0], None, card[0], None, None, False, None, None, None,
-                              terminal_version=terminal[1], card_version=card[1], cached=True)
+        (record, merchant_limits, terminal_limits), version = terminal
+        return RequestContext(record, None, card[0], None, None, False, merchant_limits, terminal_limits, None,
+                              terminal_version=version, card_version=card[1], cached=True)
 
     def keep(self, context: RequestContext, pan_hash: bytes | None) -> None:
         """Remember a freshly read context's terminal and card."""
         if not self.enabled:
             return
-        self.terminals.put(context.terminal.tid, context.terminal, context.terminal_version)
+        self.terminals.put(context.terminal.tid,
+                           (context.terminal, context.merchant_limits, context.terminal_limits),
+                           context.terminal_version)
         if context.card is not None and pan_hash is not None and context.card_version is not None:
             self.cards.put(pan_hash, context.card, context.card_version)
 

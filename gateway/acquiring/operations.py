@@ -8,7 +8,8 @@ Every operation carries its request's key, kind, processing code, content
 hash and amount, its card (if any), what its PIN check leaves to record
 (``pin``), the response's stamp (RRN, local time and date: decided before
 the outcome, the same for an approval and a decline) and, when it was
-checked against cached records, their row versions (``versions``).
+checked against cached records, their row versions (``versions``) and, with
+the risk rules on, the rules left for the database to decide (``recheck``).
 """
 
 from __future__ import annotations
@@ -81,6 +82,20 @@ class RiskCheck:
 
 
 @dataclass(frozen=True, slots=True)
+class RiskRecheck:
+    """The travel and spike rules of a request checked against cached records (which
+    carry no history), for ``gw_risk_recheck`` to decide on what the database holds now:
+    ``travel`` (lat, lon, speed_kmh_max, distance_km_min) and ``spike`` (tid, day,
+    factor, floor), each None when the rule does not apply."""
+
+    travel: dict[str, Any] | None
+    spike: dict[str, Any] | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {name: value for name, value in (("travel", self.travel), ("spike", self.spike)) if value is not None}
+
+
+@dataclass(frozen=True, slots=True)
 class RiskEvent:
     """A risk rule's decline, recorded in ``risk_events``."""
 
@@ -106,9 +121,11 @@ class Operation:
     pin: str | None
     stamp: Stamp
     versions: RowVersions | None = None
+    recheck: RiskRecheck | None = None  # with versions, the risk rules on: what the database decides
 
     def __post_init__(self) -> None:
         assert self.pin in PIN_RESULTS, self.pin
+        assert self.recheck is None or self.versions is not None, "a recheck is for cached records"
         assert self.pin is None or self.card_id is not None, "a PIN result needs its card"
         assert self.amount_fen is None or self.amount_fen >= 0, self.amount_fen
 
@@ -121,6 +138,8 @@ class Operation:
         }
         if self.versions is not None:
             payload["versions"] = self.versions.as_json()
+        if self.recheck is not None:
+            payload["recheck"] = self.recheck.as_json()
         return payload
 
 

@@ -11,7 +11,15 @@ from typing import Any
 
 from gateway.acquiring import risk, store
 from gateway.acquiring.context import Services, StaleContext, Transaction
-from gateway.acquiring.operations import Declined, Operation, RiskCheck, RiskEvent, RowVersions, Stamp
+from gateway.acquiring.operations import (
+    Declined,
+    Operation,
+    RiskCheck,
+    RiskEvent,
+    RiskRecheck,
+    RowVersions,
+    Stamp,
+)
 from gateway.acquiring.outcomes import Decline, Outcome
 from protocol import answers, tlv
 from protocol.codes import ResponseCode
@@ -37,6 +45,23 @@ def risk_check(txn: Transaction) -> RiskCheck | None:
                      {name: txn.risk_limits.get(name, 0) for name in risk.COUNTED_LIMITS})
 
 
+def risk_recheck(txn: Transaction) -> RiskRecheck | None:
+    """The travel and spike rules of a request checked against cached records,
+    left to ``gw_risk_recheck`` (gateway.acquiring.card_flows.check_risk skips
+    them: a cached context has no history); None when neither applies."""
+    limits, card = txn.risk_limits, txn.ctx.card
+    if limits is None:
+        return None
+    travel = spike = None
+    if limits.get("travel_speed_kmh_max") and txn.position is not None and card is not None and txn.pan is not None:
+        travel = {"lat": txn.position[0], "lon": txn.position[1], "speed_kmh_max": limits["travel_speed_kmh_max"],
+                  "distance_km_min": limits.get("travel_distance_km_min", 0)}
+    if limits.get("spike_factor") and txn.kind in risk.COUNTED_KINDS:
+        spike = {"tid": txn.key.tid, "day": txn.now.date().isoformat(), "factor": limits["spike_factor"],
+                 "floor": limits.get("spike_floor_count", 0)}
+    return RiskRecheck(travel, spike) if travel or spike else None
+
+
 async def finish(txn: Transaction, svc: Services, operation: type[Operation], *, rrn: str | None = None,
                  **fields: Any) -> store.FinishResult:
     """Record the outcome (money moves here) and make its response the answer:
@@ -44,11 +69,12 @@ async def finish(txn: Transaction, svc: Services, operation: type[Operation], *,
     request, ctx = txn.request, txn.ctx
     stamp = Stamp(rrn or await svc.rrns.next(), txn.now.strftime("%H%M%S"), txn.now.strftime("%m%d"))
     versions = RowVersions(ctx.terminal_version, ctx.card_version) if ctx.cached else None
+    recheck = risk_recheck(txn) if ctx.cached else None
     card = ctx.card
     recorded = operation(kind=txn.kind, key=txn.key, processing_code=request.processing_code,
                          content=content_hash(request), amount_fen=request.amount_fen,
                          card_id=card.id if card is not None else None, pin=txn.pin_result, stamp=stamp,
-                         versions=versions, **fields)
+                         versions=versions, recheck=recheck, **fields)
 
     def sent() -> None:
         txn.recording_sent = True

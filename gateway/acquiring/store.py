@@ -211,7 +211,7 @@ SELECT {TERMINAL_COLUMNS},
                                       AND day >= r.day - 30 AND day < r.day) END AS count_30_days,
        lp.latitude AS last_latitude, lp.longitude AS last_longitude,
        extract(epoch FROM now() - lp.created_at)::float8 AS last_seen_s_ago,
-       concat_ws(':', t.xmin, m.xmin, a.xmin) AS terminal_version, c.xmin::text AS card_version,
+       concat_ws(':', t.xmin, m.xmin, a.xmin) || '/' || gw_limits_version(t.mid, t.tid) AS terminal_version, c.xmin::text AS card_version,
        {TERMINAL_STATE_COLUMNS}
   {TERMINAL_JOINS}
   LEFT JOIN gw_transactions tx

@@ -59,7 +59,7 @@ async def build_services(settings: Settings, database_url: str | None = None) ->
     return Services(settings, pool, SoftHsm(lmk), RrnAllocator(reserve_rrn_block), fee_account_id,
                     Connectors(pool, settings.biller_timeout_s, settings.biller_connections_max),
                     load_risk_defaults(config_dir()),
-                    ContextCache(0 if settings.risk_enabled else settings.context_cache_entries), store.Store(pool))
+                    ContextCache(settings.context_cache_entries), store.Store(pool))
 
 
 class Gateway:

@@ -6,7 +6,6 @@ read, and its money moves once."""
 
 from __future__ import annotations
 
-import pytest
 from prometheus_client import REGISTRY
 
 from tests.conftest import make_settings, running_gateway
@@ -107,11 +106,8 @@ async def test_working_keys_from_a_sign_on_through_another_gateway_are_used_at_o
     assert await card_balance(cli) == 10000 - 200
 
 
-@pytest.mark.parametrize("setting", [{"risk_enabled": True}, {"context_cache_entries": 0}],
-                         ids=["risk rules on", "no cache entries"])
-async def test_every_request_reads_its_context_with_the_risk_rules_on_or_no_cache_entries(
-        db_url, tmp_path, world, card, cli, setting):
-    async with running_gateway(make_settings(db_url, tmp_path, **setting)) as uncached:
+async def test_every_request_reads_its_context_with_no_cache_entries(db_url, tmp_path, world, card, cli):
+    async with running_gateway(make_settings(db_url, tmp_path, context_cache_entries=0)) as uncached:
         terminal = terminal_for(uncached, world)
         assert (await terminal.sign_on()).response_code == "00"
         counts = Counts()
@@ -120,6 +116,25 @@ async def test_every_request_reads_its_context_with_the_risk_rules_on_or_no_cach
         await terminal.close()
     assert counts.since() == {"hit": 0, "stale": 0, "declined": 0}
     assert await card_balance(cli) == 10000 - 300
+
+
+async def test_with_the_risk_rules_on_purchases_and_inquiries_after_the_first_read_are_checked_against_the_cache(
+        db_url, tmp_path, world, card, cli, db):
+    async with running_gateway(make_settings(db_url, tmp_path, risk_enabled=True)) as risky:
+        terminal = terminal_for(risky, world)
+        assert (await terminal.sign_on()).response_code == "00"
+        counts = Counts()
+        for _ in range(3):
+            assert (await terminal.purchase(PAN, PIN, 100)).response_code == "00"
+        assert (await terminal.balance(PAN, PIN)).response_code == "00"
+        assert counts.since() == {"hit": 3, "stale": 0, "declined": 0}
+        # a limit set after the terminal was cached: the next purchase is checked on a fresh read
+        assert (await cli("terminal", "limits", world.tid, "txn_amount_max_fen=150")).code == 0
+        assert (await terminal.purchase(PAN, PIN, 200)).response_code == "61"
+        assert counts.since() == {"hit": 4, "stale": 1, "declined": 0}
+        await terminal.close()
+    assert await card_balance(cli) == 10000 - 300
+    assert await db.fetchval("SELECT sum(count) FROM risk_counters WHERE scope = 'terminal'") == 3
 
 
 async def test_on_a_cached_terminal_and_card_the_same_key_with_other_content_gets_94_and_a_repeat_the_stored_answer(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from prometheus_client import REGISTRY
 
 from gateway.acquiring.risk import LIMIT_NAMES
 from gateway.domain.demo import demo_pan
@@ -138,6 +139,25 @@ async def test_a_terminal_far_above_its_own_30_day_average_gets_59(risky, cli, w
     await db.execute("""INSERT INTO risk_counters (scope, owner, day, count, amount_fen)
                         SELECT 'terminal', $1, current_date - d, 30, 30 FROM generate_series(1, 30) d""", world.tid)
     assert (await terminal.purchase(PAN, PIN, 1)).response_code == "00"
+
+
+async def test_on_a_cached_card_and_terminal_the_recording_decides_travel_and_spike(risky, cli, world, db):
+    """After the first read the purchases are checked against the cache (no history):
+    gw_risk_recheck finds the rule that would decline, the fresh read declines with its values."""
+    await set_limits(cli, world.tid, travel_speed_kmh_max=300, travel_distance_km_min=5, spike_factor=2,
+                     spike_floor_count=4)
+    terminal = await signed_on(risky, world)
+    hits = REGISTRY.get_sample_value("posgw_context_cache_total", {"result": "hit"}) or 0.0
+    assert (await purchase_at(terminal, 100, SHANGHAI)).response_code == "00"  # read, then cached
+    assert (await purchase_at(terminal, 100, NEAR_SHANGHAI)).response_code == "00"
+    assert (await purchase_at(terminal, 100, BEIJING)).response_code == "59"  # cached: rechecked, then read
+    assert (await purchase_at(terminal, 100, SHANGHAI)).response_code == "00"
+    assert (await purchase_at(terminal, 100, SHANGHAI)).response_code == "00"
+    assert (await purchase_at(terminal, 100, SHANGHAI)).response_code == "59"  # the fifth approval today
+    assert (REGISTRY.get_sample_value("posgw_context_cache_total", {"result": "hit"}) or 0.0) - hits >= 4
+    assert sorted(e["rule"] for e in await events(cli)) == ["spike", "travel"]
+    assert await card_balance(cli) == 1_000_000 - 400
+    assert await db.fetchval("SELECT count FROM risk_counters WHERE scope = 'terminal'") == 4
 
 
 async def test_fifty_concurrent_purchases_against_a_limit_of_ten_approve_exactly_ten(risky, cli, world):

@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from gateway.acquiring.operations import Operation, Purchase, Reversal, RowVersions, Stamp, TxnKey
+from gateway.acquiring.operations import Operation, Purchase, Reversal, RiskRecheck, RowVersions, Stamp, TxnKey
 from gateway.acquiring.outcomes import Outcome
 from gateway.domain.demo import demo_pan
 from gateway.domain.vocabulary import Kind
@@ -129,9 +129,11 @@ async def test_purchases_in_a_settled_batch_are_left_to_gw_finish_and_answered_1
 
 
 async def row_versions(db: asyncpg.Connection, card: asyncpg.Record) -> dict[str, str]:
-    """The terminal's (terminal, merchant, agent) and the card's row versions, as the gateway caches them."""
+    """The terminal's (terminal, merchant, agent, then its risk limit overrides) and the card's row
+    versions, as the gateway caches them."""
     row = await db.fetchrow(
-        """SELECT t.xmin::text || ':' || m.xmin::text || ':' || a.xmin::text AS terminal, c.xmin::text AS card
+        """SELECT t.xmin::text || ':' || m.xmin::text || ':' || a.xmin::text || '/' || gw_limits_version(t.mid, t.tid)
+                  AS terminal, c.xmin::text AS card
              FROM terminals t, merchants m, agents a, cards c
             WHERE t.tid = 'TERM0001' AND m.mid = t.mid AND a.code = m.agent_code AND c.id = $1""", card["id"])
     return dict(row)
@@ -173,3 +175,50 @@ async def test_a_purchase_checked_against_changed_rows_is_answered_stale_and_not
     balances = await db.fetch("SELECT a.credits_posted - a.debits_posted AS balance FROM cards c "
                               "JOIN ledger_accounts a ON a.id = c.account_id ORDER BY c.id")
     assert [r["balance"] for r in balances] == [800, 800]
+
+
+async def test_a_risk_limit_set_after_the_terminal_was_cached_makes_its_version_stale(db, cli, world):
+    merchant_account = await db.fetchval("SELECT account_id FROM merchants WHERE mid = $1", world.mid)
+    card = await issue(cli, db, 1, "10.00")
+    before = await row_versions(db, card)
+    assert (await cli("terminal", "limits", "TERM0001", "txn_amount_max_fen=500")).code == 0
+    after = await row_versions(db, card)
+    assert after["terminal"] != before["terminal"]
+    assert (await cli("merchant", "limits", world.mid, "card_daily_count_max=7")).code == 0
+    assert (await row_versions(db, card))["terminal"] != after["terminal"]
+    [result] = await finish_many(db, [dataclasses.replace(purchase(1, card, merchant_account, 100),
+                                                          versions=RowVersions(**after))])
+    assert result == {"status": "stale", "stored": False}
+
+
+async def test_a_cached_purchase_the_spike_or_travel_rule_would_decline_is_stale_and_nothing_of_it_is_done(
+        db, cli, world):
+    merchant_account = await db.fetchval("SELECT account_id FROM merchants WHERE mid = $1", world.mid)
+    card = await issue(cli, db, 1, "10.00")
+    versions = RowVersions(**await row_versions(db, card))
+    today = await db.fetchval("SELECT current_date")
+    spike = {"tid": "TERM0001", "day": today.isoformat(), "factor": 2, "floor": 3}
+
+    def cached(stan: int, recheck: RiskRecheck) -> Purchase:
+        return dataclasses.replace(purchase(stan, card, merchant_account, 100), versions=versions, recheck=recheck)
+
+    # 2 approvals today and 45 over the 30 days before: the threshold is max(3, 2 x 1.5) = 3, so one more passes
+    await db.execute("""INSERT INTO risk_counters (scope, owner, day, count)
+                        VALUES ('terminal', 'TERM0001', $1, 2), ('terminal', 'TERM0001', $1::date - 30, 45),
+                               ('terminal', 'TERM0001', $1::date - 31, 1000)""", today)
+    [result] = await finish_many(db, [cached(1, RiskRecheck(None, spike))])
+    assert result["status"] == "new" and code(result) == "00"
+    await db.execute("UPDATE risk_counters SET count = 3 WHERE owner = 'TERM0001' AND day = $1", today)
+    [result] = await finish_many(db, [cached(2, RiskRecheck(None, spike))])
+    assert result == {"status": "stale", "stored": False}
+
+    # travel: the card was last approved in Shanghai a minute ago
+    await db.execute("""UPDATE gw_transactions SET latitude = 31.2304, longitude = 121.4737,
+                               created_at = now() - interval '60 seconds' WHERE stan = '000001'""")
+    travel = {"lat": 39.9042, "lon": 116.4074, "speed_kmh_max": 300, "distance_km_min": 5}  # Beijing
+    [result] = await finish_many(db, [cached(3, RiskRecheck(travel, None))])
+    assert result == {"status": "stale", "stored": False}
+    near = {"lat": 31.2404, "lon": 121.4837, "speed_kmh_max": 300, "distance_km_min": 5}  # 1.4 km away
+    [result] = await finish_many(db, [cached(4, RiskRecheck(near, None))])
+    assert result["status"] == "new" and code(result) == "00"
+    assert await db.fetchval("SELECT array_agg(stan ORDER BY stan) FROM gw_transactions") == ["000001", "000004"]

@@ -637,7 +637,11 @@ END $$;
 -- their row versions (versions: {terminal: the xmin of its terminal, merchant
 -- and agent rows, as 'x:y:z'; card: its card row's xmin}). If a row has
 -- changed since, nothing is done for it and its result is {status: stale}:
--- the gateway checks it again on a fresh read.
+-- the gateway checks it again on a fresh read. The terminal's version ends
+-- with its risk limit overrides' (gw_limits_version). With the risk rules
+-- on, such a request carries the travel and spike rules it was not checked
+-- against (recheck, gw_risk_recheck): one that either would decline is stale
+-- too, and its fresh read declines it.
 CREATE OR REPLACE FUNCTION gw_finish_many(p jsonb[]) RETURNS jsonb[]
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -658,8 +662,10 @@ BEGIN
                          JOIN agents a ON a.code = m.agent_code
                          LEFT JOIN cards c ON c.id = (item->>'card_id')::bigint
                         WHERE t.tid = item->>'tid'
-                          AND concat_ws(':', t.xmin, m.xmin, a.xmin) = item->'versions'->>'terminal'
-                          AND c.xmin::text IS NOT DISTINCT FROM item->'versions'->>'card') AS stale
+                          AND concat_ws(':', t.xmin, m.xmin, a.xmin) || '/' || gw_limits_version(t.mid, t.tid)
+                              = item->'versions'->>'terminal'
+                          AND c.xmin::text IS NOT DISTINCT FROM item->'versions'->>'card')
+                   OR item ? 'recheck' AND gw_risk_recheck(item->'recheck', (item->>'card_id')::bigint) AS stale
               FROM unnest(p) WITH ORDINALITY AS i (item, n)) requests;
     IF v_plain_count > 1 THEN  -- a lone purchase costs less through gw_finish
         v_results := gw_finish_purchases(p, v_plain);

@@ -77,3 +77,72 @@ LANGUAGE sql AS $$
     ON CONFLICT (scope, owner, day)
     DO UPDATE SET count = c.count + EXCLUDED.count, amount_fen = c.amount_fen + EXCLUDED.amount_fen;
 $$;
+
+-- The version of a terminal's risk limit overrides (its own and its
+-- merchant's): part of the row versions a cached terminal is kept with
+-- (gateway.acquiring.context_cache), so that a limit set after it was cached
+-- sends its next request back for a fresh read.
+CREATE OR REPLACE FUNCTION gw_limits_version(p_mid text, p_tid text) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(string_agg(l.scope || l.name || l.xmin::text, ',' ORDER BY l.scope, l.name), '')
+      FROM risk_limits l
+     WHERE (l.scope = 'merchant' AND l.owner = p_mid) OR (l.scope = 'terminal' AND l.owner = p_tid)
+$$;
+
+-- Great-circle distance in km (haversine), as gateway.acquiring.risk.distance_km.
+CREATE OR REPLACE FUNCTION gw_distance_km(p_lat1 float8, p_lon1 float8, p_lat2 float8, p_lon2 float8)
+RETURNS float8 LANGUAGE sql IMMUTABLE AS $$
+    SELECT 2 * 6371.0088 * asin(sqrt(sin(radians(p_lat2 - p_lat1) / 2) ^ 2
+           + cos(radians(p_lat1)) * cos(radians(p_lat2)) * sin(radians(p_lon2 - p_lon1) / 2) ^ 2))
+$$;
+
+-- The travel and spike rules of a request checked against cached records
+-- (which carry no history): true when either would decline it, on what the
+-- database holds now, in the transaction that records it. The gateway then
+-- checks the request again on a fresh read (gw_finish_many answers it
+-- {status: stale}), where gateway.acquiring.risk declines it with its values,
+-- exactly as a request never cached. Same rules, same arithmetic:
+-- check_travel (the card's last approved use with a position) and
+-- check_spike (the terminal's approvals today against its 30-day average).
+--
+-- r: {travel: {lat, lon, speed_kmh_max, distance_km_min}} and/or
+--    {spike: {tid, day, factor, floor}}; p_card_id: the request's card.
+CREATE OR REPLACE FUNCTION gw_risk_recheck(r jsonb, p_card_id bigint) RETURNS boolean
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_travel jsonb := r->'travel';
+    v_spike jsonb := r->'spike';
+    v_last record;
+    v_distance float8;
+    v_today integer;
+    v_past bigint;
+BEGIN
+    IF v_travel IS NOT NULL AND p_card_id IS NOT NULL THEN
+        SELECT g.latitude, g.longitude, greatest(extract(epoch FROM now() - g.created_at)::float8, 1.0) AS seconds
+          INTO v_last
+          FROM gw_transactions g
+         WHERE g.card_id = p_card_id AND g.status = 'approved' AND g.latitude IS NOT NULL
+         ORDER BY g.created_at DESC LIMIT 1;
+        IF FOUND THEN
+            v_distance := gw_distance_km((v_travel->>'lat')::float8, (v_travel->>'lon')::float8,
+                                         v_last.latitude, v_last.longitude);
+            IF v_distance >= (v_travel->>'distance_km_min')::float8
+               AND v_distance / (v_last.seconds / 3600) > (v_travel->>'speed_kmh_max')::float8 THEN
+                RETURN true;
+            END IF;
+        END IF;
+    END IF;
+    IF v_spike IS NOT NULL THEN
+        SELECT coalesce(sum(count) FILTER (WHERE day = (v_spike->>'day')::date), 0),
+               coalesce(sum(count) FILTER (WHERE day < (v_spike->>'day')::date), 0)
+          INTO v_today, v_past
+          FROM risk_counters
+         WHERE scope = 'terminal' AND owner = v_spike->>'tid'
+           AND day >= (v_spike->>'day')::date - 30 AND day <= (v_spike->>'day')::date;
+        IF v_today + 1 > greatest((v_spike->>'floor')::float8,
+                                  (v_spike->>'factor')::float8 * v_past / 30.0) THEN
+            RETURN true;
+        END IF;
+    END IF;
+    RETURN false;
+END $$;
