@@ -16,7 +16,7 @@ from gateway.domain import policies, registry, validate
 from gateway.domain.validate import InvalidInput
 from gateway.reports import agent_earnings, agent_network
 from gateway.reports import views as reports
-from gateway.services import agents
+from gateway.services import agent_banking, agents
 
 
 async def agent_add(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
@@ -27,9 +27,11 @@ async def agent_add(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
 
 
 async def agent_show(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
-    """The agent, with what the agent network adds (``level``, balances, ``terminals``, ``redirect``)."""
+    """The agent, with what the agent network adds (``level``, balances, ``terminals``, ``redirect``)
+    and where its withdrawals are paid (``bank_account_masked``, ``bank_name``, ``account_name``)."""
     shown = await registry.show_agent(ctx.conn, args.code)
-    return shown | await agent_network.network_view(ctx.conn, args.code, ctx.settings.today())
+    return (shown | await agent_network.network_view(ctx.conn, args.code, ctx.settings.today())
+            | await agent_banking.agent_bank_view(ctx.conn, args.code))
 
 
 async def agent_topup(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:

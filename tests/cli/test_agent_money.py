@@ -78,6 +78,8 @@ async def test_agent_set_shows_the_account_masked_and_is_audited_once(outputs, w
     assert result.json["code"] == world.agent
     assert (result.json["bank_account_masked"], result.json["bank_name"], result.json["account_name"]) == (
         "*5678", "Agricultural Bank", "Agent One")
+    shown = (await outputs("agent", "show", world.agent, "--json")).json
+    assert (shown["bank_account_masked"], shown["bank_name"], "profit_fen" in shown) == ("*5678", "Agricultural Bank", True)
     assert (await outputs("agent", "set", world.agent, "--bank-account", ACCOUNT, *BANK_FLAGS)).code == 0
     records = [r for r in await trail() if r["action"] == "agent.set"]
     assert len(records) == 1  # the same details again change nothing
