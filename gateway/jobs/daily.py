@@ -28,9 +28,9 @@ from typing import Any
 import asyncpg
 import structlog
 
+from gateway.jobs import payouts as payout_jobs
 from gateway.jobs.agent_run import day_bounds, is_final
 from gateway.services import agents as agent_services
-from gateway.services import payouts as payout_services
 from gateway.settings import Settings
 
 log = structlog.get_logger("posgw.daily")
@@ -70,7 +70,7 @@ async def run_due(pool: asyncpg.Pool, settings: Settings, *, now: datetime | Non
             done = []
             for day in await days_not_run(conn, last_due_day(now, settings)):
                 totals = await agent_services.run_day(conn, ACTOR, settings, day, now=now)
-                paid = await payout_services.run_payouts(conn, ACTOR, settings, day, now=now)
+                paid = await payout_jobs.run(conn, ACTOR, settings, day, now=now)
                 log.info("daily_run", date=day.isoformat(), shares_fen=totals["shares_fen"],
                          payouts=paid["count"], payouts_fen=paid["total_fen"])
                 done.append({"date": day.isoformat(), "agent": totals, "payouts": paid})

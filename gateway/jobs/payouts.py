@@ -127,11 +127,17 @@ class _Candidate:
 _CANDIDATES = """
 WITH later AS (
     SELECT account_id, sum(net)::bigint AS net FROM (
-        SELECT credit_account_id AS account_id, amount AS net FROM ledger_transfers
+        SELECT credit_account_id AS account_id, amount AS net, posting_id FROM ledger_transfers
          WHERE created_at >= $1 AND code <> ALL ($2::text[])
         UNION ALL
-        SELECT debit_account_id, -amount FROM ledger_transfers
+        SELECT debit_account_id, -amount, posting_id FROM ledger_transfers
          WHERE created_at >= $1 AND code <> ALL ($2::text[])) movements
+     -- the agent runs of D and earlier post after D has ended, but their deposits and fees are D's
+     WHERE NOT EXISTS (
+         SELECT 1 FROM ledger_postings p
+           JOIN agent_runs r ON r.id = CASE WHEN p.idempotency_key LIKE 'agent-events:%'
+                                            THEN split_part(p.idempotency_key, ':', 2)::bigint END
+          WHERE p.id = movements.posting_id AND r.day <= $4)
      GROUP BY account_id)
 SELECT m.mid, m.status, m.account_id,
        least(a.credits_posted - a.debits_posted,
@@ -159,8 +165,11 @@ def _skip_reason(row: asyncpg.Record) -> str | None:
     return None
 
 
-async def _candidates(conn: asyncpg.Connection, day_end_at: datetime, minimum_fen: int) -> list[_Candidate]:
-    rows = await conn.fetch(_CANDIDATES, day_end_at, list(OWNER_PAYOUT_CODES), minimum_fen)
+async def _candidates(conn: asyncpg.Connection, day: date, day_end_at: datetime, minimum_fen: int) -> list[_Candidate]:
+    """Each merchant's balance at the end of ``day``: its balance now less what moved after the
+    day ended (payouts aside), the agent runs' deposits and fees of ``day`` and earlier counting
+    as the day's although posted after it; never more than its balance now."""
+    rows = await conn.fetch(_CANDIDATES, day_end_at, list(OWNER_PAYOUT_CODES), minimum_fen, day)
     return [_Candidate(row["mid"], row["account_id"], row["amount_fen"], _skip_reason(row), row)
             for row in rows if row["amount_fen"] >= max(minimum_fen, 1)]
 
@@ -228,7 +237,7 @@ async def run_payouts(conn: asyncpg.Connection, settings: Settings, day: date, *
         if done is not None:
             return done
         clearing = await system_account(conn, CLEARING_ACCOUNT_CODE)
-        candidates = await _candidates(conn, day_end(day, settings.tz), settings.payout_min_fen)
+        candidates = await _candidates(conn, day, day_end(day, settings.tz), settings.payout_min_fen)
         paying = [c for c in candidates if c.skip is None]
         skipped = [{"beneficiary_kind": "merchant", "beneficiary": c.mid, "reason": c.skip,
                     "balance_fen": c.amount_fen} for c in candidates if c.skip is not None]

@@ -48,6 +48,11 @@ async def world(network, cli):
     return network
 
 
+# DAY's sales (1,000,000 fen at 60 bp) less the terminal's deposit (押金, charged from the merchant's
+# balance in the run of the day of its first purchase, CLI.md "Deposits and fees": the default 9,900).
+FIRST_PAYOUT_FEN = 994_000 - Settings().deposit_fen
+
+
 async def days_run(db: asyncpg.Connection) -> dict[str, list]:
     return {"agent": [(r["day"], r["n"]) for r in await db.fetch(
                 "SELECT day, count(*) AS n FROM agent_runs WHERE final GROUP BY day ORDER BY day")],
@@ -79,7 +84,7 @@ async def test_a_turn_runs_each_due_day_then_its_payouts_once_and_later_turns_ca
         ran = [turn for turn in turns if turn]
         assert len(ran) == 1 and [d["date"] for d in ran[0]] == [(DAY - timedelta(days=1)).isoformat(),
                                                                   DAY.isoformat()]
-        assert ran[0][1]["agent"]["shares_fen"] == 1100 and ran[0][1]["payouts"]["total_fen"] == 994_000
+        assert ran[0][1]["agent"]["shares_fen"] == 1100 and ran[0][1]["payouts"]["total_fen"] == FIRST_PAYOUT_FEN
         assert await daily.run_due(pool, settings, now=noon(1, settings) + timedelta(hours=1)) == []
         await purchase(world, "TERM0001", 500_000, DAY + timedelta(days=2))
         later = await daily.run_due(pool, settings, now=noon(4, settings))
@@ -89,7 +94,7 @@ async def test_a_turn_runs_each_due_day_then_its_payouts_once_and_later_turns_ca
     state = await days_run(db)
     assert state["agent"] == [(DAY + timedelta(days=n), 1) for n in range(-1, 4)]
     assert state["payouts"] == [DAY + timedelta(days=n) for n in range(-1, 4)]
-    assert state["paid"] == [(DAY, 994_000), (DAY + timedelta(days=2), 497_000)]
+    assert state["paid"] == [(DAY, FIRST_PAYOUT_FEN), (DAY + timedelta(days=2), 497_000)]
     assert (await profit(db, "B"), await profit(db, "A")) == (900 + 450, 200 + 100)
     actors = await db.fetch("SELECT DISTINCT actor, action FROM audit_events WHERE action IN ('agent.run', 'payout.run')")
     assert {(r["actor"], r["action"]) for r in actors} == {("system:scheduler", "agent.run"),
@@ -144,7 +149,7 @@ async def test_two_serve_processes_run_each_day_once_and_a_restart_after_a_kill_
     state = await days_run(db)
     assert state["agent"] == [(DAY + timedelta(days=n), 1) for n in range(-1, 3)]
     assert state["payouts"] == [DAY + timedelta(days=n) for n in range(-1, 3)]
-    assert state["paid"] == [(DAY, 994_000)]
+    assert state["paid"] == [(DAY, FIRST_PAYOUT_FEN)]
     assert (await profit(db, "B"), await profit(db, "A")) == (900, 200)
 
     await purchase(world, "TERM0001", 500_000, DAY + timedelta(days=3))   # while no gateway runs: the next start catches up
@@ -153,6 +158,6 @@ async def test_two_serve_processes_run_each_day_once_and_a_restart_after_a_kill_
     state = await days_run(db)
     assert state["agent"] == [(DAY + timedelta(days=n), 1) for n in range(-1, 6)]
     assert state["payouts"] == [DAY + timedelta(days=n) for n in range(-1, 6)]
-    assert state["paid"] == [(DAY, 994_000), (DAY + timedelta(days=3), 497_000)]
+    assert state["paid"] == [(DAY, FIRST_PAYOUT_FEN), (DAY + timedelta(days=3), 497_000)]
     assert (await profit(db, "B"), await profit(db, "A")) == (900 + 450, 200 + 100)
     assert await db.fetchval("SELECT count(*) FROM audit_events WHERE action = 'payout.run'") == 7
