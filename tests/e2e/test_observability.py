@@ -30,7 +30,8 @@ from tests.e2e.helpers import HEADER, TPDU, closed_without_answer, framed, read_
 from tests.e2e.test_processes import BIN, env_for, free_port, http_get, run
 
 PAN, PIN = demo_pan(41), "246810"
-ROUTED_PROCESSING_CODES = {"000000", "310000", "200000", "380000", "500000", "030000"}  # 030000: pre-authorization (9.1)
+ROUTED_PROCESSING_CODES = {"000000", "310000", "200000", "380000", "500000", "030000",  # 030000: pre-authorization (9.1)
+                           "520000", "390000"}  # the voucher sale and the bill history (9.7)
 ALLOWED_LABELS = {"mti", "kind", "processing_code", "response_code", "op", "reason", "result", "le",
                   "device"}  # device: reader or printer (posgw_terminals_device_broken)
 

@@ -22,7 +22,8 @@ async def test_agent_merchant_terminal_show_print_the_documented_json_keys(cli, 
                         "account_name": None}
     terminal = (await cli("terminal", "show", world.tid, "--json")).json
     assert {k: terminal[k] for k in ("tid", "mid", "status", "permit", "mac", "signed_on", "batch", "last_seen")} == {
-        "tid": world.tid, "mid": world.mid, "status": "active", "permit": ["purchase", "balance", "void", "bill", "refund", "preauth"],
+        "tid": world.tid, "mid": world.mid, "status": "active",
+        "permit": ["purchase", "balance", "void", "bill", "refund", "preauth", "voucher"],
         "mac": "cup-ecb", "signed_on": False, "batch": 1, "last_seen": None,
     }
     listing = (await cli("terminal", "list", "--json")).json

@@ -24,8 +24,9 @@ async def test_add_records_the_terminal_without_its_tmk(terminal, trail):
     [added] = [r for r in await trail() if r["actor"] == ACTOR]
     assert (added["action"], added["entity"], added["before"]) == ("terminal.add", f"terminal:{TID}", {})
     assert added["after"] == {"tid": TID, "mid": MID, "status": "active", "mac": "cup-ecb", "location": None,
-                              "permit": ["purchase", "balance", "void", "bill", "refund", "preauth"], "radius_km": None,
-                              "owner_agent": "AG01", "bound": True, "activated_at": None, "limits": {}}
+                              "permit": ["purchase", "balance", "void", "bill", "refund", "preauth", "voucher"],
+                              "radius_km": None, "owner_agent": "AG01", "bound": True, "activated_at": None,
+                              "limits": {}}
     assert TEST_TMK.hex().lower() not in str(added).lower()
 
 
