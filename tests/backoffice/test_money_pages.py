@@ -287,7 +287,7 @@ async def test_terminal_counts_by_owner_in_the_agents_subtree(shared, browse, db
     page = (await (await browse("agent1")).get("/agents/AG01/earnings")).text
     counts = re.findall(r'<a href="/agents/(\w+)/earnings">\w+</a></td><td class="num">(\d+)</td>'
                         r'<td class="num">(\d+)</td><td class="num">(\d+)</td>', table(page, "terminal-counts"))
-    assert counts == [("AG01", "0", "1", "0"), ("AG02", "0", "1", "1")]  # nothing of AG03's
+    assert counts == [("AG01", "1", "1", "0"), ("AG02", "0", "1", "1")]  # STOCK001 in AG01's stock; nothing of AG03's
     assert [row["owner"] for row in await money_queries.terminal_counts(db, None)] == ["AG01", "AG02", "AG03"]
 
 

@@ -15,7 +15,7 @@ async def test_agent_merchant_terminal_show_print_the_documented_json_keys(cli, 
     assert agent == {"code": "AG01", "name": "Test Agent", "parent": None, "status": "active",
                      "float_fen": 0, "commission_fen": 0, "level": 1, "profit_fen": 0, "reward_fen": 0,
                      "receivable_fen": 0, "terminals": {"in_stock": 0, "bound": 1, "activated": 0},
-                     "redirect": None}
+                     "redirect": None, "bank_account_masked": None, "bank_name": None, "account_name": None}
     merchant = (await cli("merchant", "show", world.mid, "--json")).json
     assert merchant == {"mid": world.mid, "name": "Test Shop", "agent": "AG01", "status": "active",
                         "mdr_bp": 0, "balance_fen": 0, "bank_account_masked": None, "bank_name": None,

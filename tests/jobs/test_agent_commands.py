@@ -232,5 +232,8 @@ async def test_demo_builds_a_hierarchy_with_policies_and_a_purchase_is_shared_up
     await network.purchase("DEMN0002", 1_000_000, datetime.now(TZ))   # 10,000 yuan at 60 bp: 6,000 fen
     totals = (await cli("agent", "run", "--date", today.isoformat(), "--now", "--json")).json
     assert (totals["discount_fen"], totals["shares_fen"]) == (6000, 900 + 600 + 700)
+    # 10,000 yuan is also the activation volume: the owner's chain earns its rewards, each level its
+    # activation_reward_fen less its child's (8,000; 15,000 - 8,000; 20,000 - 15,000)
+    assert totals["rewards_fen"] == 20_000
     assert [(await cli("agent", "show", code, "--json")).json["profit_fen"]
-            for code in ("DEMOL2B", "DEMOL1", "DEMOHQ")] == [900, 600, 700]
+            for code in ("DEMOL2B", "DEMOL1", "DEMOHQ")] == [900 + 8_000, 600 + 7_000, 700 + 5_000]

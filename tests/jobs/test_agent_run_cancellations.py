@@ -18,7 +18,7 @@ from gateway.jobs import agent_run
 from gateway.reports.agent_earnings import earnings
 from ledger.check import check
 from ledger.postings import Transfer, basis_points_fen
-from tests.jobs.agent_world import DAY, TZ, Network, Recorded, at
+from tests.jobs.agent_world import DAY, NO_CHARGES, TZ, Network, Recorded, at
 
 NOW = at(DAY + timedelta(days=30))
 DAY2, DAY3 = DAY + timedelta(days=1), DAY + timedelta(days=2)
@@ -102,7 +102,8 @@ async def engine(network) -> Engine:
 
 
 async def run(db, day):
-    return await agent_run.run(db, day, TZ, now=NOW)
+    """The day's run, with no deposit or service fee: the merchant's balance is the sales' alone."""
+    return await agent_run.run(db, day, TZ, now=NOW, settings=NO_CHARGES)
 
 
 async def profits(db) -> tuple[int, int]:
