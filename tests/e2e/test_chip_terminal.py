@@ -74,8 +74,11 @@ async def test_a_list_of_50_capks_needs_three_queries(db, gateway, world):
 
 @pytest.fixture
 async def risk_gateway(db_url, tmp_path):
-    """The gateway as deployed by default: the risk rules on, so every financial request reads its context."""
-    async with running_gateway(make_settings(db_url, tmp_path, risk_enabled=True)) as gateway:
+    """The risk rules on, as deployed by default, and no context cache, so that every financial
+    request reads its context and the list state with it (a request checked against the cache
+    takes the state last read, within its TTL: gateway.acquiring.ic_flows)."""
+    async with running_gateway(make_settings(db_url, tmp_path, risk_enabled=True,
+                                             context_cache_entries=0)) as gateway:
         yield gateway
 
 
