@@ -19,6 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.acquiring.processor import processing_code_label
+from gateway.acquiring.risk import LIMIT_NAMES
 from gateway.cli.main import main as cli_main
 from gateway.db.migrate import migrate
 from gateway.domain.demo import demo_pan
@@ -33,7 +34,9 @@ PAN, PIN = demo_pan(41), "246810"
 ROUTED_PROCESSING_CODES = {"000000", "310000", "200000", "380000", "500000", "030000",  # 030000: pre-authorization (9.1)
                            "520000", "390000"}  # the voucher sale and the bill history (9.7)
 ALLOWED_LABELS = {"mti", "kind", "processing_code", "response_code", "op", "reason", "result", "le",
-                  "device"}  # device: reader or printer (posgw_terminals_device_broken)
+                  "device",  # device: reader or printer (posgw_terminals_device_broken)
+                  "rule"}  # a risk rule's name (posgw_risk_declines_total)
+RISK_RULES = frozenset(LIMIT_NAMES) | {"location", "travel", "spike"}
 
 Samples = dict[tuple[str, frozenset], float]
 
@@ -79,6 +82,8 @@ def assert_labels_bounded(samples: Samples, secrets: set[str]) -> None:
         assert not secrets & set(labels.values()), (name, labels)
         if "processing_code" in labels:
             assert labels["processing_code"] in ROUTED_PROCESSING_CODES | {"other", "none"}, (name, labels)
+        if "rule" in labels:
+            assert labels["rule"] in RISK_RULES, (name, labels)
 
 
 def test_processing_codes_not_routed_are_other_and_absent_ones_none():
