@@ -36,6 +36,7 @@ TERMINALS, CARDS = 200, 30_000
 TERMINAL_PAST_DAILY = 1000
 FLOAT_TOPUP_YUAN = 10_000_000
 MIX = "purchase=60,balance=10,bill-inquiry=10,bill-pay=20"  # the production configuration's mix
+CARD_V2_MIX = "purchase=60,refund=10,preauth=30"  # card transactions version 2: reported, no target
 PURCHASES = "purchase=100"  # the rows kept from before: purchases only, risk rules off
 PURCHASES_PREFIX = "purchases_"  # their result keys: purchases_closed_1_worker, ...
 IDLE_CONNECTIONS, IDLE_ACTIVE = 10_000, 100

@@ -59,6 +59,7 @@ def table(results: dict[str, Any]) -> str:
              **{key: f"mix, risk on: open loop at {OPEN_RATE}/s" + (f", run {n}" if n > 1 else "")
                 for n, key in enumerate(open_keys(), 1)},
              "per_txn": "mix, risk on: closed loop, per-txn",
+             "card_v2_mix": "refunds+preauths, risk on: closed, 1 worker",
              "idle_10k": f"mix, risk on: {IDLE_CONNECTIONS // 1000}k idle + {IDLE_ACTIVE} active, closed",
              f"{PURCHASES_PREFIX}closed_1_worker": "purchases, risk off: closed, 1 worker",
              f"{PURCHASES_PREFIX}closed_2_workers": "purchases, risk off: closed, 2 workers",

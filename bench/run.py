@@ -68,6 +68,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bench.config import (
+    CARD_V2_MIX,
     DATA,
     DURATIONS,
     FD_HEADROOM,
@@ -215,6 +216,9 @@ def measure(results: dict[str, Any], env: dict[str, str], dur: dict[str, float],
           for n, key in enumerate(open_keys(), 1)),
         ("per_txn", "closed loop, the mix, risk on, 200 terminals, a connection per transaction", env,
          {"duration": dur["scenario"], "connect": "per-txn", "mix": MIX}),
+        ("card_v2_mix", f"closed loop, card transactions version 2 ({CARD_V2_MIX}: refunds of earlier purchases, "
+         "pre-authorizations later completed or cancelled), risk on, 200 persistent terminals, 1 worker", env,
+         {"duration": dur["scenario"], "mix": CARD_V2_MIX}),
         ("purchases_closed_1_worker", "purchases only, risk OFF: closed loop, 200 persistent terminals, 1 worker",
          off, {"duration": dur["scenario"], "mix": PURCHASES}),
         ("purchases_closed_2_workers", "purchases only, risk OFF: closed loop, 200 persistent, --workers 2",
