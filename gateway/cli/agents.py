@@ -58,6 +58,7 @@ async def agent_policy(args: argparse.Namespace, ctx: Context) -> dict[str, Any]
     day = _day(args.from_day, ctx)
     values = policies.parse_values(args.values)
     if not values:
+        await registry.show_agent(ctx.conn, args.code)  # an unknown agent: exit 2
         return {"code": args.code, "from": day.isoformat(),
                 "policy": await policies.policy_in_force(ctx.conn, args.code, day)}
     return await agents.set_policy(ctx.conn, ctx.actor, args.code, values, day)

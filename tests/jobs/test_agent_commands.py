@@ -84,6 +84,7 @@ async def test_policy_sets_from_a_day_prints_the_one_in_force_and_refuses_a_brok
     lowering_parent = await cli("agent", "policy", "L1", "cost_bp=53", "--from", day.isoformat())
     assert lowering_parent.code == 2 and "L2's cost_bp 52 is below L1's 53" in lowering_parent.stderr
     assert (await cli("agent", "policy", "L2", "colour=5")).code == 2
+    assert (await cli("agent", "policy", "NOPE", "--json")).code == 2
     assert (await cli("agent", "policy", "L2", "cost_bp=10001")).code == 2
     # nothing of the refused ones stayed, and each wrote no record
     assert (await cli("agent", "policy", "L2", "--from", day.isoformat(), "--json")).json["policy"]["cost_bp"] == 52
