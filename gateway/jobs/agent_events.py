@@ -59,7 +59,7 @@ from typing import Any
 import asyncpg
 
 from gateway.domain.policies import in_force_sql
-from ledger.accounts import DEPOSITS_HELD_ACCOUNT_CODE
+from ledger.accounts import DEPOSITS_HELD_ACCOUNT_CODE, AccountKind
 from ledger.postings import PostResult, Transfer, post_many
 
 EVENTS_LOCK_KEY = 0x61676E65  # the events of every day's run, one at a time: they share terminals' rows
@@ -125,6 +125,10 @@ async def run_events(conn: asyncpg.Connection, bounds: DayBounds, run_id: int, f
     """The events of one run of the day (in the caller's transaction)."""
     day, tz_key = bounds.day, bounds.tz_key
     await conn.execute("SELECT pg_advisory_xact_lock($1)", EVENTS_LOCK_KEY)
+    await conn.execute(
+        """INSERT INTO ledger_accounts (kind, code, debits_must_not_exceed_credits)
+           SELECT $1, $2, true WHERE NOT EXISTS (SELECT 1 FROM ledger_accounts WHERE code = $2)""",
+        AccountKind.DEPOSIT_HELD.value, DEPOSITS_HELD_ACCOUNT_CODE)
     # The house's accounts first (the fee income account has the lowest id but cash's, and every posting
     # locks in id order): holding them, locking merchants' and agents' accounts later cannot deadlock.
     await conn.execute("SELECT 1 FROM ledger_accounts WHERE id = $1 OR code = $2 ORDER BY id FOR UPDATE",

@@ -4,14 +4,14 @@
 -- and the shares of forfeited deposits and of fees, all in the daily run's
 -- database transaction, keyed so that nothing is posted twice.
 
--- Deposits held: one account for every terminal's deposit, never below zero. Its
--- balance is the deposits charged less refunded less forfeited (`ledger check`).
+-- Deposits held: one account (system:deposits_held) for every terminal's deposit,
+-- never below zero, made by the first run that needs it (a fresh database has only
+-- the cash and fee income accounts). Its balance is the deposits charged less
+-- refunded less forfeited (a rule of `ledger check`).
 ALTER TABLE ledger_accounts DROP CONSTRAINT ledger_accounts_kind_check;
 ALTER TABLE ledger_accounts ADD CONSTRAINT ledger_accounts_kind_check
     CHECK (kind IN ('card', 'agent_float', 'commission', 'merchant', 'biller', 'fee_income', 'cash',
                     'payout_clearing', 'agent_profit', 'agent_receivable', 'deposit_held'));
-INSERT INTO ledger_accounts (kind, code, debits_must_not_exceed_credits)
-VALUES ('deposit_held', 'system:deposits_held', true);
 
 -- A terminal's net volume of a local day, as the run of that day last saw it: the
 -- day's originals shared (agent_share_txns) less the day's cancellations recorded
