@@ -30,7 +30,7 @@ async def test_a_fresh_database_checks_ok_with_balanced_zero_totals(db):
     assert report.problems == []
     assert report.totals["debits_fen"] == report.totals["credits_fen"] == 0
     assert report.totals["transfers"] == 0
-    assert report.totals["accounts"] == 3  # system:cash, system:fee_income and system:deposits_held
+    assert report.totals["accounts"] == 2  # system:cash and system:fee_income
     assert report.as_dict() == {"ok": True, "totals": report.totals, "problems": []}
 
 
