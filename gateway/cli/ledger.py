@@ -16,6 +16,7 @@ from gateway.db.backup import BackupError, base_backup, pg_bindir_for, prepare_r
 from gateway.db.migrate import migrate
 from gateway.db.pool import database_url, stop_embedded
 from gateway.domain.validate import InvalidInput, Problem
+from gateway.jobs.agent_events import check_deposits
 from gateway.jobs.payouts import check_payouts
 from gateway.settings import Settings
 from ledger.check import check as check_ledger
@@ -25,10 +26,12 @@ _START_WAL = re.compile(r"^START WAL LOCATION: \S+ \(file ([0-9A-F]{24})\)", re.
 
 
 async def ledger_check(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
-    """The ledger's invariants, and the payouts rule (the clearing account holds the payouts
-    made and not confirmed, the bank account the paid ones): exit 1 naming each broken one."""
+    """The ledger's invariants, the payouts rule (the clearing account holds the payouts made
+    and not confirmed, the bank account the paid ones) and the deposits rule (the deposits
+    account holds those charged less refunded less forfeited): exit 1 naming each broken one."""
     report = await check_ledger(ctx.conn)
     report.problems.extend(await check_payouts(ctx.conn))
+    report.problems.extend(await check_deposits(ctx.conn))
     if not report.ok:
         print_result(report.as_dict(), args.json)
         raise Problem("; ".join(report.problems))

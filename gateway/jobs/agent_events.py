@@ -220,7 +220,8 @@ async def activate(conn: asyncpg.Connection, bounds: DayBounds, run_id: int,
 async def share_up(conn: asyncpg.Connection, kind: str, day: date, run_id: int,
                    items: list[tuple[str, int, str, str]]) -> None:
     """The shares of ``kind`` of each (tid, period, owner agent, mid) up the owner's chain:
-    each agent its policy value less the largest below it on the chain (never below 0)."""
+    each agent its policy value less the largest below it on the chain (never below 0);
+    an activation reward under a redirect in force on the day goes where the redirect says."""
     if not items:
         return
     column, _ = SHARE_KINDS[kind]
@@ -237,10 +238,26 @@ async def share_up(conn: asyncpg.Connection, kind: str, day: date, run_id: int,
                        coalesce(max(coalesce(p.{column}, 0)) OVER (
                            PARTITION BY c.tid, c.period ORDER BY c.depth
                            ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS below_fen
-                  FROM chain c LEFT JOIN LATERAL {in_force_sql('c.agent', '$5::date')} p ON true)
+                  FROM chain c LEFT JOIN LATERAL {in_force_sql('c.agent', '$5::date')} p ON true),
+            redirected AS (  -- the redirects in force on the day (gateway.domain.redirects)
+                SELECT DISTINCT ON (agent_code) agent_code, to_code, until_day FROM agent_redirects
+                 WHERE from_day <= $5 ORDER BY agent_code, from_day DESC, id DESC),
+            paid AS (
+                -- a reward under a redirect (CLI.md "Redirect": shares and rewards) goes to its descendant
+                -- when the terminal's merchant is in that one's subtree, else to the house (no row)
+                SELECT v.*, CASE WHEN $6 <> 'activation' OR r.to_code IS NULL OR r.until_day < $5 THEN v.agent
+                                 WHEN EXISTS (WITH RECURSIVE up (code) AS (
+                                                  SELECT m.agent_code FROM merchants m WHERE m.mid = v.mid
+                                                  UNION
+                                                  SELECT a.parent_code FROM up JOIN agents a ON a.code = up.code
+                                                   WHERE a.parent_code IS NOT NULL)
+                                              SELECT 1 FROM up WHERE up.code = r.to_code)
+                                 THEN r.to_code END AS recipient
+                  FROM valued v LEFT JOIN redirected r ON r.agent_code = v.agent
+                 WHERE v.value_fen > v.below_fen)
             INSERT INTO agent_event_shares (kind, tid, period, agent_code, recipient, day, run_id, mid, amount_fen)
-            SELECT $6, tid, period, agent, agent, $5, $7, mid, value_fen - below_fen FROM valued
-             WHERE value_fen > below_fen
+            SELECT $6, tid, period, agent, recipient, $5, $7, mid, value_fen - below_fen FROM paid
+             WHERE recipient IS NOT NULL
             ON CONFLICT DO NOTHING""",
         tids, periods, owners, mids, day, kind, run_id)
 

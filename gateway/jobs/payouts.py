@@ -477,7 +477,7 @@ async def run(conn: asyncpg.Connection, actor: str, settings: Settings, day: dat
     now = now if now is not None else settings.now()
     check_day_over(day, settings, now)
     if await _run_result(conn, day) is None and not await agent_run_is_final(conn, day):
-        await agent_run.run(conn, day, settings.tz, now=now, actor=actor)
+        await agent_run.run(conn, day, settings.tz, now=now, actor=actor, settings=settings)
     async with conn.transaction():
         await payout_audit.lock_run(conn)
         before = await payout_audit.run_state(conn, day)

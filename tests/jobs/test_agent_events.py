@@ -223,3 +223,38 @@ async def test_two_runs_at_once_charge_a_deposit_once(db, db_url, chain):
     assert await balance(db, "system:deposits_held") == 9_900
     assert await db.fetchval("SELECT count(*) FROM agent_charge_events") == 2
     await clean(db)
+
+
+async def redirect(db, code: str, to_code: str, from_day) -> None:
+    await db.execute("INSERT INTO agent_redirects (agent_code, to_code, from_day, set_by) VALUES ($1, $2, $3, 'test')",
+                     code, to_code, from_day)
+
+
+@pytest.mark.parametrize("to_code, expected", [
+    ("B", {"B": 6_000 + 4_000}),   # B's subtree holds the merchant: A's reward goes to B
+    ("C", {"B": 6_000}),           # C's does not: the house keeps A's reward
+])
+async def test_a_redirect_pays_the_rewards_to_the_descendant_whose_subtree_holds_the_merchant(
+        db, chain, to_code, expected):
+    await chain.agent("C", "A", cost_bp=51)
+    await redirect(db, "A", to_code, DAY)
+    settings = charges(activation_volume_fen=1_000_000, activation_window_days=30)
+    await chain.purchase("TERM0001", 1_000_000, at(DAY, 10))
+    totals = await run(db, DAY, settings)
+    shares = dict(await db.fetch("SELECT recipient, sum(amount_fen)::bigint FROM agent_event_shares"
+                                 " WHERE kind = 'activation' GROUP BY recipient"))
+    assert shares == expected
+    assert totals["rewards_fen"] == sum(expected.values())
+    assert (await balances(db, "A"))["reward_fen"] == 0
+    await clean(db)
+
+
+async def test_posgw_ledger_check_holds_the_deposits_rule(db, chain):
+    """`posgw ledger check` on the command line: clean after a deposit is charged; a deposit's
+    record that disagrees with its charges (tampered) is named, exit 1."""
+    await chain.purchase("TERM0001", 100_000, at(DAY, 10))
+    await run(db, DAY, charges(deposit_fen=9_900))
+    assert (await chain.cli("ledger", "check", "--json")).code == 0
+    await db.execute("UPDATE agent_deposits SET charged_fen = charged_fen - 1 WHERE tid = 'TERM0001'")
+    result = await chain.cli("ledger", "check", "--json")
+    assert result.code == 1 and "deposit of TERM0001" in result.stdout + result.stderr
