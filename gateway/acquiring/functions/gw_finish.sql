@@ -667,6 +667,17 @@ BEGIN
                           AND c.xmin::text IS NOT DISTINCT FROM item->'versions'->>'card')
                    OR item ? 'recheck' AND gw_risk_recheck(item->'recheck', (item->>'card_id')::bigint) AS stale
               FROM unnest(p) WITH ORDINALITY AS i (item, n)) requests;
+    -- Every account the batch's transfers post to, locked at once in the order of their ids:
+    -- recorded one by one, the items would lock them in the order of the requests, and two
+    -- batches at once (two workers, or two gateways) sharing hot accounts (a merchant's, an
+    -- agent's float) deadlock, PostgreSQL breaking it only after deadlock_timeout.
+    PERFORM 1 FROM ledger_accounts
+     WHERE id IN (SELECT (t->>side)::bigint
+                    FROM unnest(p) WITH ORDINALITY AS i (item, n)
+                    CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN v_stale[n] THEN '[]'::jsonb
+                                                                 ELSE coalesce(item->'transfers', '[]') END) t
+                    CROSS JOIN unnest(ARRAY['debit', 'credit']) AS s (side))
+     ORDER BY id FOR UPDATE;  -- the strength ledger_apply takes (ledger/functions/ledger.sql)
     IF v_plain_count > 1 THEN  -- a lone purchase costs less through gw_finish
         v_results := gw_finish_purchases(p, v_plain);
     ELSE
