@@ -30,6 +30,8 @@ WITH RECURSIVE subtree (code) AS (
     SELECT a.code FROM agents a JOIN subtree s ON a.parent_code = s.code
 )"""
 _IN_SCOPE = "($1::text IS NULL OR {column} IN (SELECT code FROM subtree))"
+# A terminal's agent: its merchant's, or, in stock (no merchant), its owner's.
+_TERMINAL_AGENT = "coalesce(m.agent_code, t.owner_agent)"
 
 _DIGITS = re.compile(r"^\d+$")
 _PRINTABLE = re.compile(r"^[\x21-\x7e]+$")
@@ -173,14 +175,14 @@ TERMINAL_COLUMNS = ("tid", "mid", "merchant", "agent", "status", "signed_on", "l
 async def terminals(conn: asyncpg.Connection, scope: str | None, where: TerminalFilter,
                     tz: ZoneInfo, limit: int | None = ROWS_MAX) -> list[dict[str, Any]]:
     rows = await conn.fetch(_SUBTREE + f"""
-        SELECT t.tid, t.mid, m.name AS merchant, m.agent_code AS agent, t.status,
+        SELECT t.tid, t.mid, m.name AS merchant, {_TERMINAL_AGENT} AS agent, t.status,
                (t.mak_lmk IS NOT NULL AND t.keys_expire_at > now()) AS signed_on, t.last_seen,
                t.latitude, t.longitude
-          FROM terminals t JOIN merchants m ON m.mid = t.mid
-         WHERE {_IN_SCOPE.format(column='m.agent_code')}
+          FROM terminals t LEFT JOIN merchants m ON m.mid = t.mid
+         WHERE {_IN_SCOPE.format(column=_TERMINAL_AGENT)}
            AND ($2::text IS NULL OR starts_with(t.tid, $2) OR starts_with(t.mid, $2))
            AND ($3::text IS NULL OR t.status = $3)
-           AND ($4::text IS NULL OR m.agent_code = $4)
+           AND ($4::text IS NULL OR {_TERMINAL_AGENT} = $4)
          ORDER BY t.tid LIMIT $5""", scope, where.q, where.status, where.agent, limit)
     return [{**{name: row[name] for name in TERMINAL_COLUMNS[:6]},
              "last_seen": row["last_seen"].astimezone(tz).isoformat(timespec="seconds") if row["last_seen"] else None,
@@ -191,9 +193,9 @@ async def terminals(conn: asyncpg.Connection, scope: str | None, where: Terminal
 async def terminal_in_scope(conn: asyncpg.Connection, scope: str | None, tid: str) -> dict[str, Any] | None:
     """The terminal's merchant and agent, or None when it does not exist or lies outside the scope."""
     row = await conn.fetchrow(_SUBTREE + f"""
-        SELECT t.tid, t.mid, m.name AS merchant, m.agent_code AS agent
-          FROM terminals t JOIN merchants m ON m.mid = t.mid
-         WHERE t.tid = $2 AND {_IN_SCOPE.format(column='m.agent_code')}""", scope, tid)
+        SELECT t.tid, t.mid, m.name AS merchant, {_TERMINAL_AGENT} AS agent
+          FROM terminals t LEFT JOIN merchants m ON m.mid = t.mid
+         WHERE t.tid = $2 AND {_IN_SCOPE.format(column=_TERMINAL_AGENT)}""", scope, tid)
     return None if row is None else dict(row)
 
 

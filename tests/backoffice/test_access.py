@@ -80,7 +80,7 @@ async def test_an_agent_sees_its_subtree_and_gets_403_outside_it(web_world, brow
     listing = (await agent.get("/terminals")).text
     assert "TERM0001" in listing and "TERM0002" in listing and "TERM0003" not in listing
     csv_rows = (await agent.get("/terminals.csv")).text.splitlines()
-    assert [row.split(",")[0] for row in csv_rows] == ["tid", "TERM0001", "TERM0002"]
+    assert [row.split(",")[0] for row in csv_rows] == ["tid", "STOCK001", "TERM0001", "TERM0002"]  # STOCK001: in AG01's stock
     tree = (await agent.get("/agents")).text
     assert "AG02" in tree and "AG03" not in tree
     portal = (await agent.get("/portal")).text
@@ -96,6 +96,6 @@ async def test_an_agent_filtering_by_another_agent_gets_nothing(web_world, brows
 async def test_staff_see_every_agent_and_get_404_for_unknown_ones(web_world, browse):
     auditor = await browse("auditor")
     assert [row.split(",")[0] for row in (await auditor.get("/terminals.csv")).text.splitlines()] == [
-        "tid", "TERM0001", "TERM0002", "TERM0003"]
+        "tid", "STOCK001", "TERM0001", "TERM0002", "TERM0003"]
     assert (await auditor.get("/terminals/NOSUCH01")).status_code == 404
     assert (await auditor.get("/agents/NOSUCH")).status_code == 404

@@ -171,8 +171,23 @@ async def test_the_map_places_the_terminals_with_a_location(web_world, browse, c
     await cli("terminal", "set", "TERM0003", "--location", "31.30,121.60")
     await cli("terminal", "freeze", "TERM0003")
     page = (await (await browse("auditor")).get("/map")).text
-    assert page.count("<circle ") == 2 and "1 without a location" in page
+    assert page.count("<circle ") == 2 and "2 without a location" in page  # TERM0003, and STOCK001 in stock
     assert re.search(r'<circle cx="30.0" cy="[0-9.]+" r="6" fill="#0b5cad">', page)  # the westmost at the margin
     assert 'fill="#b42318"' in page  # the frozen one in red
     agent_map = (await (await browse("agent1")).get("/map")).text
     assert agent_map.count("<circle ") == 1 and "TERM0003" not in agent_map
+
+
+async def test_a_terminal_in_stock_is_listed_with_its_owner_and_only_inside_its_subtree(web_world, browse):
+    """STOCK001 (no merchant, in AG01's stock): listed as in stock with AG01 for staff and for AG01's agent
+    user, its page says so; AG03's agent user neither sees it listed nor opens it (403)."""
+    for user in ("operator", "agent1"):
+        client = await browse(user)
+        listing = (await client.get("/terminals")).text
+        assert re.search(r'<a href="/terminals/STOCK001">STOCK001</a></td><td>in stock</td><td></td><td>AG01</td>',
+                         listing), user
+        page = await client.get("/terminals/STOCK001")
+        assert page.status_code == 200 and "none: in stock" in page.text
+    other = await browse("agent3")
+    assert "STOCK001" not in (await other.get("/terminals")).text
+    assert (await other.get("/terminals/STOCK001")).status_code == 403
