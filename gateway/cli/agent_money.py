@@ -7,12 +7,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from gateway.cli.common import Context, Subcommands, add_command
+from gateway.cli.common import Context, Subcommands, add_bank_flags, add_command, bank_flags
 from gateway.domain import registry, validate
-from gateway.domain.validate import InvalidInput
 from gateway.services import agent_banking, withdrawals
-
-_BANK_FLAGS = ("--bank-account", "--bank-name", "--account-name")
 
 
 async def agent_bank_show(ctx: Context, code: str) -> dict[str, Any]:
@@ -22,14 +19,10 @@ async def agent_bank_show(ctx: Context, code: str) -> dict[str, Any]:
 
 async def agent_set(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
     """Set where the agent's withdrawals are paid: the three bank flags together."""
-    given = (args.bank_account, args.bank_name, args.account_name)
-    if not any(given):
-        raise InvalidInput(f"nothing to set: give {', '.join(_BANK_FLAGS)}")
-    if not all(given):
-        raise InvalidInput(f"{', '.join(_BANK_FLAGS)} go together")
+    number, bank_name, account_name = bank_flags(args)
     await agent_banking.set_agent_bank_details(ctx.conn, ctx.actor, ctx.hsm, args.code,
-                                               bank_account_number=args.bank_account, bank_name=args.bank_name,
-                                               account_name=args.account_name)
+                                               bank_account_number=number, bank_name=bank_name,
+                                               account_name=account_name)
     return await agent_bank_show(ctx, args.code)
 
 
@@ -43,9 +36,7 @@ def register(agent: Subcommands) -> None:
     """``set`` and ``withdraw`` in the ``agent`` group."""
     p = add_command(agent, "set", agent_set, help="set where the agent's withdrawals are paid")
     p.add_argument("code")
-    p.add_argument("--bank-account", metavar="N", help="8 to 30 digits (stored under the LMK, shown masked)")
-    p.add_argument("--bank-name", metavar="NAME")
-    p.add_argument("--account-name", metavar="NAME", help="the account holder's name")
+    add_bank_flags(p)
     p = add_command(agent, "withdraw", agent_withdraw,
                     help="withdraw from the profit balance (paid by the next payout run)")
     p.add_argument("code")

@@ -108,3 +108,23 @@ async def effective_limits(conn: asyncpg.Connection, mid: str, tid: str | None) 
     return risk.effective_limits(risk.load_defaults(config_dir()),
                                  await registry.limit_overrides(conn, "merchant", mid),
                                  await registry.limit_overrides(conn, "terminal", tid) if tid is not None else None)
+
+
+BANK_FLAGS = ("--bank-account", "--bank-name", "--account-name")
+
+
+def add_bank_flags(parser: argparse.ArgumentParser) -> None:
+    """The bank details of ``merchant set`` and ``agent set`` (CLI.md "Money out")."""
+    parser.add_argument("--bank-account", metavar="N", help="8 to 30 digits (stored under the LMK, shown masked)")
+    parser.add_argument("--bank-name", metavar="NAME")
+    parser.add_argument("--account-name", metavar="NAME", help="the account holder's name")
+
+
+def bank_flags(args: argparse.Namespace) -> tuple[str, str, str]:
+    """The account number, bank name and account name given, the three together, or InvalidInput."""
+    given = (args.bank_account, args.bank_name, args.account_name)
+    if not any(given):
+        raise InvalidInput(f"nothing to set: give {', '.join(BANK_FLAGS)}")
+    if not all(given):
+        raise InvalidInput(f"{', '.join(BANK_FLAGS)} go together")
+    return given

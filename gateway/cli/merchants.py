@@ -8,17 +8,16 @@ from typing import Any
 from gateway.cli.common import (
     Context,
     Subcommands,
+    add_bank_flags,
     add_command,
     add_group,
+    bank_flags,
     effective_limits,
     limit_assignments,
     status_command,
 )
 from gateway.domain import registry, validate
-from gateway.domain.validate import InvalidInput
 from gateway.services import banking, merchants
-
-_BANK_FLAGS = ("--bank-account", "--bank-name", "--account-name")
 
 
 async def merchant_add(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
@@ -39,14 +38,10 @@ async def merchant_show(args: argparse.Namespace, ctx: Context) -> dict[str, Any
 
 async def merchant_set(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
     """Set where the merchant's payouts go: the three bank flags together."""
-    given = (args.bank_account, args.bank_name, args.account_name)
-    if not any(given):
-        raise InvalidInput(f"nothing to set: give {', '.join(_BANK_FLAGS)}")
-    if not all(given):
-        raise InvalidInput(f"{', '.join(_BANK_FLAGS)} go together")
+    number, bank_name, account_name = bank_flags(args)
     await banking.set_merchant_bank_details(ctx.conn, ctx.actor, ctx.hsm, args.mid,
-                                            bank_account_number=args.bank_account, bank_name=args.bank_name,
-                                            account_name=args.account_name)
+                                            bank_account_number=number, bank_name=bank_name,
+                                            account_name=account_name)
     return await merchant_view(ctx, args.mid)
 
 
@@ -67,9 +62,7 @@ def register(groups: Subcommands) -> Subcommands:
     p.add_argument("--mdr-bp", type=int, default=0)
     p = add_command(merchant, "set", merchant_set, help="set where the merchant's payouts go")
     p.add_argument("mid")
-    p.add_argument("--bank-account", metavar="N", help="8 to 30 digits (stored under the LMK, shown masked)")
-    p.add_argument("--bank-name", metavar="NAME")
-    p.add_argument("--account-name", metavar="NAME", help="the account holder's name")
+    add_bank_flags(p)
     add_command(merchant, "show", merchant_show).add_argument("mid")
     for action, status in (("freeze", registry.FROZEN), ("unfreeze", registry.ACTIVE)):
         add_command(merchant, action, status_command(merchants.set_merchant_status, status)).add_argument("id")
